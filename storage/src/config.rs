@@ -1,0 +1,117 @@
+//! Journal configuration and its named limits.
+
+use crate::{Error, Result};
+use std::time::Duration;
+
+/// Smallest segment we accept: room for a header and a few frames, a whole number of pages.
+pub const SEGMENT_SIZE_MIN: u64 = 64 * 1024;
+/// Largest segment we accept (keeps offsets inside a segment in u32 range with headroom).
+pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
+/// Hard ceiling on `record-size-max`.
+pub const RECORD_SIZE_MAX_CEILING: usize = 16 << 20;
+/// Hard ceiling on `partitions-max`.
+pub const PARTITIONS_MAX_CEILING: usize = 4096;
+/// Hard ceiling on `readers-max`.
+pub const READERS_MAX_CEILING: usize = 1024;
+/// Page size assumed for alignment of segment sizes.
+pub const PAGE_SIZE: u64 = 4096;
+
+const _: () = assert!(SEGMENT_SIZE_MIN % PAGE_SIZE == 0);
+const _: () = assert!(SEGMENT_SIZE_MAX % PAGE_SIZE == 0);
+
+/// How the journal lays out and limits its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Bytes per segment file, preallocated. Default: 64 MiB. Bounds: 64 KiB ..= 1 GiB,
+    /// a multiple of 4 KiB.
+    pub segment_size: u64,
+    /// Largest payload of one record. Default: 1 MiB. Bounds: 1 KiB ..= 16 MiB and small
+    /// enough that one record fits in an empty segment.
+    pub record_size_max: usize,
+    /// Most partitions one journal holds. Default: 256. Bounds: 1 ..= 4096.
+    pub partitions_max: usize,
+    /// Most concurrent readers of one partition. Default: 64. Bounds: 1 ..= 1024.
+    pub readers_max: usize,
+    /// How often the group-commit flusher syncs written data. Default: 2 ms.
+    /// Bounds: 1 ms ..= 1 s.
+    pub flush_interval: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_size: 64 << 20,
+            record_size_max: 1 << 20,
+            partitions_max: 256,
+            readers_max: 64,
+            flush_interval: Duration::from_millis(2),
+        }
+    }
+}
+
+impl JournalConfig {
+    /// Checks every bound and the relations between fields.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !(SEGMENT_SIZE_MIN..=SEGMENT_SIZE_MAX).contains(&self.segment_size) {
+            return bad(format!(
+                "segment-size {} is outside {SEGMENT_SIZE_MIN}..={SEGMENT_SIZE_MAX}",
+                self.segment_size
+            ));
+        }
+        if self.segment_size % PAGE_SIZE != 0 {
+            return bad(format!(
+                "segment-size {} is not a multiple of 4 KiB",
+                self.segment_size
+            ));
+        }
+        if !(1024..=RECORD_SIZE_MAX_CEILING).contains(&self.record_size_max) {
+            return bad(format!(
+                "record-size-max {} is outside 1024..={RECORD_SIZE_MAX_CEILING}",
+                self.record_size_max
+            ));
+        }
+        let biggest_frame = crate::frame::frame_size(self.record_size_max, true) as u64;
+        if biggest_frame + crate::segment::SEGMENT_HEADER_SIZE as u64 > self.segment_size {
+            return bad(format!(
+                "record-size-max {} does not fit in a segment of {} bytes",
+                self.record_size_max, self.segment_size
+            ));
+        }
+        if !(1..=PARTITIONS_MAX_CEILING).contains(&self.partitions_max) {
+            return bad(format!(
+                "partitions-max must be 1..={PARTITIONS_MAX_CEILING}"
+            ));
+        }
+        if !(1..=READERS_MAX_CEILING).contains(&self.readers_max) {
+            return bad(format!("readers-max must be 1..={READERS_MAX_CEILING}"));
+        }
+        if self.flush_interval < Duration::from_millis(1)
+            || self.flush_interval > Duration::from_secs(1)
+        {
+            return bad("flush-interval-ms must be 1..=1000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_contradictions_are_refused() {
+        JournalConfig::default().validate().unwrap();
+        let c = JournalConfig {
+            segment_size: 64 * 1024,
+            record_size_max: 1 << 20,
+            ..Default::default()
+        };
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.contains("does not fit")));
+        let c = JournalConfig {
+            segment_size: 100_000,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! clicktrail's storage: the memory-mapped event journal that is the bus between actors,
+//! and the event schema written to it.
+//!
+//! * [`Journal`] — a directory of partitions, a group-commit flusher, retention.
+//! * [`Partition`] — segmented, preallocated, memory-mapped files with exactly one
+//!   [`Writer`] and any number (up to `readers-max`) of tailing [`Reader`]s.
+//! * [`frame`] — the on-disk record frame (length, CRC32C, kind, version, source, payload).
+//! * [`schema`] — event schema v1 (rkyv 0.8), read zero-copy in place.
+//!
+//! Durability: an append is in the page cache when it returns (it survives a process
+//! crash); [`Partition::wait_durable`] resolves once a group-commit sync covers it (it
+//! survives power loss). Recovery keeps everything up to the first torn or corrupt record.
+
+pub mod config;
+mod error;
+pub mod fault;
+pub mod frame;
+mod journal;
+mod notify;
+mod partition;
+pub mod schema;
+pub mod segment;
+
+pub use config::JournalConfig;
+pub use error::{Error, Result};
+pub use frame::Source;
+pub use journal::{scan, Journal, PartitionReport, DURABLE_WAIT_DEFAULT};
+pub use partition::{
+    Appended, Consumer, DataWait, DurableWait, Partition, Reader, Record, SegmentReport, Writer,
+};
+pub use schema::{Event, Kind, RecordExt};

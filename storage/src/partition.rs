@@ -1,0 +1,842 @@
+//! Partitions: an ordered run of segments with one writer and many tailing readers.
+//!
+//! Invariants:
+//! * Exactly one [`Writer`] exists per partition at a time. It writes frames above the
+//!   published `end`, then publishes the new `end` with a `SeqCst` store. Readers load `end`
+//!   and only ever look below it, so they never take a lock on the append path.
+//! * `start <= durable <= end`. `durable` moves only in [`Partition::sync`] (the group-commit
+//!   flusher), after an `msync` of everything below the new value.
+//! * Offsets are logical byte positions that run on across segments; a record's offset is
+//!   where its frame starts, and the next record starts at `offset + frame size`.
+//! * Retention removes whole segments below the lowest registered consumer position, never
+//!   the segment being written.
+
+use crate::frame::{self, Probe, Source};
+use crate::notify::Notifier;
+use crate::segment::{self, Segment};
+use crate::{Error, JournalConfig, Result};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// File in a partition directory that keeps consumer positions for retention.
+const CONSUMERS_FILE: &str = "consumers";
+
+pub(crate) struct Shared {
+    id: u32,
+    name: String,
+    dir: PathBuf,
+    config: JournalConfig,
+    /// Segments in base order. Written only by the writer's roll and by retention; readers
+    /// take the read lock only when they cross into another segment.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Published end: every byte below it is a complete frame readers may read.
+    end: AtomicU64,
+    /// Everything below this offset has been synced to disk.
+    durable: AtomicU64,
+    /// First offset still held (retention moves it up).
+    start: AtomicU64,
+    writer_taken: AtomicBool,
+    readers: AtomicUsize,
+    /// Woken when `end` moves.
+    data: Notifier,
+    /// Woken when `durable` moves or the journal closes.
+    durability: Notifier,
+    /// Registered consumers and their committed positions (retention keeps what they need).
+    consumers: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Serialises syncs (flusher thread and explicit `sync` calls).
+    sync_lock: Mutex<()>,
+    /// Set when the journal closes; wakes and fails every waiter.
+    closed: AtomicBool,
+    /// Set while syncs fail, so the error is logged once per failure run, not per interval.
+    sync_failing: AtomicBool,
+}
+
+/// A handle on one partition; cheap to clone.
+#[derive(Clone)]
+pub struct Partition {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.shared.id)
+            .field("name", &self.shared.name)
+            .field("start", &self.start())
+            .field("end", &self.end())
+            .field("durable", &self.durable())
+            .finish()
+    }
+}
+
+/// What recovery found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    pub path: PathBuf,
+    pub base: u64,
+    /// Complete, CRC-valid records.
+    pub records: u64,
+    /// Logical offset just past the last valid record.
+    pub end: u64,
+    /// Record counts by kind.
+    pub kinds: BTreeMap<u16, u64>,
+    /// The first problem found, if any: (logical offset, what was wrong).
+    pub problem: Option<(u64, String)>,
+}
+
+/// Scans the frames of one segment. Pure reading; never panics on any bytes.
+pub(crate) fn scan_segment(seg: &Segment, record_size_max: usize) -> SegmentReport {
+    let cap = seg.capacity();
+    // SAFETY: recovery and tools scan before any writer exists (or on a read-only map).
+    let data = unsafe { seg.data(0, cap) };
+    let mut pos = 0usize;
+    let mut records = 0u64;
+    let mut kinds = BTreeMap::new();
+    let problem = loop {
+        match frame::probe(&data[pos..], record_size_max) {
+            Probe::Frame(total) => {
+                let f = frame::parts(&data[pos..pos + total]);
+                if let Some(Err(why)) = crate::schema::validate(f.kind, f.version, f.payload) {
+                    break Some((
+                        seg.base + pos as u64,
+                        format!("payload fails validation: {why}"),
+                    ));
+                }
+                *kinds.entry(f.kind).or_insert(0) += 1;
+                records += 1;
+                pos += total;
+            }
+            Probe::End => break None,
+            Probe::Corrupt(why) => break Some((seg.base + pos as u64, why.to_string())),
+        }
+    };
+    SegmentReport {
+        path: seg.path.clone(),
+        base: seg.base,
+        records,
+        end: seg.base + pos as u64,
+        kinds,
+        problem,
+    }
+}
+
+/// Segment files of a partition directory, in base order.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_file_name)
+        {
+            out.push((base, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Moves a segment recovery cannot use out of the way (kept for a human to look at).
+fn quarantine(path: &Path, why: &str) {
+    let to = path.with_extension("seg.corrupt");
+    log::error!(
+        "journal: quarantining {} ({why}) as {}",
+        path.display(),
+        to.display()
+    );
+    if let Err(e) = std::fs::rename(path, &to) {
+        log::error!("journal: cannot rename {}: {e}", path.display());
+    }
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition stored in `dir`.
+    ///
+    /// Recovery keeps every record up to the first torn or corrupt one and drops the rest:
+    /// the bad segment's tail is zeroed and later segments are quarantined.
+    pub(crate) fn open(dir: PathBuf, id: u32, name: String, config: JournalConfig) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let files = list_segments(&dir)?;
+        let first_base = files.first().map(|f| f.0).unwrap_or(0);
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut expected_base: Option<u64> = None;
+        let mut end = first_base;
+        let mut cut = false;
+        let next_bases: Vec<Option<u64>> = (0..files.len())
+            .map(|i| files.get(i + 1).map(|f| f.0))
+            .collect();
+        for ((base, path), next_base) in files.into_iter().zip(next_bases) {
+            if cut {
+                quarantine(&path, "follows a truncated segment");
+                continue;
+            }
+            let (seg, header) = match Segment::open(&path, true) {
+                Ok(s) => s,
+                Err(Error::BadSegment { why, .. }) => {
+                    quarantine(&path, &why);
+                    cut = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if header.partition_id != id || header.base != base {
+                quarantine(&path, "header names another partition or base");
+                cut = true;
+                continue;
+            }
+            if expected_base.is_some_and(|e| e != base) {
+                quarantine(&path, "gap or overlap with the previous segment");
+                cut = true;
+                continue;
+            }
+            let report = scan_segment(&seg, config.record_size_max);
+            if let Some((at, why)) = &report.problem {
+                // Garbage in the unused tail of a rolled segment, right where the next
+                // segment starts, damages no record: clear it and go on.
+                let tail_only = *at == report.end && next_base == Some(report.end);
+                if tail_only {
+                    log::warn!("journal: partition {name}: clearing garbage after {at} ({why})");
+                } else {
+                    log::warn!(
+                        "journal: partition {name}: truncating at offset {at} ({why}); \
+                         {} records before it kept",
+                        report.records
+                    );
+                }
+                let from = (report.end - seg.base) as usize;
+                // SAFETY: no readers or writer exist yet.
+                unsafe { seg.data_mut(from, seg.capacity() - from) }.fill(0);
+                seg.flush(from, seg.capacity())?;
+                cut = !tail_only;
+            }
+            // Make whatever a crashed process left in the page cache durable now.
+            seg.flush(0, (report.end - seg.base) as usize)?;
+            expected_base = Some(report.end);
+            end = report.end;
+            segments.push(Arc::new(seg));
+        }
+        if segments.is_empty() {
+            let seg = Segment::create(&dir, id, end, config.segment_size)?;
+            segments.push(Arc::new(seg));
+        }
+        let start = segments[0].base;
+        let consumers = load_consumers(&dir)?;
+        Ok(Partition {
+            shared: Arc::new(Shared {
+                id,
+                name,
+                dir,
+                config,
+                segments: RwLock::new(segments),
+                end: AtomicU64::new(end),
+                durable: AtomicU64::new(end),
+                start: AtomicU64::new(start),
+                writer_taken: AtomicBool::new(false),
+                readers: AtomicUsize::new(0),
+                data: Notifier::default(),
+                durability: Notifier::default(),
+                consumers: Mutex::new(consumers),
+                sync_lock: Mutex::new(()),
+                closed: AtomicBool::new(false),
+                sync_failing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Stable numeric id (recorded in the `Source` of records derived from this partition).
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Published end: the offset the next record will get.
+    pub fn end(&self) -> u64 {
+        self.shared.end.load(Ordering::Acquire)
+    }
+
+    /// Everything below this offset survives power loss.
+    pub fn durable(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// First offset still held.
+    pub fn start(&self) -> u64 {
+        self.shared.start.load(Ordering::Acquire)
+    }
+
+    /// Number of segment files held.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.read().unwrap().len()
+    }
+
+    /// Takes the partition's one writer.
+    pub fn writer(&self) -> Result<Writer> {
+        if self.shared.writer_taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::WriterTaken(self.shared.name.clone()));
+        }
+        let seg = self.shared.segments.read().unwrap().last().unwrap().clone();
+        let end = self.end();
+        Ok(Writer {
+            pos: (end - seg.base) as usize,
+            seg,
+            end,
+            shared: self.shared.clone(),
+            buf: rkyv::util::AlignedVec::new(),
+        })
+    }
+
+    /// A reader positioned at `offset`, which must be a record boundary in
+    /// `start()..=end()` (a position taken from a record or from `end()`).
+    pub fn reader_at(&self, offset: u64) -> Result<Reader> {
+        let max = self.shared.config.readers_max;
+        if self.shared.readers.fetch_add(1, Ordering::AcqRel) >= max {
+            self.shared.readers.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::TooManyReaders {
+                partition: self.shared.name.clone(),
+                max,
+            });
+        }
+        // From here the Reader's Drop gives the count back, even on the error path.
+        let mut reader = Reader {
+            seg: self.shared.segments.read().unwrap()[0].clone(),
+            pos: 0,
+            next: self.start(),
+            shared: self.shared.clone(),
+        };
+        reader.seek(offset)?;
+        Ok(reader)
+    }
+
+    /// A reader from the first record held.
+    pub fn reader(&self) -> Result<Reader> {
+        self.reader_at(self.start())
+    }
+
+    /// Resolves once every byte below `end` is durable; fails if the journal closes first.
+    pub fn wait_durable(&self, end: u64) -> DurableWait {
+        DurableWait {
+            shared: self.shared.clone(),
+            end,
+            counted: false,
+        }
+    }
+
+    /// Blocking form of [`Partition::wait_durable`].
+    pub fn wait_durable_blocking(&self, end: u64, timeout: Duration) -> Result<()> {
+        let s = &self.shared;
+        s.durability.wait_until(
+            || s.durable.load(Ordering::SeqCst) >= end || s.closed.load(Ordering::SeqCst),
+            timeout,
+        );
+        if s.durable.load(Ordering::SeqCst) >= end {
+            Ok(())
+        } else if s.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Err(Error::DurableTimeout(end))
+        }
+    }
+
+    /// Syncs everything published so far and moves `durable` up (group commit: one sync
+    /// covers every record appended since the last one).
+    pub fn sync(&self) -> Result<()> {
+        let s = &self.shared;
+        let _guard = s.sync_lock.lock().unwrap();
+        let end = s.end.load(Ordering::Acquire);
+        let durable = s.durable.load(Ordering::Acquire);
+        if end <= durable {
+            return Ok(());
+        }
+        let segments = s.segments.read().unwrap().clone();
+        let result = segments.iter().try_for_each(|seg| {
+            let cap = seg.capacity() as u64;
+            let from = durable.saturating_sub(seg.base).min(cap);
+            let to = end.saturating_sub(seg.base).min(cap);
+            seg.flush(from as usize, to as usize)
+        });
+        match result {
+            Ok(()) => {
+                if s.sync_failing.swap(false, Ordering::Relaxed) {
+                    log::info!("journal: partition {}: syncs succeed again", s.name);
+                }
+                s.durable.store(end, Ordering::SeqCst);
+                s.durability.notify();
+                Ok(())
+            }
+            Err(e) => {
+                if !s.sync_failing.swap(true, Ordering::Relaxed) {
+                    log::error!("journal: partition {}: sync failed: {e}", s.name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// True while syncs fail (durable acknowledgements cannot be given).
+    pub fn sync_failing(&self) -> bool {
+        self.shared.sync_failing.load(Ordering::Relaxed)
+    }
+
+    /// Registers (or looks up) a named consumer whose committed position holds back
+    /// retention. A consumer registered in an earlier run keeps its persisted position.
+    pub fn consumer(&self, name: &str) -> Consumer {
+        let mut map = self.shared.consumers.lock().unwrap();
+        let pos = map
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(AtomicU64::new(self.start())))
+            .clone();
+        Consumer { position: pos }
+    }
+
+    /// Forgets a consumer so it no longer holds back retention.
+    pub fn remove_consumer(&self, name: &str) -> Result<()> {
+        self.shared.consumers.lock().unwrap().remove(name);
+        self.persist_consumers()
+    }
+
+    fn persist_consumers(&self) -> Result<()> {
+        let text: String = self
+            .shared
+            .consumers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, p)| format!("{n} {}\n", p.load(Ordering::Acquire)))
+            .collect();
+        let path = self.shared.dir.join(CONSUMERS_FILE);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(&path, e))?;
+        segment::sync_dir(&self.shared.dir)
+    }
+
+    /// Removes whole segments that every registered consumer has passed. Returns how many
+    /// were removed. Without registered consumers nothing is removed.
+    pub fn retain(&self) -> Result<usize> {
+        let min = {
+            let map = self.shared.consumers.lock().unwrap();
+            match map.values().map(|p| p.load(Ordering::Acquire)).min() {
+                Some(m) => m,
+                None => return Ok(0),
+            }
+        };
+        self.persist_consumers()?;
+        let doomed: Vec<Arc<Segment>> = {
+            let segs = self.shared.segments.read().unwrap();
+            segs.windows(2)
+                .take_while(|w| w[1].base <= min)
+                .map(|w| w[0].clone())
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut segs = self.shared.segments.write().unwrap();
+            segs.drain(..doomed.len());
+            self.shared.start.store(segs[0].base, Ordering::Release);
+        }
+        for seg in &doomed {
+            std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            log::info!("journal: retention removed {}", seg.path.display());
+        }
+        segment::sync_dir(&self.shared.dir)?;
+        Ok(doomed.len())
+    }
+
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.durability.notify();
+        self.shared.data.notify();
+    }
+}
+
+fn load_consumers(dir: &Path) -> Result<BTreeMap<String, Arc<AtomicU64>>> {
+    let path = dir.join(CONSUMERS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let mut it = line.split(' ');
+        if let (Some(name), Some(Ok(pos)), None) = (it.next(), it.next().map(str::parse), it.next())
+        {
+            map.insert(name.to_string(), Arc::new(AtomicU64::new(pos)));
+        } else {
+            log::warn!(
+                "journal: ignoring malformed line in {}: {line:?}",
+                path.display()
+            );
+        }
+    }
+    Ok(map)
+}
+
+/// A consumer's committed position: everything below it may be removed by retention.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    position: Arc<AtomicU64>,
+}
+
+impl Consumer {
+    /// Says the consumer no longer needs anything below `offset`. Never moves back.
+    pub fn commit(&self, offset: u64) {
+        self.position.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the record.
+    pub offset: u64,
+    /// Offset just past it: wait for `durable >= end` for a durable acknowledgement.
+    pub end: u64,
+}
+
+/// The one writer of a partition. Not `Clone`; give it to one owner.
+pub struct Writer {
+    shared: Arc<Shared>,
+    seg: Arc<Segment>,
+    /// Next write position in `seg`'s frame space.
+    pos: usize,
+    /// Logical offset of `pos`.
+    end: u64,
+    /// Reused serialisation buffer for typed appends (aligned for rkyv).
+    pub(crate) buf: rkyv::util::AlignedVec,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("partition", &self.shared.name)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Appends one record and publishes it to readers. It is in the page cache (it survives
+    /// a process crash) when this returns; see [`Partition::wait_durable`] for power loss.
+    #[inline]
+    pub fn append(
+        &mut self,
+        kind: u16,
+        version: u16,
+        source: Option<&Source>,
+        payload: &[u8],
+    ) -> Result<Appended> {
+        let appended = self.write(kind, version, source, payload)?;
+        self.publish();
+        Ok(appended)
+    }
+
+    /// Writes a record without publishing it; call [`Writer::publish`] after a batch.
+    #[inline]
+    pub fn write(
+        &mut self,
+        kind: u16,
+        version: u16,
+        source: Option<&Source>,
+        payload: &[u8],
+    ) -> Result<Appended> {
+        frame::check_append(kind, payload.len(), self.shared.config.record_size_max)?;
+        let total = frame::frame_size(payload.len(), source.is_some());
+        if self.pos + total > self.seg.capacity() {
+            self.roll()?;
+        }
+        // SAFETY: we are the partition's only writer and [pos, pos + total) is above the
+        // published end, where no reader looks.
+        let dst = unsafe { self.seg.data_mut(self.pos, total) };
+        frame::encode(dst, kind, version, source, payload);
+        let offset = self.end;
+        self.pos += total;
+        self.end += total as u64;
+        Ok(Appended {
+            offset,
+            end: self.end,
+        })
+    }
+
+    /// Makes everything written so far visible to readers and wakes the ones waiting.
+    #[inline]
+    pub fn publish(&mut self) {
+        self.shared.end.store(self.end, Ordering::SeqCst);
+        self.shared.data.notify();
+    }
+
+    /// Offset the next record will get.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The partition this writer appends to.
+    pub fn partition(&self) -> Partition {
+        Partition {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        let s = &self.shared;
+        let seg = Segment::create(&s.dir, s.id, self.end, s.config.segment_size)?;
+        let seg = Arc::new(seg);
+        s.segments.write().unwrap().push(seg.clone());
+        log::debug!(
+            "journal: partition {} rolled to {}",
+            s.name,
+            seg.path.display()
+        );
+        self.seg = seg;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.publish();
+        self.shared.writer_taken.store(false, Ordering::Release);
+    }
+}
+
+/// One record, borrowed in place from the mapped segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Where the record starts.
+    pub offset: u64,
+    /// Where the next record starts.
+    pub next: u64,
+    pub kind: u16,
+    pub version: u16,
+    pub source: Option<Source>,
+    /// The rkyv archive, 8-byte aligned, CRC-checked.
+    pub payload: &'a [u8],
+}
+
+/// A tailing reader. Reads never block; [`Reader::wait`] and [`Reader::wait_async`] sleep
+/// until the writer publishes more.
+pub struct Reader {
+    shared: Arc<Shared>,
+    seg: Arc<Segment>,
+    pos: usize,
+    next: u64,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("partition", &self.shared.name)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Reader {
+    /// Offset of the next record this reader returns.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The partition this reader reads.
+    pub fn partition(&self) -> Partition {
+        Partition {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Moves to `offset` (a record boundary within `start..=end`).
+    pub fn seek(&mut self, offset: u64) -> Result<()> {
+        let (start, end) = (
+            self.shared.start.load(Ordering::Acquire),
+            self.shared.end.load(Ordering::Acquire),
+        );
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange {
+                partition: self.shared.name.clone(),
+                offset,
+                start,
+                end,
+            });
+        }
+        let segs = self.shared.segments.read().unwrap();
+        let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
+        self.seg = segs[i].clone();
+        self.pos = (offset - self.seg.base) as usize;
+        self.next = offset;
+        Ok(())
+    }
+
+    /// The next record, or `None` when the reader has caught up with the writer.
+    #[inline]
+    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        let record_size_max = self.shared.config.record_size_max;
+        let (at, total) = loop {
+            let end = self.shared.end.load(Ordering::Acquire);
+            if self.next >= end {
+                return Ok(None);
+            }
+            let limit = ((end - self.seg.base) as usize).min(self.seg.capacity());
+            // SAFETY: [pos, limit) is below the published end.
+            let buf = unsafe { self.seg.data(self.pos.min(limit), limit) };
+            match frame::probe(buf, record_size_max) {
+                Probe::Frame(total) => break (self.pos, total),
+                Probe::End => self.enter_next_segment()?,
+                Probe::Corrupt(why) => {
+                    return Err(Error::InvalidPayload {
+                        offset: self.next,
+                        why: format!("{why} below the published end of {}", self.shared.name),
+                    })
+                }
+            }
+        };
+        self.pos += total;
+        let offset = self.next;
+        self.next += total as u64;
+        // SAFETY: the frame is below the published end and was just validated.
+        let f = frame::parts(unsafe { self.seg.data(at, at + total) });
+        Ok(Some(Record {
+            offset,
+            next: self.next,
+            kind: f.kind,
+            version: f.version,
+            source: f.source,
+            payload: f.payload,
+        }))
+    }
+
+    fn enter_next_segment(&mut self) -> Result<()> {
+        let segs = self.shared.segments.read().unwrap();
+        match segs.iter().find(|s| s.base == self.next) {
+            Some(s) if !Arc::ptr_eq(s, &self.seg) => {
+                self.seg = s.clone();
+                self.pos = 0;
+                Ok(())
+            }
+            _ => Err(Error::OffsetOutOfRange {
+                partition: self.shared.name.clone(),
+                offset: self.next,
+                start: self.shared.start.load(Ordering::Acquire),
+                end: self.shared.end.load(Ordering::Acquire),
+            }),
+        }
+    }
+
+    /// Blocks until there is a record to read, the journal closes, or the timeout passes.
+    /// Returns whether a record is ready.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (s, next) = (&self.shared, self.next);
+        s.data.wait_until(
+            || s.end.load(Ordering::SeqCst) > next || s.closed.load(Ordering::SeqCst),
+            timeout,
+        );
+        s.end.load(Ordering::SeqCst) > next
+    }
+
+    /// Resolves when there is a record to read (or the journal closes). `'static`, so an
+    /// actor can spawn it.
+    pub fn wait_async(&self) -> DataWait {
+        DataWait {
+            shared: self.shared.clone(),
+            next: self.next,
+            counted: false,
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// See [`Reader::wait_async`].
+pub struct DataWait {
+    shared: Arc<Shared>,
+    next: u64,
+    counted: bool,
+}
+
+impl std::fmt::Debug for DataWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataWait")
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Future for DataWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let (s, next) = (&this.shared, this.next);
+        s.data.poll_wait(cx, &mut this.counted, || {
+            s.end.load(Ordering::SeqCst) > next || s.closed.load(Ordering::SeqCst)
+        })
+    }
+}
+
+impl Drop for DataWait {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.data.unregister();
+        }
+    }
+}
+
+/// See [`Partition::wait_durable`].
+pub struct DurableWait {
+    shared: Arc<Shared>,
+    end: u64,
+    counted: bool,
+}
+
+impl std::fmt::Debug for DurableWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableWait")
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Future for DurableWait {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let (s, end) = (&this.shared, this.end);
+        let durable = || s.durable.load(Ordering::SeqCst) >= end;
+        match s.durability.poll_wait(cx, &mut this.counted, || {
+            durable() || s.closed.load(Ordering::SeqCst)
+        }) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if durable() => Poll::Ready(Ok(())),
+            Poll::Ready(()) => Poll::Ready(Err(Error::Closed)),
+        }
+    }
+}
+
+impl Drop for DurableWait {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.durability.unregister();
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! Event schema v1: the records every actor reads and writes, archived with rkyv 0.8.
+//!
+//! Each record kind has its own schema version, stored in the frame header beside the kind.
+//! Readers look at the archived form in place ([`Event`], [`RecordExt::event`]); tools and
+//! recovery validate it fully with bytecheck ([`validate`]).
+//!
+//! Conventions:
+//! * money is `i64` minor units with an ISO 4217 code ([`Money`]); never floating point;
+//! * time is UTC microseconds since the Unix epoch (`*_at_us`);
+//! * rates and weights are integer parts per million (`*_ppm`).
+//!
+//! **WARNING: do not reorder, remove or change the type of any field of an archived type
+//! below, and do not renumber [`Kind`].** Records already on disk would be misread. To
+//! change a record, add a new struct with the next version for that kind, keep the old one
+//! readable, and add its fixture to `tests/fixtures` (the compatibility test reads every
+//! version ever written).
+
+use crate::partition::{Appended, Record, Writer};
+use crate::{Error, Result, Source};
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Record kinds. The numbers are on disk: never change or reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum Kind {
+    Click = 1,
+    Impression = 2,
+    Conversion = 3,
+    ConversionReversal = 4,
+    FraudVerdict = 5,
+    Attribution = 6,
+    LedgerEntry = 7,
+    Payout = 8,
+    PostbackAttempt = 9,
+    EntityChange = 10,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Click,
+        Kind::Impression,
+        Kind::Conversion,
+        Kind::ConversionReversal,
+        Kind::FraudVerdict,
+        Kind::Attribution,
+        Kind::LedgerEntry,
+        Kind::Payout,
+        Kind::PostbackAttempt,
+        Kind::EntityChange,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| *k as u16 == v)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Click => "click",
+            Kind::Impression => "impression",
+            Kind::Conversion => "conversion",
+            Kind::ConversionReversal => "conversion-reversal",
+            Kind::FraudVerdict => "fraud-verdict",
+            Kind::Attribution => "attribution",
+            Kind::LedgerEntry => "ledger-entry",
+            Kind::Payout => "payout",
+            Kind::PostbackAttempt => "postback-attempt",
+            Kind::EntityChange => "entity-change",
+        }
+    }
+}
+
+/// A record type of the schema: its kind and the version this struct is.
+pub trait Event:
+    Archive + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+    const KIND: Kind;
+    const VERSION: u16;
+}
+
+/// ISO 4217 currency code: three ASCII upper-case letters.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct Currency(pub [u8; 3]);
+
+impl Currency {
+    /// Parses "EUR"-style codes; `None` unless exactly three ASCII upper-case letters.
+    pub fn parse(s: &str) -> Option<Currency> {
+        let b = s.as_bytes();
+        (b.len() == 3 && b.iter().all(u8::is_ascii_uppercase)).then(|| Currency([b[0], b[1], b[2]]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+
+/// An exact amount: integer minor units (cents for EUR) of a currency.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+/// A name/value pair (client hints, utm parameters, metadata).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct Pair {
+    pub name: String,
+    pub value: String,
+}
+
+/// A tracked click (`GET /c/{link}`), v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Click {
+    pub at_us: i64,
+    pub click_id: String,
+    pub link_code: String,
+    pub affiliate_id: String,
+    pub campaign_id: String,
+    /// sub1..sub5 in order; empty strings where absent.
+    pub sub_ids: Vec<String>,
+    /// Client IP as recorded (possibly truncated for privacy).
+    pub ip: String,
+    pub user_agent: String,
+    pub referrer: String,
+    pub accept_language: String,
+    pub sec_fetch_dest: String,
+    pub sec_fetch_site: String,
+    pub client_hints: Vec<Pair>,
+    /// The first-party visitor cookie the browser already had, if any.
+    pub visitor_id: Option<String>,
+    /// Fingerprint hash; `None` when the visitor opted out (`Sec-GPC`/`DNT`).
+    pub fingerprint: Option<u64>,
+    pub opted_out: bool,
+    /// Where the browser was sent.
+    pub destination: String,
+    pub utm: Vec<Pair>,
+}
+
+/// A tracked impression (`GET /i/{link}`), v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Impression {
+    pub at_us: i64,
+    pub impression_id: String,
+    pub link_code: String,
+    pub affiliate_id: String,
+    pub campaign_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub referrer: String,
+    pub visitor_id: Option<String>,
+}
+
+/// How a conversion found its click.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum MatchKind {
+    ClickId,
+    Cookie,
+    Fingerprint,
+    None,
+}
+
+/// A merchant-reported conversion, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Conversion {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub merchant_id: String,
+    pub campaign_id: String,
+    /// The merchant's idempotency key.
+    pub order_id: String,
+    /// sale, lead, signup or a custom name.
+    pub event: String,
+    pub amount: Money,
+    pub customer_id: Option<String>,
+    /// When the merchant says it happened.
+    pub occurred_at_us: i64,
+    pub click_id: Option<String>,
+    pub affiliate_id: Option<String>,
+    pub match_kind: MatchKind,
+    pub match_confidence_ppm: u32,
+    pub metadata: Vec<Pair>,
+}
+
+/// Why a conversion was (partly) reversed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum ReversalReason {
+    Refund,
+    PartialRefund,
+    Chargeback,
+    Rejected,
+}
+
+/// A refund, chargeback or rejection of a conversion, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConversionReversal {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub reason: ReversalReason,
+    /// The reversed amount (the whole amount for a full reversal).
+    pub amount: Money,
+    /// Who asked for it (key owner).
+    pub actor: String,
+    pub note: String,
+}
+
+/// What the fraud scorer decided.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum VerdictAction {
+    Allow,
+    Review,
+    Reject,
+}
+
+/// A fraud verdict on a click or conversion, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FraudVerdict {
+    pub at_us: i64,
+    /// Kind of the judged record (`Kind as u16`).
+    pub subject_kind: u16,
+    /// Its id (click id or conversion id).
+    pub subject_id: String,
+    pub score_ppm: u32,
+    pub reasons: Vec<String>,
+    pub action: VerdictAction,
+}
+
+/// One credited touchpoint of a conversion.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Touchpoint {
+    pub click_id: String,
+    pub affiliate_id: String,
+    pub at_us: i64,
+    /// Share of the credit; the weights of one attribution add up to 1,000,000.
+    pub weight_ppm: u32,
+}
+
+/// A conversion's credit split over touchpoints, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Attribution {
+    pub at_us: i64,
+    pub conversion_id: String,
+    /// Model name: last-click, first-click, linear, ...
+    pub model: String,
+    pub touchpoints: Vec<Touchpoint>,
+}
+
+/// State of a commission in the ledger.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum LedgerState {
+    Pending,
+    Approved,
+    Paid,
+    Rejected,
+    Reversed,
+}
+
+/// One double-entry posting, v1: `amount` moves from `debit_account` to `credit_account`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LedgerEntry {
+    pub at_us: i64,
+    pub entry_id: String,
+    pub conversion_id: Option<String>,
+    pub affiliate_id: String,
+    pub debit_account: String,
+    pub credit_account: String,
+    pub amount: Money,
+    pub state: LedgerState,
+    pub memo: String,
+}
+
+/// Where a payout item stands.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum PayoutStatus {
+    /// Written before any provider call; its item id is the idempotency key.
+    Intent,
+    Submitted,
+    Paid,
+    Failed,
+}
+
+/// A payout item and its provider results, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Payout {
+    pub at_us: i64,
+    pub batch_id: String,
+    pub item_id: String,
+    pub affiliate_id: String,
+    pub amount: Money,
+    pub fee_minor: i64,
+    pub provider: String,
+    pub status: PayoutStatus,
+    pub provider_ref: Option<String>,
+    pub error: Option<String>,
+}
+
+/// How a postback delivery attempt ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retrying,
+    DeadLettered,
+    Refused,
+}
+
+/// One postback delivery attempt, v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PostbackAttempt {
+    pub at_us: i64,
+    /// Stable across retries: the receiver's idempotency id.
+    pub delivery_id: String,
+    pub postback_id: String,
+    pub trigger: String,
+    pub method: String,
+    pub url: String,
+    pub attempt: u32,
+    /// HTTP status; 0 when no response arrived.
+    pub status_code: u16,
+    pub latency_us: u64,
+    pub error: Option<String>,
+    pub outcome: DeliveryOutcome,
+}
+
+/// Create, update or delete of an entity.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum ChangeOp {
+    Upsert,
+    Delete,
+}
+
+/// An admin or entity change (affiliate, campaign, plan, link, postback settings), v1.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct EntityChange {
+    pub at_us: i64,
+    /// Who made it (key owner, or "config" for entities loaded from the configuration).
+    pub actor: String,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub op: ChangeOp,
+    /// The entity's full new state as JSON (empty for deletes).
+    pub body_json: String,
+}
+
+macro_rules! events {
+    ($($ty:ident => $kind:ident, $version:literal;)*) => {
+        $(impl Event for $ty {
+            const KIND: Kind = Kind::$kind;
+            const VERSION: u16 = $version;
+        })*
+
+        /// Fully validates (bytecheck) an archived payload. `None` for a kind or version
+        /// this build does not know (written by a newer build: kept, not judged).
+        pub fn validate(
+            kind: u16,
+            version: u16,
+            payload: &[u8],
+        ) -> Option<std::result::Result<(), String>> {
+            $(if kind == Kind::$kind as u16 && version == $version {
+                return Some(
+                    rkyv::access::<rkyv::Archived<$ty>, rancor::Error>(payload)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                );
+            })*
+            None
+        }
+
+        // Every archived type must fit the journal's 8-byte frame alignment.
+        $(const _: () = assert!(std::mem::align_of::<rkyv::Archived<$ty>>() <= crate::frame::ALIGN);)*
+    };
+}
+
+events! {
+    Click => Click, 1;
+    Impression => Impression, 1;
+    Conversion => Conversion, 1;
+    ConversionReversal => ConversionReversal, 1;
+    FraudVerdict => FraudVerdict, 1;
+    Attribution => Attribution, 1;
+    LedgerEntry => LedgerEntry, 1;
+    Payout => Payout, 1;
+    PostbackAttempt => PostbackAttempt, 1;
+    EntityChange => EntityChange, 1;
+}
+
+impl Writer {
+    /// Archives `event` into the writer's reused buffer and appends it.
+    pub fn append_event<E: Event>(
+        &mut self,
+        source: Option<&Source>,
+        event: &E,
+    ) -> Result<Appended> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(event, buf).map_err(|e| {
+            Error::InvalidPayload {
+                offset: self.end(),
+                why: format!("cannot archive {}: {e}", E::KIND.name()),
+            }
+        })?;
+        let result = self.append(E::KIND as u16, E::VERSION, source, &buf);
+        self.buf = buf;
+        result
+    }
+}
+
+/// Typed, zero-copy access to a record's payload.
+pub trait RecordExt<'a> {
+    /// The archived event, read in place, if the record is of `E`'s kind and version.
+    fn event<E: Event>(&self) -> Option<&'a rkyv::Archived<E>>;
+    /// Like [`RecordExt::event`] but deserialised into an owned value (for tests and tools).
+    fn to_owned_event<E>(&self) -> Option<E>
+    where
+        E: Event,
+        rkyv::Archived<E>: Deserialize<E, rkyv::rancor::Strategy<rkyv::de::Pool, rancor::Error>>;
+    fn kind_enum(&self) -> Option<Kind>;
+}
+
+impl<'a> RecordExt<'a> for Record<'a> {
+    #[inline]
+    fn event<E: Event>(&self) -> Option<&'a rkyv::Archived<E>> {
+        if self.kind != E::KIND as u16 || self.version != E::VERSION {
+            return None;
+        }
+        // SAFETY: the frame passed its CRC check, so these are exactly the bytes our writer
+        // archived for this kind and version (`append_event` is the only typed writer), in
+        // a buffer aligned to 8 (frames are 8-aligned in a page-aligned mapping and every
+        // archived type's alignment is at most 8, asserted above). Recovery additionally
+        // validated every payload with bytecheck when the journal was opened.
+        Some(unsafe { rkyv::access_unchecked::<rkyv::Archived<E>>(self.payload) })
+    }
+
+    fn to_owned_event<E>(&self) -> Option<E>
+    where
+        E: Event,
+        rkyv::Archived<E>: Deserialize<E, rkyv::rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+    {
+        self.event::<E>()
+            .and_then(|a| rkyv::deserialize::<E, rancor::Error>(a).ok())
+    }
+
+    fn kind_enum(&self) -> Option<Kind> {
+        Kind::from_u16(self.kind)
+    }
+}
+
+/// One sample of every record kind, deterministic: the compatibility fixtures and the
+/// benchmarks use these.
+#[doc(hidden)]
+pub mod samples {
+    use super::*;
+
+    fn eur(minor: i64) -> Money {
+        Money {
+            amount_minor: minor,
+            currency: Currency(*b"EUR"),
+        }
+    }
+
+    fn pair(n: &str, v: &str) -> Pair {
+        Pair {
+            name: n.into(),
+            value: v.into(),
+        }
+    }
+
+    pub fn click() -> Click {
+        Click {
+            at_us: 1_764_000_000_000_000,
+            click_id: "c1AbCdEfGh".into(),
+            link_code: "demo".into(),
+            affiliate_id: "demo-affiliate".into(),
+            campaign_id: "demo-campaign".into(),
+            sub_ids: vec!["s1".into(), "".into(), "s3".into(), "".into(), "".into()],
+            ip: "203.0.113.0".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
+            referrer: "https://news.example/".into(),
+            accept_language: "en-GB,en;q=0.9".into(),
+            sec_fetch_dest: "document".into(),
+            sec_fetch_site: "cross-site".into(),
+            client_hints: vec![pair("sec-ch-ua-platform", "\"Linux\"")],
+            visitor_id: Some("v-123".into()),
+            fingerprint: Some(0x0123_4567_89ab_cdef),
+            opted_out: false,
+            destination: "https://shop.example/landing?click_id=c1AbCdEfGh".into(),
+            utm: vec![pair("utm_source", "news")],
+        }
+    }
+
+    pub fn impression() -> Impression {
+        Impression {
+            at_us: 1_764_000_000_000_001,
+            impression_id: "i1".into(),
+            link_code: "demo".into(),
+            affiliate_id: "demo-affiliate".into(),
+            campaign_id: "demo-campaign".into(),
+            ip: "198.51.100.7".into(),
+            user_agent: "curl/8".into(),
+            referrer: String::new(),
+            visitor_id: None,
+        }
+    }
+
+    pub fn conversion() -> Conversion {
+        Conversion {
+            at_us: 1_764_000_100_000_000,
+            conversion_id: "cv1".into(),
+            merchant_id: "demo-merchant".into(),
+            campaign_id: "demo-campaign".into(),
+            order_id: "order-1".into(),
+            event: "sale".into(),
+            amount: eur(4990),
+            customer_id: Some("cust-9".into()),
+            occurred_at_us: 1_764_000_099_000_000,
+            click_id: Some("c1AbCdEfGh".into()),
+            affiliate_id: Some("demo-affiliate".into()),
+            match_kind: MatchKind::ClickId,
+            match_confidence_ppm: 1_000_000,
+            metadata: vec![pair("coupon", "WINTER")],
+        }
+    }
+
+    pub fn reversal() -> ConversionReversal {
+        ConversionReversal {
+            at_us: 1_764_000_200_000_000,
+            conversion_id: "cv1".into(),
+            reason: ReversalReason::PartialRefund,
+            amount: eur(990),
+            actor: "demo-merchant".into(),
+            note: "one item returned".into(),
+        }
+    }
+
+    pub fn verdict() -> FraudVerdict {
+        FraudVerdict {
+            at_us: 1_764_000_000_000_500,
+            subject_kind: Kind::Click as u16,
+            subject_id: "c1AbCdEfGh".into(),
+            score_ppm: 120_000,
+            reasons: vec!["datacenter-ip".into()],
+            action: VerdictAction::Allow,
+        }
+    }
+
+    pub fn attribution() -> Attribution {
+        Attribution {
+            at_us: 1_764_000_100_000_100,
+            conversion_id: "cv1".into(),
+            model: "last-click".into(),
+            touchpoints: vec![Touchpoint {
+                click_id: "c1AbCdEfGh".into(),
+                affiliate_id: "demo-affiliate".into(),
+                at_us: 1_764_000_000_000_000,
+                weight_ppm: 1_000_000,
+            }],
+        }
+    }
+
+    pub fn ledger_entry() -> LedgerEntry {
+        LedgerEntry {
+            at_us: 1_764_000_100_000_200,
+            entry_id: "le1".into(),
+            conversion_id: Some("cv1".into()),
+            affiliate_id: "demo-affiliate".into(),
+            debit_account: "merchant:demo-merchant:liability".into(),
+            credit_account: "partner:demo-affiliate:payable".into(),
+            amount: eur(499),
+            state: LedgerState::Pending,
+            memo: "10% of 49.90 EUR".into(),
+        }
+    }
+
+    pub fn payout() -> Payout {
+        Payout {
+            at_us: 1_764_100_000_000_000,
+            batch_id: "b1".into(),
+            item_id: "b1-demo-affiliate-EUR".into(),
+            affiliate_id: "demo-affiliate".into(),
+            amount: eur(10_000),
+            fee_minor: 50,
+            provider: "stripe".into(),
+            status: PayoutStatus::Intent,
+            provider_ref: None,
+            error: None,
+        }
+    }
+
+    pub fn postback_attempt() -> PostbackAttempt {
+        PostbackAttempt {
+            at_us: 1_764_000_100_000_300,
+            delivery_id: "d1".into(),
+            postback_id: "pb1".into(),
+            trigger: "conversion.created".into(),
+            method: "GET".into(),
+            url: "https://tracker.example/pb?cid=c1AbCdEfGh".into(),
+            attempt: 1,
+            status_code: 200,
+            latency_us: 1234,
+            error: None,
+            outcome: DeliveryOutcome::Delivered,
+        }
+    }
+
+    pub fn entity_change() -> EntityChange {
+        EntityChange {
+            at_us: 1_763_999_000_000_000,
+            actor: "config".into(),
+            entity_kind: "affiliate".into(),
+            entity_id: "demo-affiliate".into(),
+            op: ChangeOp::Upsert,
+            body_json: "{\"name\":\"Demo affiliate\"}".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_parse() {
+        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
+        for bad in ["eur", "EU", "EURO", "E1R", ""] {
+            assert!(Currency::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_roundtrip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u16(k as u16), Some(k));
+        }
+        assert_eq!(Kind::from_u16(0), None);
+    }
+
+    #[test]
+    fn validate_refuses_garbage_and_wrong_kinds() {
+        let bytes = rkyv::to_bytes::<rancor::Error>(&samples::click()).unwrap();
+        assert_eq!(validate(Kind::Click as u16, 1, &bytes), Some(Ok(())));
+        assert_eq!(validate(Kind::Click as u16, 2, &bytes), None);
+        let mut bad = bytes.clone();
+        bad.fill(0xab);
+        assert!(matches!(
+            validate(Kind::Click as u16, 1, &bad),
+            Some(Err(_))
+        ));
+    }
+}

@@ -1,0 +1,292 @@
+//! Segment files: one preallocated, memory-mapped file holding a run of frames.
+//!
+//! ```text
+//! file: <partition dir>/<base offset, 20 digits>.seg, exactly segment-size bytes
+//!
+//! offset  size  field
+//!      0     8  magic b"CTJRNL\r\n" (the CR LF catches text-mode mangling)
+//!      8     4  format version (u32 LE), currently 1
+//!     12     4  partition id (u32 LE)
+//!     16     8  base offset (u64 LE): the logical offset of the first data byte
+//!     24     8  segment size in bytes (u64 LE), header included
+//!     32     4  CRC32C of bytes [0, 32)
+//!     36    28  zero
+//!     64     .  frames (see `frame`), then zeros to the end of the file
+//! ```
+//!
+//! A logical offset `o` in the segment lives at file position `64 + (o - base)`. The next
+//! segment's base is this segment's base plus the bytes of frames it holds, so logical
+//! offsets run on without gaps across segments.
+//!
+//! The whole file is allocated with `posix_fallocate` before it is mapped: a full disk is an
+//! `ENOSPC` error at segment creation, never a `SIGBUS` on a mapped page later.
+
+use crate::{fault, Error, Result};
+use memmap2::MmapRaw;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// Bytes of the segment header.
+pub const SEGMENT_HEADER_SIZE: usize = 64;
+/// Magic bytes at the start of every segment.
+pub const MAGIC: [u8; 8] = *b"CTJRNL\r\n";
+/// Segment format version written by this code; the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const _: () = assert!(SEGMENT_HEADER_SIZE % crate::frame::ALIGN == 0);
+
+/// One mapped segment. Shared (`Arc`) between the partition's writer, its readers and the
+/// flusher; the mapping stays valid after retention unlinks the file until the last
+/// holder drops it.
+pub(crate) struct Segment {
+    /// Logical offset of the first data byte.
+    pub base: u64,
+    /// Where the file is (for logs, retention, and the inspect tool).
+    pub path: PathBuf,
+    /// The mapping of the whole file. Raw because the writer writes above the published
+    /// end while readers read below it; the partition's end offset orders the two.
+    map: MmapRaw,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("base", &self.base)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// File name of the segment starting at `base`.
+pub fn file_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+/// Parses a segment file name back into its base offset.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn encode_header(partition_id: u32, base: u64, size: u64) -> [u8; SEGMENT_HEADER_SIZE] {
+    let mut h = [0u8; SEGMENT_HEADER_SIZE];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&partition_id.to_le_bytes());
+    h[16..24].copy_from_slice(&base.to_le_bytes());
+    h[24..32].copy_from_slice(&size.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The fields of a segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub partition_id: u32,
+    pub base: u64,
+    pub size: u64,
+}
+
+/// Decodes and checks a segment header; `Err` says why it is not a valid one.
+pub fn decode_header(h: &[u8]) -> std::result::Result<SegmentHeader, String> {
+    if h.len() < SEGMENT_HEADER_SIZE {
+        return Err(format!(
+            "file is {} bytes, shorter than a segment header",
+            h.len()
+        ));
+    }
+    if h[0..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let crc = u32::from_le_bytes(h[32..36].try_into().unwrap());
+    if crc32c::crc32c(&h[0..32]) != crc {
+        return Err("header CRC mismatch".into());
+    }
+    if h[36..SEGMENT_HEADER_SIZE].iter().any(|b| *b != 0) {
+        return Err("reserved header bytes are not zero".into());
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads {FORMAT_VERSION}"
+        ));
+    }
+    Ok(SegmentHeader {
+        partition_id: u32::from_le_bytes(h[12..16].try_into().unwrap()),
+        base: u64::from_le_bytes(h[16..24].try_into().unwrap()),
+        size: u64::from_le_bytes(h[24..32].try_into().unwrap()),
+    })
+}
+
+fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    if let Some(e) = fault::allocate_error() {
+        return Err(Error::io(path, e));
+    }
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so that a created, renamed or removed file name survives power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl Segment {
+    /// Creates, allocates, maps and durably initialises a new segment file.
+    pub fn create(dir: &Path, partition_id: u32, base: u64, size: u64) -> Result<Segment> {
+        let path = dir.join(file_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let made = (|| {
+            allocate(&file, &path, size)?;
+            let map = MmapRaw::map_raw(&file).map_err(|e| Error::io(&path, e))?;
+            let seg = Segment {
+                base,
+                path: path.clone(),
+                map,
+            };
+            let header = encode_header(partition_id, base, size);
+            // SAFETY: a fresh mapping nobody else sees yet.
+            unsafe { seg.bytes_mut(0, SEGMENT_HEADER_SIZE) }.copy_from_slice(&header);
+            seg.map
+                .flush_range(0, SEGMENT_HEADER_SIZE)
+                .map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            sync_dir(dir)?;
+            Ok(seg)
+        })();
+        if made.is_err() {
+            // Leave no half-made segment behind for recovery to trip over.
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    /// Opens an existing segment for reading and, when `writable`, for repair and appends.
+    /// A file shorter than its header says (cut by a crash or a test) is extended with
+    /// zeros back to full size when writable.
+    pub fn open(path: &Path, writable: bool) -> Result<(Segment, SegmentHeader)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut head = [0u8; SEGMENT_HEADER_SIZE];
+        {
+            use std::io::Read;
+            let mut f = &file;
+            let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+            if n < SEGMENT_HEADER_SIZE {
+                return Err(Error::BadSegment {
+                    path: path.into(),
+                    why: format!("only {n} bytes"),
+                });
+            }
+        }
+        let header = decode_header(&head).map_err(|why| Error::BadSegment {
+            path: path.into(),
+            why,
+        })?;
+        if header.size < crate::config::SEGMENT_SIZE_MIN
+            || header.size > crate::config::SEGMENT_SIZE_MAX
+        {
+            return Err(Error::BadSegment {
+                path: path.into(),
+                why: format!("segment size {} out of bounds", header.size),
+            });
+        }
+        if len < header.size {
+            if !writable {
+                return Err(Error::BadSegment {
+                    path: path.into(),
+                    why: format!("file is {len} bytes, header says {}", header.size),
+                });
+            }
+            allocate(&file, path, header.size)?;
+        }
+        let map = if writable {
+            MmapRaw::map_raw(&file)
+        } else {
+            memmap2::MmapOptions::new()
+                .len(header.size as usize)
+                .map_raw_read_only(&file)
+        }
+        .map_err(|e| Error::io(path, e))?;
+        Ok((
+            Segment {
+                base: header.base,
+                path: path.into(),
+                map,
+            },
+            header,
+        ))
+    }
+
+    /// Bytes of frame space (file size minus header).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.map.len() - SEGMENT_HEADER_SIZE
+    }
+
+    /// Frame space `[from, to)`, relative to the first data byte.
+    ///
+    /// # Safety
+    /// No one may write the range while the slice lives: it must lie below the partition's
+    /// published end (or the caller is the writer / single-threaded recovery).
+    #[inline]
+    pub unsafe fn data(&self, from: usize, to: usize) -> &[u8] {
+        assert!(from <= to && to <= self.capacity());
+        // SAFETY: bounds checked above; no concurrent writer per the contract.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(SEGMENT_HEADER_SIZE + from), to - from)
+        }
+    }
+
+    /// Writable frame space `[from, from + len)`.
+    ///
+    /// # Safety
+    /// Only the partition's one writer (or recovery, before readers exist) calls this, and
+    /// only above the published end, where no reader looks.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn data_mut(&self, from: usize, len: usize) -> &mut [u8] {
+        assert!(from + len <= self.capacity());
+        // SAFETY: see the contract.
+        unsafe { self.bytes_mut(SEGMENT_HEADER_SIZE + from, len) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bytes_mut(&self, at: usize, len: usize) -> &mut [u8] {
+        // SAFETY: callers keep within the mapping and hold write exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), len) }
+    }
+
+    /// Msyncs frame space `[from, to)` to disk.
+    pub fn flush(&self, from: usize, to: usize) -> Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        if let Some(e) = fault::sync_error() {
+            return Err(Error::io(&self.path, e));
+        }
+        self.map
+            .flush_range(SEGMENT_HEADER_SIZE + from, to - from)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}

@@ -1,0 +1,116 @@
+//! Old records still read: a journal written by schema v1 is kept in `tests/fixtures/v1`
+//! and every later build must read each record in it to the same values.
+//!
+//! The fixture was made once with `CLICKTRAIL_WRITE_FIXTURES=1 cargo test -p
+//! clicktrail-storage --test schema_compat`; never regenerate it for an existing version
+//! (that would hide exactly the incompatibility this test exists to catch). A new schema
+//! version adds a new fixture directory beside it.
+
+use clicktrail_storage::schema::{self, samples};
+use clicktrail_storage::{Journal, JournalConfig, Kind, RecordExt};
+use std::path::{Path, PathBuf};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn config() -> JournalConfig {
+    JournalConfig {
+        segment_size: 64 * 1024,
+        record_size_max: 8192,
+        ..Default::default()
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else if e.path().extension().is_some_and(|x| x == "seg") {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn v1_records_still_read() {
+    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), config()).unwrap();
+        let mut w = j.partition("events").unwrap().writer().unwrap();
+        w.append_event(None, &samples::click()).unwrap();
+        w.append_event(None, &samples::impression()).unwrap();
+        w.append_event(None, &samples::conversion()).unwrap();
+        w.append_event(None, &samples::reversal()).unwrap();
+        let src = clicktrail_storage::Source {
+            partition: 1,
+            offset: 0,
+            part: 0,
+            parts: 1,
+        };
+        w.append_event(Some(&src), &samples::verdict()).unwrap();
+        w.append_event(None, &samples::attribution()).unwrap();
+        w.append_event(None, &samples::ledger_entry()).unwrap();
+        w.append_event(None, &samples::payout()).unwrap();
+        w.append_event(None, &samples::postback_attempt()).unwrap();
+        w.append_event(None, &samples::entity_change()).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let _ = std::fs::remove_dir_all(fixture_dir());
+        copy_tree(tmp.path(), &fixture_dir());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_dir(), tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let p = j.get("events").expect("fixture partition");
+    let mut r = p.reader().unwrap();
+    let mut kinds = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        let kind = rec.kind_enum().expect("known kind");
+        assert_eq!(
+            schema::validate(rec.kind, rec.version, rec.payload),
+            Some(Ok(()))
+        );
+        match kind {
+            Kind::Click => assert_eq!(rec.to_owned_event(), Some(samples::click())),
+            Kind::Impression => assert_eq!(rec.to_owned_event(), Some(samples::impression())),
+            Kind::Conversion => assert_eq!(rec.to_owned_event(), Some(samples::conversion())),
+            Kind::ConversionReversal => {
+                assert_eq!(rec.to_owned_event(), Some(samples::reversal()))
+            }
+            Kind::FraudVerdict => {
+                assert_eq!(rec.to_owned_event(), Some(samples::verdict()));
+                assert_eq!(rec.source.unwrap().partition, 1);
+            }
+            Kind::Attribution => assert_eq!(rec.to_owned_event(), Some(samples::attribution())),
+            Kind::LedgerEntry => assert_eq!(rec.to_owned_event(), Some(samples::ledger_entry())),
+            Kind::Payout => assert_eq!(rec.to_owned_event(), Some(samples::payout())),
+            Kind::PostbackAttempt => {
+                assert_eq!(rec.to_owned_event(), Some(samples::postback_attempt()))
+            }
+            Kind::EntityChange => {
+                assert_eq!(rec.to_owned_event(), Some(samples::entity_change()))
+            }
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(
+        kinds,
+        Kind::ALL.to_vec(),
+        "one record of every kind, in order"
+    );
+    // Zero-copy access reads the same fields in place.
+    let mut r = p.reader().unwrap();
+    let rec = r.next().unwrap().unwrap();
+    let click = rec.event::<schema::Click>().unwrap();
+    assert_eq!(click.link_code.as_str(), "demo");
+    assert_eq!(click.sub_ids.len(), 5);
+    assert!(
+        rec.event::<schema::Conversion>().is_none(),
+        "kind is checked"
+    );
+    j.close().unwrap();
+}
