@@ -1,1 +1,28 @@
+//! clicktrail's actors: one concern each, supervised, talking only through the journal.
+//!
+//! | actor | reads | writes |
+//! |---|---|---|
+//! | [`ingest`] shard (one per partition) | the HTTP edge's hand-off | `ingest-<n>` |
+//! | [`fraud`] scorer | `ingest-*` | `fraud-verdicts` |
+//! | [`attribution`] aggregator | `ingest-*` | `attributions` |
+//! | [`ledger`] (commissions) | `attributions` | `ledger` |
+//! | [`payout`] scheduler | `ledger` | `payouts` |
+//! | [`postback`] dispatcher | `ingest-*`, `ledger` | `postback-attempts` |
+//!
+//! Each concern keeps its business logic in a plain [`worker::Processor`] tested without
+//! actix; [`supervisor::Worker`] is the thin shell that tails, writes and resumes.
 
+pub mod attribution;
+pub mod fraud;
+pub mod health;
+pub mod ingest;
+pub mod ledger;
+pub mod payout;
+pub mod postback;
+pub mod supervisor;
+pub mod system;
+pub mod worker;
+
+pub use health::{ActorState, Health};
+pub use supervisor::{Shutdown, Supervisor, SupervisorConfig};
+pub use worker::{Output, Processor, WorkerCore};

@@ -686,6 +686,8 @@ impl Reader {
     }
 
     /// The next record, or `None` when the reader has caught up with the writer.
+    // Not `Iterator`: the record borrows the reader's segment (a lending iterator).
+    #[allow(clippy::should_implement_trait)]
     #[inline]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
         let record_size_max = self.shared.config.record_size_max;

@@ -1,0 +1,410 @@
+//! The supervisor: starts one actor per concern, each on its own arbiter (thread), restarts a
+//! failed one with exponential backoff, gives up loudly after too many restarts in a window
+//! (failing readiness), and stops them all on shutdown within a deadline, naming the late.
+//!
+//! A child reports failure with [`Failed`] (a journal error, or a panic caught in its
+//! handler) and stops; the supervisor builds a fresh instance, which rebuilds its state from
+//! the journal. Each start has a generation number so a late report from an old instance
+//! cannot trigger a second restart.
+
+use crate::health::{ActorState, Health};
+use crate::worker::{self, Processor, WorkerCore};
+use actix::prelude::*;
+use clicktrail_storage::Journal;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Supervision settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// First restart delay; doubles per restart in the window. Default: 100 ms.
+    pub restart_backoff_initial: Duration,
+    /// Longest restart delay. Default: 10 s.
+    pub restart_backoff_max: Duration,
+    /// Restarts allowed in `restart_window` before giving up. Default: 5.
+    pub restarts_max: usize,
+    /// Window for counting restarts. Default: 60 s.
+    pub restart_window: Duration,
+    /// How often retention runs; `None` keeps every segment. Default: `None`.
+    pub retention_interval: Option<Duration>,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            restart_backoff_initial: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(10),
+            restarts_max: 5,
+            restart_window: Duration::from_secs(60),
+            retention_interval: None,
+        }
+    }
+}
+
+/// What a child needs to know about its place under the supervisor.
+#[derive(Debug, Clone)]
+pub struct ChildCtx {
+    pub name: String,
+    pub generation: u64,
+    pub journal: Journal,
+    pub supervisor: Recipient<Failed>,
+}
+
+impl ChildCtx {
+    /// Reports this instance's failure to the supervisor.
+    pub fn fail(&self, reason: String) {
+        log::error!(
+            "actor {} (generation {}) failed: {reason}",
+            self.name,
+            self.generation
+        );
+        self.supervisor.do_send(Failed {
+            name: self.name.clone(),
+            generation: self.generation,
+            reason,
+        });
+    }
+}
+
+/// A child's failure report.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Failed {
+    pub name: String,
+    pub generation: u64,
+    pub reason: String,
+}
+
+/// Asks a child to stop at a clean position; it answers with its positions.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(String, u64)>")]
+pub struct Stop;
+
+/// Asks the supervisor to stop every child within `deadline`. Answers with the names of
+/// the children that did not stop in time.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Shutdown {
+    pub deadline: Duration,
+}
+
+/// Starts one instance of a child on `arbiter` and returns how to stop it.
+pub type StartFn = Arc<dyn Fn(&ArbiterHandle, ChildCtx) -> Recipient<Stop> + Send + Sync>;
+
+struct Child {
+    start: StartFn,
+    arbiter: Arbiter,
+    generation: u64,
+    stop: Option<Recipient<Stop>>,
+    restarts: VecDeque<Instant>,
+    gave_up: bool,
+}
+
+/// See the module docs.
+pub struct Supervisor {
+    journal: Journal,
+    health: Health,
+    config: SupervisorConfig,
+    children: BTreeMap<String, Child>,
+    stopping: bool,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("children", &self.children.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Supervisor {
+    pub fn new(journal: Journal, health: Health, config: SupervisorConfig) -> Self {
+        Supervisor {
+            journal,
+            health,
+            config,
+            children: BTreeMap::new(),
+            stopping: false,
+        }
+    }
+
+    /// Adds a child started by `start` (call before `start()`ing the supervisor).
+    pub fn child(mut self, name: &str, start: StartFn) -> Self {
+        assert!(
+            !self.children.contains_key(name),
+            "two children named {name}"
+        );
+        self.children.insert(
+            name.to_string(),
+            Child {
+                start,
+                arbiter: Arbiter::new(),
+                generation: 0,
+                stop: None,
+                restarts: VecDeque::new(),
+                gave_up: false,
+            },
+        );
+        self.health.set(name, ActorState::Starting, None);
+        self
+    }
+
+    /// Adds a journal-tailing worker whose processor `make` builds (once per start).
+    pub fn worker<F>(self, make: F) -> Self
+    where
+        F: Fn() -> Box<dyn Processor> + Send + Sync + 'static,
+    {
+        let name = make().name().to_string();
+        let make = Arc::new(make);
+        let health = self.health.clone();
+        self.child(
+            &name,
+            Arc::new(move |arbiter, ctx| {
+                let (make, health) = (make.clone(), health.clone());
+                Worker::start_in_arbiter(arbiter, move |_| Worker {
+                    processor: Some(make()),
+                    core: None,
+                    ctx,
+                    health,
+                })
+                .recipient()
+            }),
+        )
+    }
+
+    fn start_child(&mut self, name: &str, me: Recipient<Failed>) {
+        let journal = self.journal.clone();
+        let child = self.children.get_mut(name).unwrap();
+        child.generation += 1;
+        let ctx = ChildCtx {
+            name: name.to_string(),
+            generation: child.generation,
+            journal,
+            supervisor: me,
+        };
+        child.stop = Some((child.start)(&child.arbiter.handle(), ctx));
+        log::info!("actor {name} started (generation {})", child.generation);
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            self.start_child(&name, ctx.address().recipient());
+        }
+        if let Some(every) = self.config.retention_interval {
+            ctx.run_interval(every, |this, _| match this.journal.retain() {
+                Ok(0) => {}
+                Ok(n) => log::info!("retention removed {n} segments"),
+                Err(e) => log::error!("retention failed: {e}"),
+            });
+        }
+    }
+}
+
+impl Handler<Failed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Failed, ctx: &mut Context<Self>) {
+        let config = self.config.clone();
+        let Some(child) = self.children.get_mut(&msg.name) else {
+            return;
+        };
+        if msg.generation != child.generation || self.stopping || child.gave_up {
+            return; // a late report from an instance already replaced, or shutting down
+        }
+        child.stop = None;
+        let now = Instant::now();
+        while child
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > config.restart_window)
+        {
+            child.restarts.pop_front();
+        }
+        if child.restarts.len() >= config.restarts_max {
+            child.gave_up = true;
+            log::error!(
+                "actor {} failed {} times within {:?}; giving up, readiness fails: {}",
+                msg.name,
+                child.restarts.len() + 1,
+                config.restart_window,
+                msg.reason
+            );
+            self.health
+                .set(&msg.name, ActorState::GaveUp, Some(msg.reason));
+            return;
+        }
+        child.restarts.push_back(now);
+        let shift = (child.restarts.len() - 1).min(20) as u32;
+        let delay = config
+            .restart_backoff_initial
+            .saturating_mul(1 << shift)
+            .min(config.restart_backoff_max);
+        log::warn!("actor {} restarts in {delay:?}: {}", msg.name, msg.reason);
+        self.health
+            .set(&msg.name, ActorState::Restarting, Some(msg.reason));
+        self.health.count_restart(&msg.name);
+        let name = msg.name;
+        ctx.run_later(delay, move |this, ctx| {
+            if !this.stopping {
+                this.start_child(&name, ctx.address().recipient());
+            }
+        });
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<Vec<String>>;
+
+    fn handle(&mut self, msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let stops: Vec<(String, Recipient<Stop>)> = self
+            .children
+            .iter_mut()
+            .filter_map(|(n, c)| c.stop.take().map(|s| (n.clone(), s)))
+            .collect();
+        let health = self.health.clone();
+        let arbiters: Vec<Arbiter> = std::mem::take(&mut self.children)
+            .into_values()
+            .map(|c| c.arbiter)
+            .collect();
+        Box::pin(async move {
+            // All stops run at once, so the whole shutdown takes at most one deadline.
+            let pending: Vec<_> = stops
+                .into_iter()
+                .map(|(name, stop)| {
+                    let wait = tokio::time::timeout(msg.deadline, stop.send(Stop));
+                    (name, actix_rt::spawn(wait))
+                })
+                .collect();
+            let mut late = Vec::new();
+            for (name, handle) in pending {
+                match handle.await {
+                    Ok(Ok(Ok(positions))) => {
+                        log::info!("actor {name} stopped at {positions:?}");
+                        health.set(&name, ActorState::Stopped, None);
+                    }
+                    Ok(Ok(Err(_))) => health.set(&name, ActorState::Stopped, None),
+                    Ok(Err(_)) | Err(_) => {
+                        log::error!("actor {name} did not stop within {:?}", msg.deadline);
+                        late.push(name);
+                    }
+                }
+            }
+            for a in arbiters {
+                a.stop();
+            }
+            late
+        })
+    }
+}
+
+/// Message that drives a worker: process a batch, or sleep until an input grows.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// The actix shell around a [`WorkerCore`].
+pub struct Worker {
+    /// Taken when the core is built in `started`.
+    processor: Option<Box<dyn Processor>>,
+    core: Option<WorkerCore>,
+    ctx: ChildCtx,
+    health: Health,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.ctx.name)
+            .finish()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Runs `f`, turning a panic into an error message (the instance is then discarded whole,
+/// so no half-updated state survives it).
+fn guarded<T>(f: impl FnOnce() -> worker::Result<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+    }
+}
+
+impl Worker {
+    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.core = None; // drops the writer and readers before a new instance takes them
+        self.ctx.fail(reason);
+        ctx.stop();
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let processor = self.processor.take().expect("started once");
+        let journal = self.ctx.journal.clone();
+        match guarded(|| WorkerCore::open(&journal, processor)) {
+            Ok(core) => {
+                self.core = Some(core);
+                self.health.set(&self.ctx.name, ActorState::Running, None);
+                ctx.notify(Tick);
+            }
+            Err(reason) => self.fail(ctx, reason),
+        }
+    }
+}
+
+impl Handler<Tick> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        match guarded(|| core.step(worker::BATCH_MAX)) {
+            Ok(0) => {
+                let wait = core.wait_any();
+                ctx.spawn(
+                    async move {
+                        // The timeout only bounds a missed wake-up; wake-ups are not polled.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+                    }
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.notify(Tick)),
+                );
+            }
+            Ok(_) => ctx.notify(Tick),
+            Err(reason) => self.fail(ctx, reason),
+        }
+    }
+}
+
+impl Handler<Stop> for Worker {
+    type Result = MessageResult<Stop>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        // Messages are handled one at a time, so no batch is half done here.
+        let positions = self
+            .core
+            .as_ref()
+            .map(|c| c.positions())
+            .unwrap_or_default();
+        self.core = None;
+        ctx.stop();
+        MessageResult(positions)
+    }
+}

@@ -1,0 +1,80 @@
+//! Wiring: the partitions each concern reads and writes, and the supervisor with every
+//! concern added. The binary calls [`build`]; tests build smaller trees by hand.
+
+use crate::ingest::{IngestShard, IngestShards};
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::{attribution, fraud, ledger, payout, postback, Health};
+use clicktrail_storage::Journal;
+use std::sync::Arc;
+
+/// Output partition of the fraud scorer.
+pub const VERDICTS: &str = "fraud-verdicts";
+/// Output partition of the attribution aggregator.
+pub const ATTRIBUTIONS: &str = "attributions";
+/// Output partition of the commission ledger.
+pub const LEDGER: &str = "ledger";
+/// Output partition of the payout scheduler.
+pub const PAYOUTS: &str = "payouts";
+/// Output partition of the postback dispatcher.
+pub const POSTBACK_ATTEMPTS: &str = "postback-attempts";
+
+/// Most ingest shards (partitions written by the edge).
+pub const INGEST_SHARDS_MAX: usize = 64;
+
+/// Name of ingest partition `n`.
+pub fn ingest_partition(n: usize) -> String {
+    format!("ingest-{n}")
+}
+
+/// Names of all ingest partitions for `shards` shards.
+pub fn ingest_partitions(shards: usize) -> Vec<String> {
+    (0..shards).map(ingest_partition).collect()
+}
+
+/// Settings of the actor system as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemConfig {
+    /// Ingest shards (one partition each). Default: 2. Bounds: 1 ..= 64.
+    pub ingest_shards: usize,
+    /// Bounded hand-off queue per shard; when full the edge answers 503. Default: 4096.
+    pub ingest_queue_max: usize,
+    pub supervisor: SupervisorConfig,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            ingest_shards: 2,
+            ingest_queue_max: 4096,
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+}
+
+/// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
+/// handle through which the edge hands events to the ingest shards.
+pub fn build(
+    journal: Journal,
+    health: Health,
+    config: &SystemConfig,
+) -> (Supervisor, IngestShards) {
+    assert!((1..=INGEST_SHARDS_MAX).contains(&config.ingest_shards));
+    let shards = IngestShards::new(config.ingest_shards);
+    let mut sup = Supervisor::new(journal, health, config.supervisor.clone());
+    for n in 0..config.ingest_shards {
+        let (shards, queue_max) = (shards.clone(), config.ingest_queue_max);
+        sup = sup.child(
+            &format!("ingest-shard-{n}"),
+            Arc::new(move |arbiter, ctx| IngestShard::start(arbiter, ctx, &shards, n, queue_max)),
+        );
+    }
+    let inputs = ingest_partitions(config.ingest_shards);
+    let i = inputs.clone();
+    sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
+    let i = inputs.clone();
+    sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
+    sup = sup.worker(|| Box::new(ledger::Ledger));
+    sup = sup.worker(|| Box::new(payout::Scheduler));
+    sup = sup.worker(move || Box::new(postback::Dispatcher::new(inputs.clone())));
+    (sup, shards)
+}
