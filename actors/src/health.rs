@@ -62,13 +62,14 @@ impl Health {
         }
     }
 
-    /// Ready when no actor has been given up on and none is stopped.
+    /// Ready when every actor has started and none has been given up on or stopped (one
+    /// waiting out its restart backoff still counts: that is a blip, not an outage).
     pub fn ready(&self) -> bool {
         self.actors
             .lock()
             .unwrap()
             .values()
-            .all(|s| !matches!(s.state, ActorState::GaveUp | ActorState::Stopped))
+            .all(|s| matches!(s.state, ActorState::Running | ActorState::Restarting))
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, ActorStatus> {

@@ -49,9 +49,16 @@ pub struct ChildCtx {
     pub generation: u64,
     pub journal: Journal,
     pub supervisor: Recipient<Failed>,
+    /// Where the child reports that it runs.
+    pub health: Health,
 }
 
 impl ChildCtx {
+    /// Reports that this instance is up and working.
+    pub fn running(&self) {
+        self.health.set(&self.name, ActorState::Running, None);
+    }
+
     /// Reports this instance's failure to the supervisor.
     pub fn fail(&self, reason: String) {
         log::error!(
@@ -157,16 +164,14 @@ impl Supervisor {
     {
         let name = make().name().to_string();
         let make = Arc::new(make);
-        let health = self.health.clone();
         self.child(
             &name,
             Arc::new(move |arbiter, ctx| {
-                let (make, health) = (make.clone(), health.clone());
+                let make = make.clone();
                 Worker::start_in_arbiter(arbiter, move |_| Worker {
                     processor: Some(make()),
                     core: None,
                     ctx,
-                    health,
                 })
                 .recipient()
             }),
@@ -182,6 +187,7 @@ impl Supervisor {
             generation: child.generation,
             journal,
             supervisor: me,
+            health: self.health.clone(),
         };
         child.stop = Some((child.start)(&child.arbiter.handle(), ctx));
         log::info!("actor {name} started (generation {})", child.generation);
@@ -315,7 +321,6 @@ pub struct Worker {
     processor: Option<Box<dyn Processor>>,
     core: Option<WorkerCore>,
     ctx: ChildCtx,
-    health: Health,
 }
 
 impl std::fmt::Debug for Worker {
@@ -360,7 +365,7 @@ impl Actor for Worker {
         match guarded(|| WorkerCore::open(&journal, processor)) {
             Ok(core) => {
                 self.core = Some(core);
-                self.health.set(&self.ctx.name, ActorState::Running, None);
+                self.ctx.running();
                 ctx.notify(Tick);
             }
             Err(reason) => self.fail(ctx, reason),

@@ -157,7 +157,14 @@ async fn too_many_restarts_give_up_and_fail_readiness() {
         w.append(INPUT_KIND, 1, None, &n.to_le_bytes()).unwrap();
     }
     let _sup = actix::Actor::start(echo_supervisor(&journal, &health, 5, 1000, Duration::ZERO));
-    wait_for("give up", Duration::from_secs(10), || !health.ready()).await;
+    wait_for("give up", Duration::from_secs(10), || {
+        health
+            .snapshot()
+            .get("echo")
+            .is_some_and(|s| s.state == ActorState::GaveUp)
+    })
+    .await;
+    assert!(!health.ready());
     let status = health.snapshot()["echo"].clone();
     assert_eq!(status.state, ActorState::GaveUp);
     assert_eq!(

@@ -136,7 +136,10 @@ impl Actor for IngestShard {
         ctx.set_mailbox_capacity(self.queue_max);
         let name = crate::system::ingest_partition(self.index);
         match self.ctx.journal.partition(&name).and_then(|p| p.writer()) {
-            Ok(w) => self.writer = Some(w),
+            Ok(w) => {
+                self.writer = Some(w);
+                self.ctx.running();
+            }
             Err(e) => {
                 self.retire();
                 self.ctx.fail(e.to_string());

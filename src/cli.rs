@@ -1,0 +1,143 @@
+//! Command-line parsing (kept by hand: four flags do not warrant a parser dependency).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+clicktrail — self-hosted affiliate and partner tracking server
+
+USAGE:
+    clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR]
+    clicktrail journal verify  [--config PATH] [--data-dir DIR]
+    clicktrail journal inspect [--config PATH] [--data-dir DIR]
+    clicktrail --help | --version
+
+serve      runs the server; without --config it uses the built-in demo configuration
+           (data in ./data, listening on 127.0.0.1:8080). Flags override the file.
+journal    verify checks every record's CRC and exits non-zero if anything is corrupt;
+           inspect lists partitions, segments, record counts and last offsets.
+           Run them on a stopped server.
+
+Environment: RUST_LOG sets the log level (default: info).
+";
+
+/// Options shared by the commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalAction {
+    Verify,
+    Inspect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Serve(Options),
+    Journal(JournalAction, Options),
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let cmd = match args.next().as_deref() {
+        None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        Some("serve") => "serve",
+        Some("journal") => match args.next().as_deref() {
+            Some("verify") => "verify",
+            Some("inspect") => "inspect",
+            Some(other) => {
+                return Err(format!(
+                    "unknown journal command {other:?}: use verify or inspect"
+                ))
+            }
+            None => return Err("journal needs a command: verify or inspect".into()),
+        },
+        Some(other) => return Err(format!("unknown command {other:?}")),
+    };
+    let mut o = Options::default();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(Command::Help);
+        }
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (flag.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "--config" => o.config = Some(value()?.into()),
+            "--data-dir" => o.data_dir = Some(value()?.into()),
+            "--listen" if cmd == "serve" => {
+                let v = value()?;
+                o.listen = Some(v.parse().map_err(|_| {
+                    format!("--listen: {v:?} is not an address like 127.0.0.1:8080")
+                })?);
+            }
+            _ => return Err(format!("unknown option {flag:?} for {cmd}")),
+        }
+    }
+    Ok(match cmd {
+        "serve" => Command::Serve(o),
+        "verify" => Command::Journal(JournalAction::Verify, o),
+        _ => Command::Journal(JournalAction::Inspect, o),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, String> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn parses_commands_and_flags() {
+        assert_eq!(p("").unwrap(), Command::Help);
+        assert_eq!(p("serve").unwrap(), Command::Serve(Options::default()));
+        let Command::Serve(o) =
+            p("serve --config c.toml --data-dir=/d --listen 0.0.0.0:9").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.config.unwrap(), PathBuf::from("c.toml"));
+        assert_eq!(o.data_dir.unwrap(), PathBuf::from("/d"));
+        assert_eq!(
+            o.listen.unwrap(),
+            "0.0.0.0:9".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            p("journal verify --data-dir x").unwrap(),
+            Command::Journal(
+                JournalAction::Verify,
+                Options {
+                    data_dir: Some("x".into()),
+                    ..Default::default()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input_clearly() {
+        assert!(p("serve --listen nope").unwrap_err().contains("--listen"));
+        assert!(p("serve --config").unwrap_err().contains("needs a value"));
+        assert!(p("serve --bogus").unwrap_err().contains("--bogus"));
+        assert!(p("journal").unwrap_err().contains("verify or inspect"));
+        assert!(p("journal inspect --listen 1.2.3.4:5").is_err());
+        assert!(p("launch").is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! Configuration: one TOML file (`config/clicktrail.toml` documents every key), one serde
+//! struct per concern, validated before anything starts.
+//!
+//! Secrets may be given as `"env:NAME"`, which reads environment variable `NAME` at start
+//! (missing is fatal). The demo configuration (`config/demo.toml`) is compiled in, so a
+//! bare `clicktrail serve` runs without any file.
+
+use clicktrail_actors::system::{SystemConfig, INGEST_SHARDS_MAX};
+use clicktrail_actors::SupervisorConfig;
+use clicktrail_storage::JournalConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The demo configuration, compiled in.
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+/// Secrets that ship in the demo configuration; a non-demo configuration may not use them.
+pub const DEMO_SECRETS: [&str; 1] = ["demo-click-id-key-change-me-000000"];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A size in bytes, written as a number or with a unit: `"64MiB"`, `"512KiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "bad size {t:?}: use e.g. 65536, \"64KiB\", \"64MiB\""
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_size(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+/// `[server]`: the HTTP edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// HTTP worker threads; 0 means one per core. Default: 0. Bounds: 0 ..= 256.
+    pub workers: usize,
+    /// Most concurrent connections per worker. Default: 25000. Bounds: 1 ..= 1000000.
+    pub connections_max: usize,
+    /// Time for in-flight requests and actors to finish on shutdown. Default: 10000 ms.
+    /// Bounds: 100 ..= 600000.
+    pub shutdown_deadline_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            workers: 0,
+            connections_max: 25_000,
+            shutdown_deadline_ms: 10_000,
+        }
+    }
+}
+
+/// `[journal]`: where and how events are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JournalSection {
+    /// Data directory (the journal lives in `<data-dir>/journal`). Default: `./data`.
+    pub data_dir: PathBuf,
+    /// Bytes per segment file. Default: 64MiB. Bounds: 64KiB ..= 1GiB, a multiple of 4KiB.
+    pub segment_size: ByteSize,
+    /// Largest record payload. Default: 1MiB. Bounds: 1KiB ..= 16MiB, fits in a segment.
+    pub record_size_max: ByteSize,
+    /// Most partitions. Default: 256. Bounds: 1 ..= 4096.
+    pub partitions_max: usize,
+    /// Most concurrent readers per partition. Default: 64. Bounds: 1 ..= 1024.
+    pub readers_max: usize,
+    /// Group-commit interval. Default: 2 ms. Bounds: 1 ..= 1000.
+    pub flush_interval_ms: u64,
+    /// How often retention removes segments every consumer has passed; 0 keeps everything.
+    /// Default: 0. Bounds: 0 or 1000 ..= 86400000.
+    pub retention_interval_ms: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        let j = JournalConfig::default();
+        JournalSection {
+            data_dir: PathBuf::from("./data"),
+            segment_size: ByteSize(j.segment_size),
+            record_size_max: ByteSize(j.record_size_max as u64),
+            partitions_max: j.partitions_max,
+            readers_max: j.readers_max,
+            flush_interval_ms: j.flush_interval.as_millis() as u64,
+            retention_interval_ms: 0,
+        }
+    }
+}
+
+/// `[actors]`: ingest shards and supervision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ActorsSection {
+    /// Ingest shards, one journal partition each. Default: 2. Bounds: 1 ..= 64.
+    pub ingest_shards: usize,
+    /// Bounded hand-off per shard; when full the edge answers 503. Default: 4096.
+    /// Bounds: 1 ..= 1000000.
+    pub ingest_queue_max: usize,
+    /// First restart delay (doubles per restart). Default: 100 ms. Bounds: 1 ..= 60000.
+    pub restart_backoff_initial_ms: u64,
+    /// Longest restart delay. Default: 10000 ms. Bounds: >= the initial delay, <= 600000.
+    pub restart_backoff_max_ms: u64,
+    /// Restarts within the window before the supervisor gives up. Default: 5. Bounds: 1 ..= 1000.
+    pub restarts_max: usize,
+    /// Window for counting restarts. Default: 60000 ms. Bounds: 1000 ..= 86400000.
+    pub restart_window_ms: u64,
+}
+
+impl Default for ActorsSection {
+    fn default() -> Self {
+        let s = SystemConfig::default();
+        ActorsSection {
+            ingest_shards: s.ingest_shards,
+            ingest_queue_max: s.ingest_queue_max,
+            restart_backoff_initial_ms: s.supervisor.restart_backoff_initial.as_millis() as u64,
+            restart_backoff_max_ms: s.supervisor.restart_backoff_max.as_millis() as u64,
+            restarts_max: s.supervisor.restarts_max,
+            restart_window_ms: s.supervisor.restart_window.as_millis() as u64,
+        }
+    }
+}
+
+/// `[node]`: this node's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, encoded in every click id so many nodes can share one key. Default: 1.
+    /// Bounds: 0 ..= 65535.
+    pub id: u16,
+    /// Demo mode: demo entities and keys are allowed. Default: false (the compiled-in demo
+    /// configuration sets it to true).
+    pub demo: bool,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection { id: 1, demo: false }
+    }
+}
+
+/// `[secrets]`: keys; each may be `"env:NAME"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SecretsSection {
+    /// HMAC-SHA256 key that authenticates click ids. Required; at least 32 bytes.
+    pub click_id_key: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub journal: JournalSection,
+    pub actors: ActorsSection,
+    pub node: NodeSection,
+    pub secrets: SecretsSection,
+}
+
+/// Resolves an `"env:NAME"` secret; other values are literal.
+fn resolve_secret(key: &str, value: &str) -> Result<String, ConfigError> {
+    match value.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "secrets.{key} names environment variable {var}, which is not set"
+            ))
+        }),
+        None => Ok(value.to_string()),
+    }
+}
+
+fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(msg()))
+    }
+}
+
+impl Config {
+    /// Parses TOML text, resolves secrets and validates; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut c: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(format!("{origin}: {e}")))?;
+        c.secrets.click_id_key = resolve_secret("click-id-key", &c.secrets.click_id_key)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Loads a file, or the compiled-in demo configuration when `path` is `None`.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml(DEMO_TOML, "built-in demo configuration"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                Config::from_toml(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Checks every bound and contradiction; the first one found is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (s, j, a) = (&self.server, &self.journal, &self.actors);
+        check(s.workers <= 256, || "server.workers must be 0..=256".into())?;
+        check((1..=1_000_000).contains(&s.connections_max), || {
+            "server.connections-max must be 1..=1000000".into()
+        })?;
+        check((100..=600_000).contains(&s.shutdown_deadline_ms), || {
+            "server.shutdown-deadline-ms must be 100..=600000".into()
+        })?;
+        check(
+            j.retention_interval_ms == 0 || (1000..=86_400_000).contains(&j.retention_interval_ms),
+            || "journal.retention-interval-ms must be 0 (off) or 1000..=86400000".into(),
+        )?;
+        check(j.flush_interval_ms <= 1000, || {
+            "journal.flush-interval-ms must be 1..=1000".into()
+        })?;
+        self.journal_config().validate().map_err(|e| {
+            ConfigError::Invalid(
+                e.to_string()
+                    .replace("invalid journal configuration: ", "journal."),
+            )
+        })?;
+        check((1..=INGEST_SHARDS_MAX).contains(&a.ingest_shards), || {
+            format!("actors.ingest-shards must be 1..={INGEST_SHARDS_MAX}")
+        })?;
+        check(j.partitions_max >= a.ingest_shards + 8, || {
+            format!(
+                "journal.partitions-max ({}) must leave room for {} ingest shards and the actors' 8 partitions",
+                j.partitions_max, a.ingest_shards
+            )
+        })?;
+        check((1..=1_000_000).contains(&a.ingest_queue_max), || {
+            "actors.ingest-queue-max must be 1..=1000000".into()
+        })?;
+        check((1..=60_000).contains(&a.restart_backoff_initial_ms), || {
+            "actors.restart-backoff-initial-ms must be 1..=60000".into()
+        })?;
+        check(
+            a.restart_backoff_max_ms >= a.restart_backoff_initial_ms
+                && a.restart_backoff_max_ms <= 600_000,
+            || {
+                format!(
+                    "actors.restart-backoff-max-ms ({}) must be at least restart-backoff-initial-ms ({}) and at most 600000",
+                    a.restart_backoff_max_ms, a.restart_backoff_initial_ms
+                )
+            },
+        )?;
+        check((1..=1000).contains(&a.restarts_max), || {
+            "actors.restarts-max must be 1..=1000".into()
+        })?;
+        check((1000..=86_400_000).contains(&a.restart_window_ms), || {
+            "actors.restart-window-ms must be 1000..=86400000".into()
+        })?;
+        let key = &self.secrets.click_id_key;
+        check(key.len() >= 32, || {
+            "secrets.click-id-key must be at least 32 bytes (use \"env:NAME\" to read it from the environment)".into()
+        })?;
+        check(
+            self.node.demo || !DEMO_SECRETS.contains(&key.as_str()),
+            || {
+                "secrets.click-id-key is the demo key, but node.demo is false: set your own key"
+                    .into()
+            },
+        )?;
+        Ok(())
+    }
+
+    pub fn journal_config(&self) -> JournalConfig {
+        let j = &self.journal;
+        JournalConfig {
+            segment_size: j.segment_size.0,
+            record_size_max: usize::try_from(j.record_size_max.0).unwrap_or(usize::MAX),
+            partitions_max: j.partitions_max,
+            readers_max: j.readers_max,
+            flush_interval: Duration::from_millis(j.flush_interval_ms),
+        }
+    }
+
+    pub fn system_config(&self) -> SystemConfig {
+        let a = &self.actors;
+        SystemConfig {
+            ingest_shards: a.ingest_shards,
+            ingest_queue_max: a.ingest_queue_max,
+            supervisor: SupervisorConfig {
+                restart_backoff_initial: Duration::from_millis(a.restart_backoff_initial_ms),
+                restart_backoff_max: Duration::from_millis(a.restart_backoff_max_ms),
+                restarts_max: a.restarts_max,
+                restart_window: Duration::from_millis(a.restart_window_ms),
+                retention_interval: (self.journal.retention_interval_ms > 0)
+                    .then(|| Duration::from_millis(self.journal.retention_interval_ms)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN_KEY: &str = "0123456789abcdef0123456789abcdef-own";
+
+    #[test]
+    fn demo_and_documented_reference_configs_are_valid() {
+        let demo = Config::load(None).unwrap();
+        assert!(demo.node.demo);
+        let reference = include_str!("../config/clicktrail.toml");
+        std::env::set_var("CLICKTRAIL_TEST_REF_KEY", OWN_KEY);
+        let c = Config::from_toml(
+            &reference.replace("env:CLICKTRAIL_CLICK_ID_KEY", "env:CLICKTRAIL_TEST_REF_KEY"),
+            "reference",
+        )
+        .unwrap();
+        // The reference file documents the defaults: it must say what the code does.
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.journal_config(), d.journal_config());
+        assert_eq!(c.system_config(), d.system_config());
+        assert_eq!(c.secrets.click_id_key, OWN_KEY);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("12XB"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+
+    #[test]
+    fn contradictions_and_bad_values_are_fatal_with_a_clear_message() {
+        let base = format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n");
+        let cases = [
+            (
+                "[actors]\nrestart-backoff-initial-ms = 5000\nrestart-backoff-max-ms = 100\n",
+                "restart-backoff-max-ms",
+            ),
+            (
+                "[journal]\nsegment-size = \"64KiB\"\nrecord-size-max = \"1MiB\"\n",
+                "does not fit",
+            ),
+            ("[journal]\nsegment-size = \"12345\"\n", "segment-size"),
+            ("[actors]\ningest-shards = 0\n", "ingest-shards"),
+            ("[journal]\npartitions-max = 4\n", "partitions-max"),
+            ("[server]\nlisten = \"not an address\"\n", "listen"),
+            ("[server]\nno-such-key = 1\n", "no-such-key"),
+        ];
+        for (extra, needle) in cases {
+            let err = Config::from_toml(&format!("{base}{extra}"), "test")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn demo_key_outside_demo_mode_and_missing_env_secrets_are_refused() {
+        let demo_key = format!("[secrets]\nclick-id-key = \"{}\"\n", DEMO_SECRETS[0]);
+        let err = Config::from_toml(&demo_key, "t").unwrap_err().to_string();
+        assert!(err.contains("demo key"), "{err}");
+        Config::from_toml(&format!("{demo_key}[node]\ndemo = true\n"), "t").unwrap();
+        let err = Config::from_toml(
+            "[secrets]\nclick-id-key = \"env:CLICKTRAIL_NO_SUCH_VAR\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CLICKTRAIL_NO_SUCH_VAR"), "{err}");
+        let err = Config::from_toml("[secrets]\nclick-id-key = \"short\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Wiring and the HTTP edge: opens the journal, starts the supervised actors and the
+//! actix-web server, and on SIGTERM/SIGINT shuts down in order within the deadline:
+//!
+//! 1. readiness fails at once (load balancers stop sending);
+//! 2. the server stops accepting and drains in-flight requests;
+//! 3. every actor stops at a clean position (between batches); late ones are named;
+//! 4. the journal syncs and closes.
+
+use crate::config::Config;
+use actix::Actor;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use clicktrail_actors::{system, Health, Shutdown};
+use clicktrail_storage::Journal;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub journal: Journal,
+    pub health: Health,
+    /// Set on the shutdown signal: readiness fails from then on.
+    pub shutting_down: AtomicBool,
+    pub started: Instant,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.journal.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let journal = Journal::open(&data_dir, config.journal_config())
+        .with_context(|| format!("cannot open the journal in {}", data_dir.display()))?;
+    log::info!(
+        "journal open in {} ({} partitions)",
+        data_dir.display(),
+        journal.partitions().len()
+    );
+    let health = Health::default();
+    let (supervisor, _ingest) =
+        system::build(journal.clone(), health.clone(), &config.system_config());
+    let supervisor = supervisor.start();
+    let state = web::Data::new(AppState {
+        journal: journal.clone(),
+        health,
+        shutting_down: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let app_state = state.clone();
+    let http = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+        .disable_signals()
+        .workers(workers)
+        .max_connections(config.server.connections_max)
+        .shutdown_timeout(deadline.as_secs().max(1))
+        .bind(config.server.listen)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    for addr in http.addrs() {
+        log::info!("listening on http://{addr}");
+    }
+    let server = http.run();
+    let handle = server.handle();
+    let serving = actix_rt::spawn(server);
+
+    let signal = wait_for_signal().await?;
+    let begun = Instant::now();
+    log::info!("{signal}: shutting down (deadline {deadline:?})");
+    state.shutting_down.store(true, Ordering::SeqCst);
+    handle.stop(true).await;
+    let _ = serving.await;
+    let left = deadline
+        .saturating_sub(begun.elapsed())
+        .max(Duration::from_millis(100));
+    let late = supervisor
+        .send(Shutdown { deadline: left })
+        .await
+        .unwrap_or_default();
+    journal.close().context("final journal sync failed")?;
+    if late.is_empty() {
+        log::info!("clean shutdown in {:?}", begun.elapsed());
+    } else {
+        log::error!(
+            "shutdown deadline passed; late actors: {} (their work resumes from the journal on restart)",
+            late.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// The routes of the edge.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Liveness: the process answers HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Readiness: every actor runs, the journal syncs, and we are not shutting down.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut problems = Vec::new();
+    if state.shutting_down.load(Ordering::SeqCst) {
+        problems.push("shutting down".to_string());
+    }
+    for p in state.journal.partitions() {
+        if p.sync_failing() {
+            problems.push(format!("journal partition {} cannot sync", p.name()));
+        }
+    }
+    let actors = state.health.snapshot();
+    for (name, s) in &actors {
+        use clicktrail_actors::ActorState::*;
+        match s.state {
+            GaveUp => problems.push(format!(
+                "actor {name} failed too often: {}",
+                s.last_error.as_deref().unwrap_or("?")
+            )),
+            Stopped => problems.push(format!("actor {name} stopped")),
+            Starting => problems.push(format!("actor {name} is starting")),
+            Running | Restarting => {}
+        }
+    }
+    let body = serde_json::json!({
+        "ready": problems.is_empty(),
+        "problems": problems,
+        "actors": actors.iter().map(|(n, s)| (n.clone(), serde_json::json!({
+            "state": s.state.as_str(),
+            "restarts_total": s.restarts_total,
+            "last_error": s.last_error,
+        }))).collect::<serde_json::Map<_, _>>(),
+    });
+    if problems.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text exposition.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::with_capacity(4096);
+    let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    gauge(
+        &mut out,
+        "clicktrail_uptime_seconds",
+        "Seconds since the process started.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "clicktrail_uptime_seconds {:.3}",
+        state.started.elapsed().as_secs_f64()
+    );
+    gauge(
+        &mut out,
+        "clicktrail_ready",
+        "1 when /readyz answers 200.",
+        "gauge",
+    );
+    let ready = state.health.ready() && !state.shutting_down.load(Ordering::SeqCst);
+    let _ = writeln!(out, "clicktrail_ready {}", u8::from(ready));
+    let parts = state.journal.partitions();
+    gauge(
+        &mut out,
+        "clicktrail_journal_end_bytes",
+        "Published end offset per partition.",
+        "gauge",
+    );
+    for p in &parts {
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_end_bytes{{partition=\"{}\"}} {}",
+            p.name(),
+            p.end()
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_journal_durable_bytes",
+        "Synced end offset per partition.",
+        "gauge",
+    );
+    for p in &parts {
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_durable_bytes{{partition=\"{}\"}} {}",
+            p.name(),
+            p.durable()
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_journal_segments",
+        "Segment files held per partition.",
+        "gauge",
+    );
+    for p in &parts {
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_segments{{partition=\"{}\"}} {}",
+            p.name(),
+            p.segment_count()
+        );
+    }
+    let actors = state.health.snapshot();
+    gauge(
+        &mut out,
+        "clicktrail_actor_restarts_total",
+        "Restarts per actor.",
+        "counter",
+    );
+    for (n, s) in &actors {
+        let _ = writeln!(
+            out,
+            "clicktrail_actor_restarts_total{{actor=\"{n}\"}} {}",
+            s.restarts_total
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_actor_up",
+        "1 while the actor runs.",
+        "gauge",
+    );
+    for (n, s) in &actors {
+        let up = s.state == clicktrail_actors::ActorState::Running;
+        let _ = writeln!(out, "clicktrail_actor_up{{actor=\"{n}\"}} {}", u8::from(up));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}

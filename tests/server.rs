@@ -1,0 +1,341 @@
+//! The `clicktrail` binary, black-box over a real socket: it starts on the demo default,
+//! answers /healthz, /readyz and /metrics, runs its actors over the journal, shuts down
+//! cleanly on SIGTERM, survives SIGKILL without duplicating or losing actor output, refuses
+//! bad configuration, and `journal verify|inspect` report what is on disk.
+
+use clicktrail_storage::schema::{samples, FraudVerdict};
+use clicktrail_storage::{Journal, JournalConfig, RecordExt};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clicktrail");
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A GET over a fresh connection: (status, body).
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map_or("", |b| b.1).to_string();
+    Ok((status, body))
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let addr = free_addr();
+        let log = data.with_extension(format!("log-{}", addr.port()));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &addr.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let server = Server { child, addr, log };
+        server.wait_until("healthz", |s| {
+            get(s.addr, "/healthz").is_ok_and(|r| r.0 == 200)
+        });
+        server
+    }
+
+    fn wait_until(&self, what: &str, ok: impl Fn(&Server) -> bool) {
+        let start = Instant::now();
+        while !ok(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Waits for exit; returns the exit code (None when killed by a signal).
+    fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "server did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn journal_cmd(data: &Path, action: &str) -> Output {
+    Command::new(BIN)
+        .args(["journal", action, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// Writes `n` clicks (every third from a bot) into ingest-0 while no server runs.
+fn write_clicks(data: &Path, n: usize) {
+    let journal = Journal::open(data, JournalConfig::default()).unwrap();
+    let mut w = journal.partition("ingest-0").unwrap().writer().unwrap();
+    for i in 0..n {
+        let mut c = samples::click();
+        c.click_id = format!("click-{i}");
+        if i % 3 == 0 {
+            c.user_agent = "python-requests/2.31".into();
+        }
+        w.append_event(None, &c).unwrap();
+    }
+    drop(w);
+    journal.close().unwrap();
+}
+
+/// Reads the fraud verdicts: (subject id, source offset) in order.
+fn verdicts(data: &Path) -> Vec<(String, bool)> {
+    let journal = Journal::open(data, JournalConfig::default()).unwrap();
+    let mut r = journal
+        .partition("fraud-verdicts")
+        .unwrap()
+        .reader()
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        let v = rec.event::<FraudVerdict>().expect("a verdict");
+        out.push((v.subject_id.to_string(), v.score_ppm > 0));
+    }
+    journal.close().unwrap();
+    out
+}
+
+fn expected_verdicts(n: usize) -> Vec<(String, bool)> {
+    (0..n).map(|i| (format!("click-{i}"), i % 3 == 0)).collect()
+}
+
+#[test]
+fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_clicks(&data, 1000);
+    let server = Server::start(&data, &[]);
+    server.wait_until("ready", |s| {
+        get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200)
+    });
+    let (status, body) = get(server.addr, "/readyz").unwrap();
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for actor in [
+        "ingest-shard-0",
+        "ingest-shard-1",
+        "fraud-scorer",
+        "attribution-aggregator",
+        "commission-ledger",
+        "payout-scheduler",
+        "postback-dispatcher",
+    ] {
+        assert_eq!(ready["actors"][actor]["state"], "running", "{body}");
+    }
+    // The fraud scorer tails ingest-0: 1000 verdicts appear.
+    server.wait_until("verdicts", |s| {
+        get(s.addr, "/metrics").is_ok_and(|(_, m)| {
+            m.lines().any(|l| {
+                l.starts_with("clicktrail_journal_end_bytes{partition=\"fraud-verdicts\"}")
+                    && !l.ends_with(" 0")
+            })
+        })
+    });
+    let (status, metrics) = get(server.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("clicktrail_actor_up{actor=\"fraud-scorer\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("clicktrail_ready 1"));
+    assert_eq!(get(server.addr, "/nope").unwrap().0, 404);
+
+    server.signal(libc::SIGTERM);
+    let (code, log) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("clean shutdown"), "{log}");
+    assert_eq!(verdicts(&data), expected_verdicts(1000));
+
+    let inspect = journal_cmd(&data, "inspect");
+    assert!(inspect.status.success());
+    let text = String::from_utf8(inspect.stdout).unwrap();
+    assert!(
+        text.contains("ingest-0") && text.contains("click=1000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fraud-verdicts") && text.contains("fraud-verdict=1000"),
+        "{text}"
+    );
+    let verify = journal_cmd(&data, "verify");
+    let text = String::from_utf8(verify.stdout).unwrap();
+    assert!(verify.status.success(), "{text}");
+    assert!(text.starts_with("OK:"), "{text}");
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_gives_every_verdict_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    const N: usize = 60_000;
+    write_clicks(&data, N);
+    for round in 0..3 {
+        let server = Server::start(&data, &[]);
+        std::thread::sleep(Duration::from_millis(60 + 70 * round));
+        server.signal(libc::SIGKILL);
+        let (code, _) = server.wait(Duration::from_secs(10));
+        assert_eq!(code, None, "killed by the signal");
+        let got = verdicts(&data);
+        assert_eq!(
+            got[..],
+            expected_verdicts(N)[..got.len()],
+            "a prefix, no repeats"
+        );
+    }
+    let server = Server::start(&data, &[]);
+    server.wait_until("all verdicts", |s| {
+        m_of(s).contains("clicktrail_ready 1") && verdict_bytes_stable(s)
+    });
+    server.signal(libc::SIGTERM);
+    let (code, log) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(verdicts(&data), expected_verdicts(N));
+    assert!(journal_cmd(&data, "verify").status.success());
+}
+
+fn m_of(s: &Server) -> String {
+    get(s.addr, "/metrics").map(|r| r.1).unwrap_or_default()
+}
+
+fn journal_end(metrics: &str, partition: &str) -> u64 {
+    let prefix = format!("clicktrail_journal_end_bytes{{partition=\"{partition}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// True once the verdict partition stopped growing for 300 ms.
+fn verdict_bytes_stable(s: &Server) -> bool {
+    let a = journal_end(&m_of(s), "fraud-verdicts");
+    std::thread::sleep(Duration::from_millis(300));
+    a > 0 && a == journal_end(&m_of(s), "fraud-verdicts")
+}
+
+#[test]
+fn verify_exits_non_zero_on_a_corrupt_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_clicks(&data, 10);
+    assert!(journal_cmd(&data, "verify").status.success());
+    let seg = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap()
+        .join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[64 + 100] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = journal_cmd(&data, "verify");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("CORRUPT") && text.contains("FAILED"),
+        "{text}"
+    );
+    // The server still starts: recovery truncates at the bad record.
+    let server = Server::start(&data, &[]);
+    assert!(
+        server.log().contains("truncating at offset 0"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[actors]\nrestart-backoff-initial-ms = 900\nrestart-backoff-max-ms = 10\n",
+            "restart-backoff-max-ms",
+        ),
+        (
+            "[secrets]\nclick-id-key = \"demo-click-id-key-change-me-000000\"\n",
+            "demo key",
+        ),
+        ("[server]\nlisten = 8080\n", "listen"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let data = dir.path().join(format!("d{i}"));
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(needle), "{text:?} -> {err}");
+        assert!(
+            !data.exists(),
+            "nothing was created for a refused configuration"
+        );
+    }
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
