@@ -45,7 +45,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let health = Health::default();
     let (supervisor, _ingest) =
         system::build(journal.clone(), health.clone(), &config.system_config());
-    let supervisor = supervisor.start();
     let state = web::Data::new(AppState {
         journal: journal.clone(),
         health,
@@ -65,6 +64,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .shutdown_timeout(deadline.as_secs().max(1))
         .bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    // Actors start once the address is ours, so a busy port fails before any work begins.
+    let supervisor = supervisor.start();
     for addr in http.addrs() {
         log::info!("listening on http://{addr}");
     }

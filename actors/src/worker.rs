@@ -127,6 +127,12 @@ impl WorkerCore {
                     // Cut short by a crash: re-run this input, write the missing parts.
                     (partition.reader_at(s.offset)?, s.part as usize + 1)
                 }
+                Some(s) if s.offset < partition.start() => {
+                    // Retention removed the input's segment, which it does only once every
+                    // consumer committed past it: all there was fully processed, and any
+                    // input after it produced no output, so it may be processed again.
+                    (partition.reader()?, 0)
+                }
                 Some(s) => {
                     let mut r = partition.reader_at(s.offset)?;
                     r.next()?.ok_or_else(|| Error::Process {

@@ -143,6 +143,17 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// Deletes spare segments a previous process prepared but never used.
+fn remove_spares(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.extension().is_some_and(|x| x == "tmp") {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves a segment recovery cannot use out of the way (kept for a human to look at).
 fn quarantine(path: &Path, why: &str) {
     let to = path.with_extension("seg.corrupt");
@@ -163,6 +174,7 @@ impl Partition {
     /// the bad segment's tail is zeroed and later segments are quarantined.
     pub(crate) fn open(dir: PathBuf, id: u32, name: String, config: JournalConfig) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        remove_spares(&dir)?;
         let files = list_segments(&dir)?;
         let first_base = files.first().map(|f| f.0).unwrap_or(0);
         let mut segments: Vec<Arc<Segment>> = Vec::new();
@@ -292,6 +304,7 @@ impl Partition {
             end,
             shared: self.shared.clone(),
             buf: rkyv::util::AlignedVec::new(),
+            spare: None,
         })
     }
 
@@ -432,7 +445,6 @@ impl Partition {
                 None => return Ok(0),
             }
         };
-        self.persist_consumers()?;
         let doomed: Vec<Arc<Segment>> = {
             let segs = self.shared.segments.read().unwrap();
             segs.windows(2)
@@ -443,6 +455,8 @@ impl Partition {
         if doomed.is_empty() {
             return Ok(0);
         }
+        // Positions are on disk before the data they release is gone.
+        self.persist_consumers()?;
         {
             let mut segs = self.shared.segments.write().unwrap();
             segs.drain(..doomed.len());
@@ -522,6 +536,9 @@ pub struct Writer {
     end: u64,
     /// Reused serialisation buffer for typed appends (aligned for rkyv).
     pub(crate) buf: rkyv::util::AlignedVec,
+    /// The next segment, being prepared in the background once this one is half full, so a
+    /// roll does not stall appends on allocation and page-table population.
+    spare: Option<std::thread::JoinHandle<Result<Segment>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -562,6 +579,8 @@ impl Writer {
         let total = frame::frame_size(payload.len(), source.is_some());
         if self.pos + total > self.seg.capacity() {
             self.roll()?;
+        } else if self.spare.is_none() && self.pos > self.seg.capacity() / 2 {
+            self.prepare_spare();
         }
         // SAFETY: we are the partition's only writer and [pos, pos + total) is above the
         // published end, where no reader looks.
@@ -595,9 +614,23 @@ impl Writer {
         }
     }
 
+    fn prepare_spare(&mut self) {
+        let (dir, size) = (self.shared.dir.clone(), self.shared.config.segment_size);
+        let spawned = std::thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || Segment::create_spare(&dir, size));
+        // Without a thread the roll simply creates the segment itself.
+        self.spare = spawned.ok();
+    }
+
     fn roll(&mut self) -> Result<()> {
         let s = &self.shared;
-        let seg = Segment::create(&s.dir, s.id, self.end, s.config.segment_size)?;
+        let spare = match self.spare.take().map(|h| h.join()) {
+            Some(Ok(Ok(spare))) => spare,
+            Some(Ok(Err(e))) => return Err(e), // e.g. disk full; the next append retries
+            Some(Err(_)) | None => Segment::create_spare(&s.dir, s.config.segment_size)?,
+        };
+        let seg = spare.activate(&s.dir, s.id, self.end)?;
         let seg = Arc::new(seg);
         s.segments.write().unwrap().push(seg.clone());
         log::debug!(
@@ -614,6 +647,9 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.publish();
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(|h| h.join()) {
+            let _ = std::fs::remove_file(&spare.path);
+        }
         self.shared.writer_taken.store(false, Ordering::Release);
     }
 }

@@ -145,7 +145,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 impl Segment {
     /// Creates, allocates, maps and durably initialises a new segment file.
     pub fn create(dir: &Path, partition_id: u32, base: u64, size: u64) -> Result<Segment> {
-        let path = dir.join(file_name(base));
+        Segment::create_spare(dir, size)?.activate(dir, partition_id, base)
+    }
+
+    /// Prepares a segment without a header under a temporary name (`*.tmp`, which recovery
+    /// deletes): allocated, mapped with its page tables populated, its size synced. This is
+    /// the slow part of a roll, so the writer has it done in the background ahead of time.
+    pub fn create_spare(dir: &Path, size: u64) -> Result<Segment> {
+        static SPARES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SPARES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("spare-{}-{n}.tmp", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -154,27 +163,57 @@ impl Segment {
             .map_err(|e| Error::io(&path, e))?;
         let made = (|| {
             allocate(&file, &path, size)?;
-            let map = MmapRaw::map_raw(&file).map_err(|e| Error::io(&path, e))?;
-            let seg = Segment {
-                base,
-                path: path.clone(),
-                map,
-            };
-            let header = encode_header(partition_id, base, size);
-            // SAFETY: a fresh mapping nobody else sees yet.
-            unsafe { seg.bytes_mut(0, SEGMENT_HEADER_SIZE) }.copy_from_slice(&header);
-            seg.map
-                .flush_range(0, SEGMENT_HEADER_SIZE)
+            // Populate the page tables now, in one pass, rather than take a page fault per
+            // 4 KiB on the append path.
+            let map = memmap2::MmapOptions::new()
+                .populate()
+                .map_raw(&file)
                 .map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
-            sync_dir(dir)?;
-            Ok(seg)
+            Ok(Segment {
+                base: 0,
+                path: path.clone(),
+                map,
+            })
         })();
         if made.is_err() {
-            // Leave no half-made segment behind for recovery to trip over.
             let _ = std::fs::remove_file(&path);
         }
         made
+    }
+
+    /// Turns a spare into segment `base` of partition `partition_id`: writes and syncs the
+    /// header, then renames it into place and syncs the directory.
+    pub fn activate(mut self, dir: &Path, partition_id: u32, base: u64) -> Result<Segment> {
+        let header = encode_header(partition_id, base, self.map.len() as u64);
+        // SAFETY: a spare's mapping is owned by this value alone.
+        unsafe { self.bytes_mut(0, SEGMENT_HEADER_SIZE) }.copy_from_slice(&header);
+        let made = (|| {
+            self.map
+                .flush_range(0, SEGMENT_HEADER_SIZE)
+                .map_err(|e| Error::io(&self.path, e))?;
+            let path = dir.join(file_name(base));
+            if path.exists() {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment exists"),
+                ));
+            }
+            std::fs::rename(&self.path, &path).map_err(|e| Error::io(&path, e))?;
+            sync_dir(dir)?;
+            Ok(path)
+        })();
+        match made {
+            Ok(path) => {
+                self.path = path;
+                self.base = base;
+                Ok(self)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                Err(e)
+            }
+        }
     }
 
     /// Opens an existing segment for reading and, when `writable`, for repair and appends.
