@@ -331,4 +331,53 @@ mod tests {
         drop((core, w));
         j.close().unwrap();
     }
+
+    #[test]
+    fn resumes_when_retention_removed_the_last_sourced_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JournalConfig {
+            segment_size: 64 * 1024,
+            record_size_max: 4096,
+            ..Default::default()
+        };
+        let j = Journal::open(dir.path(), config).unwrap();
+        let input = j.partition("in").unwrap();
+        let mut w = input.writer().unwrap();
+        // Only input 0 produces output; the rest only pass through.
+        struct FirstOnly;
+        impl Processor for FirstOnly {
+            fn name(&self) -> &str {
+                "first-only"
+            }
+            fn inputs(&self) -> Vec<String> {
+                vec!["in".into()]
+            }
+            fn output(&self) -> String {
+                "out".into()
+            }
+            fn process(&mut self, i: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String> {
+                if i.payload[0] == 0 {
+                    Fanout(1).process(i, out)?;
+                }
+                Ok(())
+            }
+        }
+        for n in 0..2000u32 {
+            let mut p = vec![1u8; 100];
+            p[0] = (n != 0) as u8;
+            w.append(0x7000, 1, None, &p).unwrap();
+        }
+        let mut core = WorkerCore::open(&j, Box::new(FirstOnly)).unwrap();
+        while core.step(500).unwrap() > 0 {}
+        drop(core);
+        assert!(
+            input.retain().unwrap() >= 1,
+            "the input's first segment is gone"
+        );
+        let mut core = WorkerCore::open(&j, Box::new(FirstOnly)).unwrap();
+        while core.step(500).unwrap() > 0 {}
+        assert_eq!(outputs(&j).len(), 1, "nothing repeated, nothing failed");
+        drop((core, w));
+        j.close().unwrap();
+    }
 }
