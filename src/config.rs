@@ -5,6 +5,10 @@
 //! (missing is fatal). The demo configuration (`config/demo.toml`) is compiled in, so a
 //! bare `clicktrail serve` runs without any file.
 
+use crate::edge::request::Cidr;
+use clicktrail_actors::catalog::{
+    Affiliate, ApiKey, Campaign, Catalog, Entity, Link, Merchant, Role,
+};
 use clicktrail_actors::system::{SystemConfig, INGEST_SHARDS_MAX};
 use clicktrail_actors::SupervisorConfig;
 use clicktrail_storage::JournalConfig;
@@ -17,7 +21,15 @@ use std::time::Duration;
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
 
 /// Secrets that ship in the demo configuration; a non-demo configuration may not use them.
-pub const DEMO_SECRETS: [&str; 1] = ["demo-click-id-key-change-me-000000"];
+pub const DEMO_SECRETS: [&str; 4] = [
+    "demo-click-id-key-change-me-000000",
+    "demo-admin-key",
+    "demo-merchant-key",
+    "demo-partner-key",
+];
+
+/// Shortest API key accepted outside demo mode.
+pub const API_KEY_LEN_MIN: usize = 16;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +204,65 @@ pub struct SecretsSection {
     pub click_id_key: String,
 }
 
+/// Whether stored client IPs are cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpTruncation {
+    /// Keep the full address.
+    #[default]
+    None,
+    /// IPv4 to /24, IPv6 to /48.
+    Partial,
+}
+
+/// What is kept of a click when the browser opts out (`Sec-GPC: 1` or `DNT: 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptOutPolicy {
+    /// No fingerprint; everything else is kept.
+    #[default]
+    NoFingerprint,
+    /// No fingerprint, IP, user agent, referrer, language or client hints: only the link,
+    /// sub-ids, time and the first-party cookie the attribution needs.
+    Minimal,
+}
+
+/// `[tracking]`: what the click edge records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrackingSection {
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// `none` or `partial` (IPv4 /24, IPv6 /48). Default: `none`.
+    pub ip_truncation: IpTruncation,
+    /// `no-fingerprint` or `minimal`. Default: `no-fingerprint`.
+    pub opt_out: OptOutPolicy,
+    /// Name of the first-party visitor cookie. Default: `ct_vid`.
+    pub cookie_name: String,
+}
+
+impl Default for TrackingSection {
+    fn default() -> Self {
+        TrackingSection {
+            trusted_proxies: Vec::new(),
+            ip_truncation: IpTruncation::None,
+            opt_out: OptOutPolicy::NoFingerprint,
+            cookie_name: "ct_vid".into(),
+        }
+    }
+}
+
+/// `[[keys]]`: an API key from the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeyConfig {
+    pub role: Role,
+    /// Merchant id (merchant keys), affiliate id (partner keys) or `admin`.
+    pub owner: String,
+    /// The secret, or `"env:NAME"`.
+    pub key: String,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -201,6 +272,13 @@ pub struct Config {
     pub actors: ActorsSection,
     pub node: NodeSection,
     pub secrets: SecretsSection,
+    pub tracking: TrackingSection,
+    /// Entities loaded at start (recorded in the journal as changes by "config").
+    pub merchants: Vec<Merchant>,
+    pub affiliates: Vec<Affiliate>,
+    pub campaigns: Vec<Campaign>,
+    pub links: Vec<Link>,
+    pub keys: Vec<KeyConfig>,
 }
 
 /// Resolves an `"env:NAME"` secret; other values are literal.
@@ -229,6 +307,9 @@ impl Config {
         let mut c: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse(format!("{origin}: {e}")))?;
         c.secrets.click_id_key = resolve_secret("click-id-key", &c.secrets.click_id_key)?;
+        for k in &mut c.keys {
+            k.key = resolve_secret("keys.key", &k.key)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -312,7 +393,74 @@ impl Config {
                     .into()
             },
         )?;
+        for k in &self.keys {
+            check(
+                self.node.demo || !DEMO_SECRETS.contains(&k.key.as_str()),
+                || {
+                    format!(
+                        "keys: the {:?} key of {:?} is a demo key, but node.demo is false",
+                        k.role, k.owner
+                    )
+                },
+            )?;
+            check(self.node.demo || k.key.len() >= API_KEY_LEN_MIN, || {
+                format!(
+                    "keys: the key of {:?} must be at least {API_KEY_LEN_MIN} bytes",
+                    k.owner
+                )
+            })?;
+        }
+        self.trusted_proxies()?;
+        check(
+            crate::edge::request::valid_cookie_name(&self.tracking.cookie_name),
+            || "tracking.cookie-name must be 1-64 of [A-Za-z0-9_-]".into(),
+        )?;
+        let mut catalog = Catalog::default();
+        for e in self.entities() {
+            let what = format!("{} {:?}", e.kind(), e.id());
+            catalog
+                .try_apply(e)
+                .map_err(|err| ConfigError::Invalid(format!("{what}: {err}")))?;
+        }
         Ok(())
+    }
+
+    /// The trusted proxy networks.
+    pub fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
+        self.tracking
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| ConfigError::Invalid(format!("tracking.trusted-proxies: {e}")))
+            })
+            .collect()
+    }
+
+    /// The configured entities in dependency order, with a default link per affiliate and
+    /// campaign.
+    pub fn entities(&self) -> Vec<Entity> {
+        let mut out: Vec<Entity> = Vec::new();
+        out.extend(self.merchants.iter().cloned().map(Entity::Merchant));
+        out.extend(self.affiliates.iter().cloned().map(Entity::Affiliate));
+        out.extend(self.campaigns.iter().cloned().map(Entity::Campaign));
+        out.extend(self.links.iter().cloned().map(Entity::Link));
+        for a in &self.affiliates {
+            for c in &self.campaigns {
+                out.push(Entity::Link(Link {
+                    code: Catalog::default_link_code(&a.id, &c.id),
+                    affiliate_id: a.id.clone(),
+                    campaign_id: c.id.clone(),
+                    sub_ids: Vec::new(),
+                }));
+            }
+        }
+        out.extend(
+            self.keys
+                .iter()
+                .map(|k| Entity::Key(ApiKey::new(&k.key, k.role, &k.owner))),
+        );
+        out
     }
 
     pub fn journal_config(&self) -> JournalConfig {

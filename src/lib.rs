@@ -1,7 +1,10 @@
 //! The clicktrail binary's library half: configuration, command line, the HTTP edge and the
 //! wiring that starts the journal, the supervised actors and the server, and stops them.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod journal_cmd;
+pub mod metrics;
 pub mod server;

@@ -6,14 +6,19 @@
 //! 3. every actor stops at a clean position (between batches); late ones are named;
 //! 4. the journal syncs and closes.
 
+use crate::api::Api;
 use crate::config::Config;
+use crate::edge::Edge;
+use crate::metrics::Metrics;
 use actix::Actor;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
+use clicktrail_actors::catalog::EntityStore;
 use clicktrail_actors::{system, Health, Shutdown};
 use clicktrail_storage::Journal;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the HTTP handlers share.
@@ -24,6 +29,8 @@ pub struct AppState {
     /// Set on the shutdown signal: readiness fails from then on.
     pub shutting_down: AtomicBool,
     pub started: Instant,
+    /// The edge's counters and histograms.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -42,14 +49,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         data_dir.display(),
         journal.partitions().len()
     );
+    let store = Arc::new(EntityStore::open(&journal).context("cannot read the entities")?);
+    for entity in config.entities() {
+        let what = format!("{} {:?}", entity.kind(), entity.id());
+        store
+            .upsert("config", entity)
+            .await
+            .with_context(|| format!("cannot record configured {what}"))?;
+    }
     let health = Health::default();
-    let (supervisor, _ingest) =
+    let (supervisor, handles) =
         system::build(journal.clone(), health.clone(), &config.system_config());
+    let metrics = Arc::new(Metrics::default());
+    let edge = web::Data::new(Edge::new(
+        store.clone(),
+        handles.ingest.clone(),
+        metrics.clone(),
+        &config.secrets.click_id_key,
+        config.node.id,
+        config.trusted_proxies()?,
+        config.tracking.clone(),
+    ));
+    let api = web::Data::new(Api {
+        store,
+        stats: handles.stats.clone(),
+    });
     let state = web::Data::new(AppState {
         journal: journal.clone(),
         health,
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
+        metrics,
     });
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
     let workers = match config.server.workers {
@@ -57,13 +87,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         n => n,
     };
     let app_state = state.clone();
-    let http = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
-        .disable_signals()
-        .workers(workers)
-        .max_connections(config.server.connections_max)
-        .shutdown_timeout(deadline.as_secs().max(1))
-        .bind(config.server.listen)
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let http = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(edge.clone())
+            .app_data(api.clone())
+            .configure(routes)
+            .configure(crate::edge::routes)
+            .configure(crate::api::routes)
+    })
+    .disable_signals()
+    .workers(workers)
+    .max_connections(config.server.connections_max)
+    .shutdown_timeout(deadline.as_secs().max(1))
+    .bind(config.server.listen)
+    .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     // Actors start once the address is ours, so a busy port fails before any work begins.
     let supervisor = supervisor.start();
     for addr in http.addrs() {
@@ -228,6 +266,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             p.segment_count()
         );
     }
+    state.metrics.render(&mut out);
     let actors = state.health.snapshot();
     gauge(
         &mut out,

@@ -8,17 +8,23 @@
 //! | [`ledger`] (commissions) | `attributions` | `ledger` |
 //! | [`payout`] scheduler | `ledger` | `payouts` |
 //! | [`postback`] dispatcher | `ingest-*`, `ledger` | `postback-attempts` |
+//! | [`stats`] live counters | `ingest-*` | nothing (in-memory, rebuilt on start) |
+//!
+//! The [`catalog`] (affiliates, merchants, campaigns, links, keys) is derived from the
+//! `entities` partition, whose one writer is the [`catalog::EntityStore`].
 //!
 //! Each concern keeps its business logic in a plain [`worker::Processor`] tested without
 //! actix; [`supervisor::Worker`] is the thin shell that tails, writes and resumes.
 
 pub mod attribution;
+pub mod catalog;
 pub mod fraud;
 pub mod health;
 pub mod ingest;
 pub mod ledger;
 pub mod payout;
 pub mod postback;
+pub mod stats;
 pub mod supervisor;
 pub mod system;
 pub mod worker;

@@ -2,6 +2,7 @@
 //! concern added. The binary calls [`build`]; tests build smaller trees by hand.
 
 use crate::ingest::{IngestShard, IngestShards};
+use crate::stats::{SharedStats, StatsCounter};
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::{attribution, fraud, ledger, payout, postback, Health};
 use clicktrail_storage::Journal;
@@ -51,15 +52,20 @@ impl Default for SystemConfig {
     }
 }
 
+/// What the HTTP edge holds on to from the actor system.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Where the edge hands clicks, impressions and conversions.
+    pub ingest: IngestShards,
+    /// Live counters for the stats API.
+    pub stats: SharedStats,
+}
+
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
-/// handle through which the edge hands events to the ingest shards.
-pub fn build(
-    journal: Journal,
-    health: Health,
-    config: &SystemConfig,
-) -> (Supervisor, IngestShards) {
+/// handles the edge uses.
+pub fn build(journal: Journal, health: Health, config: &SystemConfig) -> (Supervisor, Handles) {
     assert!((1..=INGEST_SHARDS_MAX).contains(&config.ingest_shards));
-    let shards = IngestShards::new(config.ingest_shards);
+    let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
     let mut sup = Supervisor::new(journal, health, config.supervisor.clone());
     for n in 0..config.ingest_shards {
         let (shards, queue_max) = (shards.clone(), config.ingest_queue_max);
@@ -75,6 +81,16 @@ pub fn build(
     sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
     sup = sup.worker(|| Box::new(ledger::Ledger));
     sup = sup.worker(|| Box::new(payout::Scheduler));
-    sup = sup.worker(move || Box::new(postback::Dispatcher::new(inputs.clone())));
-    (sup, shards)
+    let i = inputs.clone();
+    sup = sup.worker(move || Box::new(postback::Dispatcher::new(i.clone())));
+    let stats = SharedStats::default();
+    let s = stats.clone();
+    sup = sup.worker(move || Box::new(StatsCounter::new(inputs.clone(), s.clone())));
+    (
+        sup,
+        Handles {
+            ingest: shards,
+            stats,
+        },
+    )
 }

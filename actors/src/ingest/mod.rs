@@ -7,6 +7,7 @@
 use crate::supervisor::{ChildCtx, Stop};
 use actix::prelude::*;
 use clicktrail_storage::{Appended, Writer, DURABLE_WAIT_DEFAULT};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Why an append was not acknowledged.
@@ -36,15 +37,34 @@ pub struct Append {
 }
 
 /// The shards' current addresses (a restart replaces one). Cheap to clone.
+///
+/// The bound is ours, not the actix mailbox's: an actix mailbox gives every sender handle
+/// a slot of its own beyond its capacity, so with many callers it would grow without
+/// limit. Each shard counts the records handed to it and not yet answered.
 #[derive(Debug, Clone)]
 pub struct IngestShards {
     addrs: Arc<RwLock<Vec<Option<Addr<IngestShard>>>>>,
+    in_flight: Arc<Vec<AtomicUsize>>,
+    queue_max: usize,
+}
+
+/// Gives a shard's in-flight slot back however the append ends (answered, failed, or the
+/// caller gone).
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl IngestShards {
-    pub fn new(count: usize) -> Self {
+    pub fn new(count: usize, queue_max: usize) -> Self {
+        assert!(count > 0 && queue_max > 0);
         IngestShards {
             addrs: Arc::new(RwLock::new(vec![None; count])),
+            in_flight: Arc::new((0..count).map(|_| AtomicUsize::new(0)).collect()),
+            queue_max,
         }
     }
 
@@ -61,10 +81,14 @@ impl IngestShards {
         payload: rkyv::util::AlignedVec,
         durable: bool,
     ) -> Result<Appended, AppendError> {
-        let addr = {
-            let addrs = self.addrs.read().unwrap();
-            addrs[shard % addrs.len()].clone()
-        };
+        let shard = shard % self.in_flight.len();
+        let counter = &self.in_flight[shard];
+        if counter.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppendError::Full);
+        }
+        let _slot = Slot(counter);
+        let addr = self.addrs.read().unwrap()[shard].clone();
         let addr = addr.ok_or(AppendError::Unavailable)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         let msg = Append {
@@ -74,6 +98,7 @@ impl IngestShards {
             durable,
             reply,
         };
+        // Bounded by the in-flight count above; the mailbox never holds more than that.
         addr.try_send(msg).map_err(|e| match e {
             SendError::Full(_) => AppendError::Full,
             SendError::Closed(_) => AppendError::Unavailable,
@@ -133,7 +158,8 @@ impl Actor for IngestShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.queue_max);
+        // Room for every in-flight record (see `IngestShards`); never the binding limit.
+        ctx.set_mailbox_capacity(self.queue_max + 1);
         let name = crate::system::ingest_partition(self.index);
         match self.ctx.journal.partition(&name).and_then(|p| p.writer()) {
             Ok(w) => {

@@ -1,0 +1,720 @@
+//! The catalog: affiliates, merchants, campaigns, links and API keys, derived from the
+//! `entities` partition (every admin change is an [`EntityChange`] event there).
+//!
+//! [`EntityStore`] is the partition's one writer: it validates a change against the current
+//! catalog, appends it, waits until it is durable, and publishes a new immutable
+//! [`Catalog`] snapshot. The click path reads snapshots through a per-thread cache that
+//! costs one atomic load per click ([`EntityStore::with`]).
+//!
+//! API keys are stored as SHA-256 hashes, never in plain text.
+
+use clicktrail_storage::schema::{ChangeOp, EntityChange};
+use clicktrail_storage::{Journal, Partition, RecordExt, Writer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The partition holding entity changes.
+pub const ENTITIES: &str = "entities";
+/// Most sub-ids a link or click carries (sub1..sub5).
+pub const SUB_IDS_MAX: usize = 5;
+/// Longest id, code, name or sub-id value accepted.
+pub const ID_LEN_MAX: usize = 64;
+/// Longest URL accepted in an entity.
+pub const URL_LEN_MAX: usize = 2048;
+/// Most deep-link hosts per campaign.
+pub const DEEP_LINK_HOSTS_MAX: usize = 64;
+/// Longest cookie window.
+pub const COOKIE_WINDOW_DAYS_MAX: u32 = 400;
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The entity breaks a rule (bad id, unknown reference, bad URL...). A 4xx for the API.
+    #[error("{0}")]
+    Invalid(String),
+    /// The journal failed; nothing was published. A 5xx/503 for the API.
+    #[error("journal: {0}")]
+    Journal(#[from] clicktrail_storage::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Invalid(msg.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    #[default]
+    Active,
+    Paused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Affiliate {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+}
+
+fn default_window_days() -> u32 {
+    30
+}
+
+fn default_click_id_param() -> String {
+    "click_id".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Campaign {
+    pub id: String,
+    pub merchant_id: String,
+    pub name: String,
+    /// Where clicks land (http or https).
+    pub destination_url: String,
+    /// Hosts deep links (`url=`) may point at: exact names, or `.example.com` for the name
+    /// and every subdomain. Empty: no deep links.
+    #[serde(default)]
+    pub deep_link_hosts: Vec<String>,
+    /// Attribution cookie lifetime. Default: 30 days.
+    #[serde(default = "default_window_days")]
+    pub cookie_window_days: u32,
+    /// Query parameter the click id is added as. Default: `click_id`.
+    #[serde(default = "default_click_id_param")]
+    pub click_id_param: String,
+    #[serde(default)]
+    pub status: Status,
+    /// Where clicks go while paused (default: the destination, unrecorded).
+    #[serde(default)]
+    pub fallback_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Link {
+    pub code: String,
+    pub affiliate_id: String,
+    pub campaign_id: String,
+    /// Default sub1..sub5 (a click's own sub-ids override them).
+    #[serde(default)]
+    pub sub_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    Merchant,
+    Partner,
+}
+
+/// An API key as stored: its hash, role and owner (merchant or affiliate id; "admin").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApiKey {
+    pub key_sha256: String,
+    pub role: Role,
+    pub owner: String,
+}
+
+impl ApiKey {
+    pub fn new(secret: &str, role: Role, owner: &str) -> ApiKey {
+        ApiKey {
+            key_sha256: hash_key(secret),
+            role,
+            owner: owner.into(),
+        }
+    }
+}
+
+/// Hex SHA-256 of an API key.
+pub fn hash_key(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Any entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entity {
+    Affiliate(Affiliate),
+    Merchant(Merchant),
+    Campaign(Campaign),
+    Link(Link),
+    Key(ApiKey),
+}
+
+impl Entity {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entity::Affiliate(_) => "affiliate",
+            Entity::Merchant(_) => "merchant",
+            Entity::Campaign(_) => "campaign",
+            Entity::Link(_) => "link",
+            Entity::Key(_) => "key",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Entity::Affiliate(a) => &a.id,
+            Entity::Merchant(m) => &m.id,
+            Entity::Campaign(c) => &c.id,
+            Entity::Link(l) => &l.code,
+            Entity::Key(k) => &k.key_sha256,
+        }
+    }
+
+    fn to_json(&self) -> String {
+        match self {
+            Entity::Affiliate(x) => serde_json::to_string(x),
+            Entity::Merchant(x) => serde_json::to_string(x),
+            Entity::Campaign(x) => serde_json::to_string(x),
+            Entity::Link(x) => serde_json::to_string(x),
+            Entity::Key(x) => serde_json::to_string(x),
+        }
+        .expect("entities serialise")
+    }
+
+    fn from_json(kind: &str, json: &str) -> std::result::Result<Entity, String> {
+        let e = |e: serde_json::Error| e.to_string();
+        Ok(match kind {
+            "affiliate" => Entity::Affiliate(serde_json::from_str(json).map_err(e)?),
+            "merchant" => Entity::Merchant(serde_json::from_str(json).map_err(e)?),
+            "campaign" => Entity::Campaign(serde_json::from_str(json).map_err(e)?),
+            "link" => Entity::Link(serde_json::from_str(json).map_err(e)?),
+            "key" => Entity::Key(serde_json::from_str(json).map_err(e)?),
+            other => return Err(format!("unknown entity kind {other:?}")),
+        })
+    }
+}
+
+/// True for 1..=64 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_id(s: &str) -> bool {
+    (1..=ID_LEN_MAX).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Parses an absolute http(s) URL without credentials.
+pub fn parse_web_url(s: &str) -> std::result::Result<url::Url, String> {
+    if s.len() > URL_LEN_MAX {
+        return Err(format!("URL longer than {URL_LEN_MAX} bytes"));
+    }
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{s:?}: only http and https URLs are allowed"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("{s:?}: URLs with credentials are not allowed"));
+    }
+    Ok(u)
+}
+
+/// A campaign ready for the click path: URLs parsed once.
+#[derive(Debug)]
+pub struct CampaignRt {
+    pub campaign: Campaign,
+    pub destination: url::Url,
+    pub fallback: Option<url::Url>,
+}
+
+impl CampaignRt {
+    /// Whether a deep link may go to `host` (lower case).
+    pub fn allows_host(&self, host: &str) -> bool {
+        self.campaign
+            .deep_link_hosts
+            .iter()
+            .any(|h| match h.strip_prefix('.') {
+                Some(domain) => {
+                    host == domain
+                        || (host.len() > domain.len()
+                            && host.ends_with(domain)
+                            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+                }
+                None => host == h,
+            })
+    }
+}
+
+/// A link ready for the click path.
+#[derive(Debug)]
+pub struct LinkRt {
+    pub link: Link,
+    /// Stable number of the link (its order of creation), encoded in click ids.
+    pub number: u32,
+    pub campaign: Arc<CampaignRt>,
+}
+
+/// One immutable snapshot of every entity.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub affiliates: HashMap<String, Affiliate>,
+    pub merchants: HashMap<String, Merchant>,
+    pub campaigns: HashMap<String, Arc<CampaignRt>>,
+    pub links: HashMap<String, Arc<LinkRt>>,
+    /// Link codes by number.
+    pub link_numbers: Vec<String>,
+    pub keys: HashMap<String, ApiKey>,
+}
+
+impl Catalog {
+    /// The link with `code`, if any.
+    pub fn link(&self, code: &str) -> Option<&Arc<LinkRt>> {
+        self.links.get(code)
+    }
+
+    /// The key whose secret is `secret`, if any.
+    pub fn key(&self, secret: &str) -> Option<&ApiKey> {
+        self.keys.get(&hash_key(secret))
+    }
+
+    /// Checks an entity against the catalog: ids, references, URLs, bounds.
+    pub fn validate(&self, e: &Entity) -> Result<()> {
+        match e {
+            Entity::Affiliate(a) => {
+                check_id("affiliate id", &a.id)?;
+                check_name(&a.name)
+            }
+            Entity::Merchant(m) => {
+                check_id("merchant id", &m.id)?;
+                check_name(&m.name)
+            }
+            Entity::Campaign(c) => {
+                check_id("campaign id", &c.id)?;
+                check_name(&c.name)?;
+                if !self.merchants.contains_key(&c.merchant_id) {
+                    return invalid(format!("unknown merchant {:?}", c.merchant_id));
+                }
+                parse_web_url(&c.destination_url).map_err(Error::Invalid)?;
+                if let Some(f) = &c.fallback_url {
+                    parse_web_url(f).map_err(Error::Invalid)?;
+                }
+                if c.deep_link_hosts.len() > DEEP_LINK_HOSTS_MAX {
+                    return invalid(format!("at most {DEEP_LINK_HOSTS_MAX} deep-link hosts"));
+                }
+                for h in &c.deep_link_hosts {
+                    let bare = h.strip_prefix('.').unwrap_or(h);
+                    let ok = !bare.is_empty()
+                        && bare.len() <= 253
+                        && bare == bare.to_ascii_lowercase()
+                        && bare
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                    if !ok {
+                        return invalid(format!(
+                            "deep-link host {h:?} must be a lower-case host name"
+                        ));
+                    }
+                }
+                if !(1..=COOKIE_WINDOW_DAYS_MAX).contains(&c.cookie_window_days) {
+                    return invalid(format!(
+                        "cookie-window-days must be 1..={COOKIE_WINDOW_DAYS_MAX}"
+                    ));
+                }
+                if !valid_id(&c.click_id_param) {
+                    return invalid("click-id-param must be 1-64 of [A-Za-z0-9_.-]");
+                }
+                Ok(())
+            }
+            Entity::Link(l) => {
+                check_id("link code", &l.code)?;
+                if !self.affiliates.contains_key(&l.affiliate_id) {
+                    return invalid(format!("unknown affiliate {:?}", l.affiliate_id));
+                }
+                if !self.campaigns.contains_key(&l.campaign_id) {
+                    return invalid(format!("unknown campaign {:?}", l.campaign_id));
+                }
+                if let Some(old) = self.links.get(&l.code) {
+                    if old.link.affiliate_id != l.affiliate_id
+                        || old.link.campaign_id != l.campaign_id
+                    {
+                        return invalid(format!(
+                            "link {:?} exists for another affiliate or campaign",
+                            l.code
+                        ));
+                    }
+                }
+                if l.sub_ids.len() > SUB_IDS_MAX || l.sub_ids.iter().any(|s| s.len() > ID_LEN_MAX) {
+                    return invalid(format!(
+                        "at most {SUB_IDS_MAX} sub-ids of at most {ID_LEN_MAX} bytes"
+                    ));
+                }
+                Ok(())
+            }
+            Entity::Key(k) => {
+                if k.key_sha256.len() != 64 || !k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return invalid("key-sha256 must be 64 hex digits");
+                }
+                let owner_known = match k.role {
+                    Role::Admin => true,
+                    Role::Merchant => self.merchants.contains_key(&k.owner),
+                    Role::Partner => self.affiliates.contains_key(&k.owner),
+                };
+                if !owner_known {
+                    return invalid(format!(
+                        "key owner {:?} is not a known {:?}",
+                        k.owner, k.role
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Validates and applies an entity (to build a catalog outside a store, e.g. to check a
+    /// configuration before anything starts).
+    pub fn try_apply(&mut self, e: Entity) -> Result<()> {
+        self.validate(&e)?;
+        self.apply(e);
+        Ok(())
+    }
+
+    /// Applies a validated entity.
+    fn apply(&mut self, e: Entity) {
+        match e {
+            Entity::Affiliate(a) => {
+                self.affiliates.insert(a.id.clone(), a);
+            }
+            Entity::Merchant(m) => {
+                self.merchants.insert(m.id.clone(), m);
+            }
+            Entity::Campaign(c) => {
+                let rt = Arc::new(CampaignRt {
+                    destination: parse_web_url(&c.destination_url).expect("validated"),
+                    fallback: c
+                        .fallback_url
+                        .as_deref()
+                        .map(|f| parse_web_url(f).expect("validated")),
+                    campaign: c,
+                });
+                // Links point at the new campaign snapshot.
+                for l in self.links.values_mut() {
+                    if l.link.campaign_id == rt.campaign.id {
+                        *l = Arc::new(LinkRt {
+                            link: l.link.clone(),
+                            number: l.number,
+                            campaign: rt.clone(),
+                        });
+                    }
+                }
+                self.campaigns.insert(rt.campaign.id.clone(), rt);
+            }
+            Entity::Link(l) => {
+                let number = match self.links.get(&l.code) {
+                    Some(old) => old.number,
+                    None => {
+                        self.link_numbers.push(l.code.clone());
+                        (self.link_numbers.len() - 1) as u32
+                    }
+                };
+                let campaign = self.campaigns[&l.campaign_id].clone();
+                self.links.insert(
+                    l.code.clone(),
+                    Arc::new(LinkRt {
+                        link: l,
+                        number,
+                        campaign,
+                    }),
+                );
+            }
+            Entity::Key(k) => {
+                self.keys.insert(k.key_sha256.clone(), k);
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: &str, id: &str) {
+        match kind {
+            "affiliate" => drop(self.affiliates.remove(id)),
+            "merchant" => drop(self.merchants.remove(id)),
+            "campaign" => drop(self.campaigns.remove(id)),
+            "link" => drop(self.links.remove(id)),
+            "key" => drop(self.keys.remove(id)),
+            _ => {}
+        }
+    }
+
+    /// The entity of `kind` and `id` as stored, if any.
+    pub fn get(&self, kind: &str, id: &str) -> Option<Entity> {
+        Some(match kind {
+            "affiliate" => Entity::Affiliate(self.affiliates.get(id)?.clone()),
+            "merchant" => Entity::Merchant(self.merchants.get(id)?.clone()),
+            "campaign" => Entity::Campaign(self.campaigns.get(id)?.campaign.clone()),
+            "link" => Entity::Link(self.links.get(id)?.link.clone()),
+            "key" => Entity::Key(self.keys.get(id)?.clone()),
+            _ => return None,
+        })
+    }
+
+    /// The default link code of an affiliate in a campaign.
+    pub fn default_link_code(affiliate_id: &str, campaign_id: &str) -> String {
+        let h = Sha256::digest(format!("{affiliate_id}\n{campaign_id}").as_bytes());
+        h[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        invalid(format!(
+            "{what} {id:?} must be 1-{ID_LEN_MAX} of [A-Za-z0-9_.-]"
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return invalid("name must be 1-200 printable characters");
+    }
+    Ok(())
+}
+
+/// The entities partition's writer and the published catalog. See the module docs.
+#[derive(Debug)]
+pub struct EntityStore {
+    /// Unique per store, so the per-thread snapshot cache never mixes two stores.
+    id: u64,
+    partition: Partition,
+    writer: Mutex<Writer>,
+    current: RwLock<Arc<Catalog>>,
+    version: AtomicU64,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<(u64, u64, Arc<Catalog>)>> = const { RefCell::new(None) };
+}
+
+static STORE_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl EntityStore {
+    /// Rebuilds the catalog from the journal and takes the partition's writer.
+    pub fn open(journal: &Journal) -> Result<EntityStore> {
+        let partition = journal.partition(ENTITIES)?;
+        let mut catalog = Catalog::default();
+        let mut reader = partition.reader()?;
+        while let Some(rec) = reader.next()? {
+            let Some(change) = rec.event::<EntityChange>() else {
+                continue;
+            };
+            let kind = change.entity_kind.as_str();
+            match change.op {
+                clicktrail_storage::schema::ArchivedChangeOp::Delete => {
+                    catalog.remove(kind, change.entity_id.as_str())
+                }
+                clicktrail_storage::schema::ArchivedChangeOp::Upsert => {
+                    match Entity::from_json(kind, change.body_json.as_str()) {
+                        Ok(e) if catalog.validate(&e).is_ok() => catalog.apply(e),
+                        Ok(_) | Err(_) => log::error!(
+                            "entities: skipping unreadable change at offset {} ({kind} {})",
+                            rec.offset,
+                            change.entity_id.as_str()
+                        ),
+                    }
+                }
+            }
+        }
+        let writer = partition.writer()?;
+        Ok(EntityStore {
+            id: STORE_IDS.fetch_add(1, Ordering::Relaxed),
+            partition,
+            writer: Mutex::new(writer),
+            current: RwLock::new(Arc::new(catalog)),
+            version: AtomicU64::new(1),
+        })
+    }
+
+    /// The current catalog.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// Runs `f` on the current catalog through this thread's cached snapshot: one atomic
+    /// load when nothing changed.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&Catalog) -> R) -> R {
+        let version = self.version.load(Ordering::Acquire);
+        CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            let fresh = matches!(&*cache, Some((id, v, _)) if *id == self.id && *v == version);
+            if !fresh {
+                *cache = Some((self.id, version, self.snapshot()));
+            }
+            f(&cache.as_ref().unwrap().2)
+        })
+    }
+
+    /// Validates and durably records an entity; returns `false` when it was already stored
+    /// exactly so (nothing written).
+    pub async fn upsert(&self, actor: &str, entity: Entity) -> Result<bool> {
+        let end = {
+            let mut writer = self.writer.lock().unwrap();
+            let current = self.snapshot();
+            current.validate(&entity)?;
+            if current.get(entity.kind(), entity.id()).as_ref() == Some(&entity) {
+                return Ok(false);
+            }
+            let change = EntityChange {
+                at_us: now_us(),
+                actor: actor.into(),
+                entity_kind: entity.kind().into(),
+                entity_id: entity.id().into(),
+                op: ChangeOp::Upsert,
+                body_json: entity.to_json(),
+            };
+            let appended = writer.append_event(None, &change)?;
+            let mut next = (*current).clone();
+            next.apply(entity);
+            *self.current.write().unwrap() = Arc::new(next);
+            self.version.fetch_add(1, Ordering::AcqRel);
+            appended.end
+        };
+        self.partition.wait_durable(end).await?;
+        Ok(true)
+    }
+}
+
+/// Current UTC time in microseconds.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Vec<Entity> {
+        vec![
+            Entity::Merchant(Merchant {
+                id: "m".into(),
+                name: "M".into(),
+            }),
+            Entity::Affiliate(Affiliate {
+                id: "a".into(),
+                name: "A".into(),
+                status: Status::Active,
+            }),
+            Entity::Campaign(Campaign {
+                id: "c".into(),
+                merchant_id: "m".into(),
+                name: "C".into(),
+                destination_url: "https://shop.example/landing?x=1".into(),
+                deep_link_hosts: vec!["shop.example".into(), ".cdn.example".into()],
+                cookie_window_days: 30,
+                click_id_param: "click_id".into(),
+                status: Status::Active,
+                fallback_url: None,
+            }),
+            Entity::Link(Link {
+                code: "demo".into(),
+                affiliate_id: "a".into(),
+                campaign_id: "c".into(),
+                sub_ids: vec![],
+            }),
+            Entity::Key(ApiKey::new("secret-admin", Role::Admin, "admin")),
+        ]
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        actix_rt::System::new().block_on(f)
+    }
+
+    #[test]
+    fn changes_are_journaled_validated_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Default::default()).unwrap();
+        let store = EntityStore::open(&j).unwrap();
+        for e in demo() {
+            assert!(block_on(store.upsert("test", e.clone())).unwrap());
+            assert!(
+                !block_on(store.upsert("test", e)).unwrap(),
+                "unchanged: nothing written"
+            );
+        }
+        let bad_link = Entity::Link(Link {
+            code: "x".into(),
+            affiliate_id: "nobody".into(),
+            campaign_id: "c".into(),
+            sub_ids: vec![],
+        });
+        assert!(matches!(
+            block_on(store.upsert("t", bad_link)),
+            Err(Error::Invalid(_))
+        ));
+        let end = j.partition(ENTITIES).unwrap().end();
+        let n = store.with(|c| c.link("demo").unwrap().number);
+        assert_eq!(n, 0);
+        assert_eq!(
+            store.with(|c| c.key("secret-admin").map(|k| k.role)),
+            Some(Role::Admin)
+        );
+        drop(store);
+        let store = EntityStore::open(&j).unwrap();
+        assert_eq!(j.partition(ENTITIES).unwrap().end(), end);
+        let snap = store.snapshot();
+        assert_eq!(
+            snap.links["demo"].campaign.destination.host_str(),
+            Some("shop.example")
+        );
+        assert!(snap.key("secret-admin").is_some());
+        assert!(snap.key("wrong").is_none());
+        j.close().unwrap();
+    }
+
+    #[test]
+    fn deep_link_host_rules() {
+        let c = match &demo()[2] {
+            Entity::Campaign(c) => c.clone(),
+            _ => unreachable!(),
+        };
+        let rt = CampaignRt {
+            destination: parse_web_url(&c.destination_url).unwrap(),
+            fallback: None,
+            campaign: c,
+        };
+        assert!(rt.allows_host("shop.example"));
+        assert!(!rt.allows_host("evil-shop.example"));
+        assert!(!rt.allows_host("shop.example.evil.com"));
+        assert!(rt.allows_host("img.cdn.example"));
+        assert!(rt.allows_host("cdn.example"));
+        assert!(!rt.allows_host("xcdn.example"));
+    }
+
+    #[test]
+    fn urls_must_be_web_urls_without_credentials() {
+        assert!(parse_web_url("https://shop.example/a?b=c").is_ok());
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "ftp://x/",
+            "https://u:p@x/",
+            "/relative",
+            "https://",
+        ] {
+            assert!(parse_web_url(bad).is_err(), "{bad}");
+        }
+    }
+}

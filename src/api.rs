@@ -1,0 +1,321 @@
+//! The admin and partner API under `/api/v1`, authenticated with `Authorization: Bearer`.
+//!
+//! | method and path | key | does |
+//! |---|---|---|
+//! | `GET /api/v1/{merchants,affiliates,campaigns,links}` | admin | lists |
+//! | `GET /api/v1/{kind}/{id}` | admin | one entity |
+//! | `POST /api/v1/{kind}` | admin | creates or replaces (JSON body); 201 created, 200 otherwise |
+//! | `POST /api/v1/keys` | admin | `{"role","owner"}` -> a new key, shown once |
+//! | `GET /api/v1/stats?by=affiliate\|campaign\|sub1..sub5[&affiliate_id=]` | admin | live counters |
+//! | `GET /api/v1/me/stats?by=...` | partner | the partner's own counters |
+//! | `GET /api/v1/me/links` | partner | the partner's links |
+//!
+//! Creating an affiliate or a campaign also creates the default link of every affiliate and
+//! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400
+//! with the reason, nothing written.
+
+// Handlers return a ready `HttpResponse` as their error: it is the answer, not a failure
+// to propagate, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use clicktrail_actors::catalog::{
+    self, Affiliate, ApiKey, Campaign, Catalog, Entity, EntityStore, Link, Merchant, Role,
+};
+use clicktrail_actors::stats::{Dimension, SharedStats};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest JSON body accepted.
+pub const BODY_SIZE_MAX: usize = 64 * 1024;
+
+/// What the API handlers share.
+#[derive(Debug)]
+pub struct Api {
+    pub store: Arc<EntityStore>,
+    pub stats: SharedStats,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+            .route("/me/stats", web::get().to(my_stats))
+            .route("/me/links", web::get().to(my_links))
+            .route("/stats", web::get().to(stats))
+            .route("/keys", web::post().to(create_key))
+            .route("/{kind}", web::get().to(list))
+            .route("/{kind}", web::post().to(upsert))
+            .route("/{kind}/{id}", web::get().to(get_one)),
+    );
+}
+
+fn error(status: actix_web::http::StatusCode, msg: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": msg.into() }))
+}
+
+/// The caller's key, if it has `role`.
+fn authorize(req: &HttpRequest, api: &Api, role: Role) -> Result<ApiKey, HttpResponse> {
+    use actix_web::http::StatusCode;
+    let secret = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let Some(secret) = secret else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <key>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return Err(r);
+    };
+    match api.store.snapshot().key(secret) {
+        None => Err(error(StatusCode::UNAUTHORIZED, "unknown key")),
+        Some(k) if k.role != role => Err(error(
+            StatusCode::FORBIDDEN,
+            format!("this needs a {role:?} key"),
+        )),
+        Some(k) => Ok(k.clone()),
+    }
+}
+
+fn kind_of(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "merchants" => "merchant",
+        "affiliates" => "affiliate",
+        "campaigns" => "campaign",
+        "links" => "link",
+        _ => return None,
+    })
+}
+
+fn entity_json(e: &Entity) -> serde_json::Value {
+    match e {
+        Entity::Affiliate(x) => json!(x),
+        Entity::Merchant(x) => json!(x),
+        Entity::Campaign(x) => json!(x),
+        Entity::Link(x) => json!(x),
+        Entity::Key(x) => json!({ "role": x.role, "owner": x.owner }),
+    }
+}
+
+async fn list(req: HttpRequest, path: web::Path<String>, api: web::Data<Api>) -> HttpResponse {
+    if let Err(r) = authorize(&req, &api, Role::Admin) {
+        return r;
+    }
+    let Some(kind) = kind_of(&path) else {
+        return error(actix_web::http::StatusCode::NOT_FOUND, "unknown collection");
+    };
+    let c = api.store.snapshot();
+    let mut items: Vec<serde_json::Value> = match kind {
+        "merchant" => c.merchants.values().map(|x| json!(x)).collect(),
+        "affiliate" => c.affiliates.values().map(|x| json!(x)).collect(),
+        "campaign" => c.campaigns.values().map(|x| json!(x.campaign)).collect(),
+        _ => c.links.values().map(|x| json!(x.link)).collect(),
+    };
+    items.sort_by_key(|v| v.get("id").or(v.get("code")).map(|v| v.to_string()));
+    HttpResponse::Ok().json(json!({ "items": items }))
+}
+
+async fn get_one(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &api, Role::Admin) {
+        return r;
+    }
+    let (coll, id) = path.into_inner();
+    let found = kind_of(&coll).and_then(|k| api.store.snapshot().get(k, &id));
+    match found {
+        Some(e) => HttpResponse::Ok().json(entity_json(&e)),
+        None => error(actix_web::http::StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn upsert(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let key = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(kind) = kind_of(&path) else {
+        return error(StatusCode::NOT_FOUND, "unknown collection");
+    };
+    let parsed = match kind {
+        "merchant" => serde_json::from_slice::<Merchant>(&body).map(Entity::Merchant),
+        "affiliate" => serde_json::from_slice::<Affiliate>(&body).map(Entity::Affiliate),
+        "campaign" => serde_json::from_slice::<Campaign>(&body).map(Entity::Campaign),
+        _ => serde_json::from_slice::<Link>(&body).map(Entity::Link),
+    };
+    let entity = match parsed {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad {kind}: {e}")),
+    };
+    let existed = api.store.snapshot().get(kind, entity.id()).is_some();
+    let actor = format!("admin-key:{}", &key.key_sha256[..12]);
+    if let Err(r) = record(&api, &actor, entity.clone()).await {
+        return r;
+    }
+    // Default links for every new affiliate x campaign pair.
+    let c = api.store.snapshot();
+    let pairs: Vec<(String, String)> = match &entity {
+        Entity::Affiliate(a) => c
+            .campaigns
+            .keys()
+            .map(|k| (a.id.clone(), k.clone()))
+            .collect(),
+        Entity::Campaign(cp) => c
+            .affiliates
+            .keys()
+            .map(|k| (k.clone(), cp.id.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (a, cp) in pairs {
+        let link = Link {
+            code: Catalog::default_link_code(&a, &cp),
+            affiliate_id: a,
+            campaign_id: cp,
+            sub_ids: Vec::new(),
+        };
+        if let Err(r) = record(&api, &actor, Entity::Link(link)).await {
+            return r;
+        }
+    }
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    HttpResponse::build(status).json(entity_json(&entity))
+}
+
+async fn record(api: &Api, actor: &str, e: Entity) -> Result<bool, HttpResponse> {
+    use actix_web::http::StatusCode;
+    match api.store.upsert(actor, e).await {
+        Ok(changed) => Ok(changed),
+        Err(catalog::Error::Invalid(m)) => Err(error(StatusCode::BAD_REQUEST, m)),
+        Err(catalog::Error::Journal(e)) => {
+            log::error!("entity change not recorded: {e}");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the change; retry",
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    role: Role,
+    owner: String,
+}
+
+/// Reads `n` bytes from the kernel's CSPRNG.
+fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    use std::io::Read;
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+async fn create_key(req: HttpRequest, body: web::Bytes, api: web::Data<Api>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let admin = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let new: NewKey = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad key request: {e}")),
+    };
+    let Ok(raw) = random_bytes::<24>() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available");
+    };
+    let secret = format!("ct_{}", crate::edge::click_id::base64url_encode(&raw));
+    let key = ApiKey::new(&secret, new.role, &new.owner);
+    let actor = format!("admin-key:{}", &admin.key_sha256[..12]);
+    if let Err(r) = record(&api, &actor, Entity::Key(key)).await {
+        return r;
+    }
+    HttpResponse::Created().json(json!({ "key": secret, "role": new.role, "owner": new.owner }))
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    by: Option<String>,
+    affiliate_id: Option<String>,
+}
+
+fn stats_rows(api: &Api, q: &StatsQuery, affiliate: Option<&str>) -> HttpResponse {
+    let by = q.by.as_deref().unwrap_or("affiliate");
+    let Some(dim) = Dimension::parse(by) else {
+        return error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "by must be affiliate, campaign or sub1..sub5",
+        );
+    };
+    let rows = api.stats.lock().unwrap().rows(dim, affiliate);
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "affiliate_id": r.affiliate_id,
+                "key": r.key,
+                "clicks": r.clicks,
+                "impressions": r.impressions,
+                "unique_visitors": r.unique_visitors,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "by": by, "rows": rows }))
+}
+
+async fn stats(req: HttpRequest, q: web::Query<StatsQuery>, api: web::Data<Api>) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(_) => stats_rows(&api, &q, q.affiliate_id.as_deref()),
+        Err(r) => r,
+    }
+}
+
+async fn my_stats(
+    req: HttpRequest,
+    q: web::Query<StatsQuery>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Partner) {
+        Ok(k) => stats_rows(&api, &q, Some(&k.owner)),
+        Err(r) => r,
+    }
+}
+
+async fn my_links(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Partner) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let c = api.store.snapshot();
+    let mut links: Vec<_> = c
+        .links
+        .values()
+        .filter(|l| l.link.affiliate_id == key.owner)
+        .map(|l| json!({ "code": l.link.code, "campaign_id": l.link.campaign_id, "path": format!("/c/{}", l.link.code) }))
+        .collect();
+    links.sort_by_key(|v| v["code"].to_string());
+    HttpResponse::Ok().json(json!({ "links": links }))
+}

@@ -1,0 +1,394 @@
+//! The tracking edge: `GET /c/{link}` (click, 302) and `GET /i/{link}` (impression pixel).
+//!
+//! A click is answered only once its record is in the journal (handed to an ingest shard
+//! through a bounded queue; a full queue is a 503 with `Retry-After`, never unbounded
+//! memory). Every refusal has a clear status: 404 for unknown or malformed link codes, 400
+//! with the cause for a bad query, and a deep link that is not on the campaign's allow-list
+//! goes to the campaign's default destination instead (never an open redirect).
+//!
+//! Privacy: `Sec-GPC: 1` or `DNT: 1` means no fingerprint is computed or stored, and with
+//! `tracking.opt-out = "minimal"` no IP, user agent, referrer, language or client hints
+//! either. Stored IPs can be truncated (`tracking.ip-truncation = "partial"`).
+
+pub mod click_id;
+pub mod redirect;
+pub mod request;
+
+use crate::config::{IpTruncation, OptOutPolicy, TrackingSection};
+use crate::metrics::{Metrics, Unavailable};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use click_id::{ClickIdCodec, ClickIdParts};
+use clicktrail_actors::catalog::{now_us, valid_id, EntityStore, LinkRt, Status};
+use clicktrail_actors::ingest::{AppendError, IngestShards};
+use clicktrail_storage::schema::{Click, Impression, Pair};
+use clicktrail_storage::Event;
+use hmac::{Hmac, Mac};
+use request::{BadRequest, Cidr};
+use sha2::Sha256;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Client-hint headers recorded with a click.
+const CLIENT_HINTS: [&str; 6] = [
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-ch-ua-platform-version",
+    "sec-ch-ua-model",
+    "sec-ch-ua-full-version-list",
+];
+
+/// Name of the cookie holding the visitor's last click id.
+pub const CLICK_COOKIE: &str = "ct_cid";
+/// Bytes of randomness in a visitor id (24 base64url characters).
+const VISITOR_ID_BYTES: usize = 18;
+
+/// A transparent 1x1 GIF.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// What the tracking handlers share.
+#[derive(Debug)]
+pub struct Edge {
+    pub store: Arc<EntityStore>,
+    pub ingest: IngestShards,
+    pub metrics: Arc<Metrics>,
+    pub codec: ClickIdCodec,
+    /// Key of the fingerprint HMAC (derived from the click-id key).
+    pub fingerprint_key: Hmac<Sha256>,
+    pub node_id: u16,
+    pub trusted_proxies: Vec<Cidr>,
+    pub tracking: TrackingSection,
+}
+
+impl Edge {
+    pub fn new(
+        store: Arc<EntityStore>,
+        ingest: IngestShards,
+        metrics: Arc<Metrics>,
+        click_id_key: &str,
+        node_id: u16,
+        trusted_proxies: Vec<Cidr>,
+        tracking: TrackingSection,
+    ) -> Edge {
+        let mut fp = Hmac::<Sha256>::new_from_slice(click_id_key.as_bytes()).expect("any key");
+        fp.update(b"clicktrail fingerprint key v1");
+        let fp_key = fp.finalize().into_bytes();
+        Edge {
+            store,
+            ingest,
+            metrics,
+            codec: ClickIdCodec::new(click_id_key.as_bytes()),
+            fingerprint_key: Hmac::new_from_slice(&fp_key).expect("any key"),
+            node_id,
+            trusted_proxies,
+            tracking,
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/c/{link}", web::get().to(click))
+        .route("/i/{link}", web::get().to(impression));
+}
+
+async fn click(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse {
+    let started = Instant::now();
+    let response = track(&req, &edge, true).await;
+    edge.metrics.redirect.observe(started.elapsed());
+    response
+}
+
+async fn impression(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse {
+    let started = Instant::now();
+    let response = track(&req, &edge, false).await;
+    edge.metrics.redirect.observe(started.elapsed());
+    response
+}
+
+fn no_store(mut r: HttpResponse) -> HttpResponse {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn not_found(edge: &Edge) -> HttpResponse {
+    edge.metrics
+        .unknown_links_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    no_store(
+        HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .body("<!doctype html><title>Link not found</title><h1>Link not found</h1>\n"),
+    )
+}
+
+fn bad_request(edge: &Edge, cause: BadRequest) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    edge.metrics.bad_request(cause);
+    let status = match cause {
+        BadRequest::QueryTooLong => StatusCode::URI_TOO_LONG,
+        BadRequest::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    no_store(
+        HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("bad request: {}\n", cause.message())),
+    )
+}
+
+fn unavailable(edge: &Edge, err: AppendError) -> HttpResponse {
+    let cause = match err {
+        AppendError::Full => Unavailable::QueueFull,
+        AppendError::Unavailable => Unavailable::ShardDown,
+        AppendError::Journal(ref e) => {
+            log::error!("click not recorded: journal: {e}");
+            Unavailable::Journal
+        }
+    };
+    edge.metrics.unavailable(cause);
+    no_store(
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .content_type("text/plain; charset=utf-8")
+            .body("temporarily unable to record the request; retry shortly\n"),
+    )
+}
+
+fn redirect_to(location: &str) -> HttpResponse {
+    match HeaderValue::from_str(location) {
+        Ok(v) => no_store(
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, v))
+                .finish(),
+        ),
+        // `url` serialises to ASCII without controls, so this cannot happen; refuse anyway.
+        Err(_) => no_store(HttpResponse::BadRequest().body("bad destination\n")),
+    }
+}
+
+fn text(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
+    headers
+        .get(name)
+        .map(|v| request::keep(&String::from_utf8_lossy(v.as_bytes())))
+        .unwrap_or_default()
+}
+
+fn valid_visitor_id(s: &str) -> bool {
+    s.len() == VISITOR_ID_BYTES / 3 * 4
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn new_visitor_id() -> String {
+    let mut raw = [0u8; VISITOR_ID_BYTES];
+    fastrand::fill(&mut raw);
+    click_id::base64url_encode(&raw)
+}
+
+/// The shared path of clicks (`is_click`) and impressions.
+async fn track(req: &HttpRequest, edge: &Edge, is_click: bool) -> HttpResponse {
+    let code = req.match_info().query("link");
+    if !valid_id(code) {
+        return not_found(edge);
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > request::HEADER_BLOCK_SIZE_MAX {
+        return bad_request(edge, BadRequest::HeadersTooLarge);
+    }
+    let query = match request::parse_query(req.query_string()) {
+        Ok(q) => q,
+        Err(cause) => return bad_request(edge, cause),
+    };
+    let Some(link): Option<Arc<LinkRt>> = edge.store.with(|c| c.link(code).cloned()) else {
+        return not_found(edge);
+    };
+    let campaign = &link.campaign;
+    if campaign.campaign.status == Status::Paused {
+        edge.metrics
+            .paused_redirects_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !is_click {
+            return pixel();
+        }
+        let to = campaign.fallback.as_ref().unwrap_or(&campaign.destination);
+        return redirect_to(to.as_str());
+    }
+
+    let headers = req.headers();
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = request::client_ip(peer, xff, &edge.trusted_proxies);
+    let flag = |name: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+    };
+    let opted_out = flag("sec-gpc") || flag("dnt");
+    let minimal = opted_out && edge.tracking.opt_out == OptOutPolicy::Minimal;
+    let user_agent = text(headers, header::USER_AGENT);
+    let accept_language = text(headers, header::ACCEPT_LANGUAGE);
+    let hints: Vec<Pair> = CLIENT_HINTS
+        .iter()
+        .filter_map(|h| {
+            headers.get(*h).map(|v| Pair {
+                name: h.to_string(),
+                value: request::keep(&String::from_utf8_lossy(v.as_bytes())),
+            })
+        })
+        .collect();
+    let fingerprint = (!opted_out).then(|| {
+        let ua_hint = hints.first().map_or("", |p| p.value.as_str());
+        request::fingerprint(
+            &edge.fingerprint_key,
+            ip,
+            &[&user_agent, &accept_language, ua_hint],
+        )
+    });
+    let stored_ip = match (minimal, edge.tracking.ip_truncation) {
+        (true, _) => String::new(),
+        (false, IpTruncation::Partial) => request::truncate_ip(ip).to_string(),
+        (false, IpTruncation::None) => ip.to_string(),
+    };
+    let cookies = text(headers, header::COOKIE);
+    let existing_visitor = request::cookie(&cookies, &edge.tracking.cookie_name)
+        .filter(|v| valid_visitor_id(v))
+        .map(str::to_string);
+    let visitor_id = existing_visitor.clone().unwrap_or_else(new_visitor_id);
+    let keep_unless_minimal = |s: String| if minimal { String::new() } else { s };
+
+    let seq = edge.codec.next_seq();
+    let shard = seq as usize % edge.ingest.count();
+    let at_us = now_us();
+    let id = edge.codec.encode(&ClickIdParts {
+        node: edge.node_id,
+        shard: shard as u8,
+        time_s: (at_us / 1_000_000) as u32,
+        seq,
+        link: link.number,
+    });
+    let referrer = keep_unless_minimal(text(headers, header::REFERER));
+
+    let (kind, version, payload, location) = if is_click {
+        let base = match query.url.as_deref() {
+            None => campaign.destination.clone(),
+            Some(raw) => redirect::allowed_deep_link(campaign, raw).unwrap_or_else(|| {
+                edge.metrics
+                    .deep_links_refused_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                campaign.destination.clone()
+            }),
+        };
+        let mut params: Vec<(&str, &str)> = query
+            .utm
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        params.push((campaign.campaign.click_id_param.as_str(), id.as_str()));
+        let location = redirect::with_params(&base, &params).to_string();
+        let subs: Vec<String> = (0..5)
+            .map(|i| {
+                if query.subs[i].is_empty() {
+                    link.link.sub_ids.get(i).cloned().unwrap_or_default()
+                } else {
+                    query.subs[i].clone()
+                }
+            })
+            .collect();
+        let click = Click {
+            at_us,
+            click_id: id.clone(),
+            link_code: link.link.code.clone(),
+            affiliate_id: link.link.affiliate_id.clone(),
+            campaign_id: link.link.campaign_id.clone(),
+            sub_ids: subs,
+            ip: stored_ip,
+            user_agent: keep_unless_minimal(user_agent),
+            referrer,
+            accept_language: keep_unless_minimal(accept_language),
+            sec_fetch_dest: text(headers, "sec-fetch-dest"),
+            sec_fetch_site: text(headers, "sec-fetch-site"),
+            client_hints: if minimal { Vec::new() } else { hints },
+            visitor_id: Some(visitor_id.clone()),
+            fingerprint,
+            opted_out,
+            destination: location.clone(),
+            utm: query
+                .utm
+                .iter()
+                .map(|(n, v)| Pair {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        };
+        (Click::KIND, Click::VERSION, archive(&click), Some(location))
+    } else {
+        let imp = Impression {
+            at_us,
+            impression_id: id.clone(),
+            link_code: link.link.code.clone(),
+            affiliate_id: link.link.affiliate_id.clone(),
+            campaign_id: link.link.campaign_id.clone(),
+            ip: stored_ip,
+            user_agent: keep_unless_minimal(user_agent),
+            referrer,
+            visitor_id: existing_visitor,
+        };
+        (Impression::KIND, Impression::VERSION, archive(&imp), None)
+    };
+
+    let append_started = Instant::now();
+    let appended = edge
+        .ingest
+        .append(shard, kind as u16, version, payload, false)
+        .await;
+    edge.metrics.append.observe(append_started.elapsed());
+    if let Err(e) = appended {
+        return unavailable(edge, e);
+    }
+    let counter = if is_click {
+        &edge.metrics.clicks_total
+    } else {
+        &edge.metrics.impressions_total
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    let Some(location) = location else {
+        return pixel();
+    };
+    let max_age = campaign.campaign.cookie_window_days as u64 * 86_400;
+    let cookie = |name: &str, value: &str| {
+        format!("{name}={value}; Max-Age={max_age}; Path=/; HttpOnly; Secure; SameSite=Lax")
+    };
+    let mut response = redirect_to(&location);
+    for c in [
+        cookie(&edge.tracking.cookie_name, &visitor_id),
+        cookie(CLICK_COOKIE, &id),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+fn archive<E: Event>(e: &E) -> rkyv::util::AlignedVec {
+    clicktrail_actors::Output::event(e).payload
+}
+
+fn pixel() -> HttpResponse {
+    no_store(HttpResponse::Ok().content_type("image/gif").body(PIXEL_GIF))
+}

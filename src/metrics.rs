@@ -1,0 +1,184 @@
+//! The edge's own metrics: lock-free counters and fixed-bucket latency histograms, rendered
+//! as Prometheus text by `/metrics`.
+
+use crate::edge::request::BadRequest;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket upper bounds in microseconds (the last bucket is +Inf).
+pub const BUCKETS_US: [u64; 16] = [
+    25, 50, 100, 200, 300, 500, 750, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000,
+    1_000_000,
+];
+
+/// A latency histogram with cumulative rendering.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let i = BUCKETS_US.partition_point(|b| *b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            match BUCKETS_US.get(i) {
+                Some(us) => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                        *us as f64 / 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Why the edge answered 503.
+#[derive(Debug, Clone, Copy)]
+pub enum Unavailable {
+    /// An ingest queue was full.
+    QueueFull,
+    /// An ingest shard was restarting or stopped.
+    ShardDown,
+    /// The journal failed (disk full, I/O).
+    Journal,
+}
+
+/// Counters and histograms of the edge.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub clicks_total: AtomicU64,
+    pub impressions_total: AtomicU64,
+    pub paused_redirects_total: AtomicU64,
+    pub deep_links_refused_total: AtomicU64,
+    pub unknown_links_total: AtomicU64,
+    bad_requests: [AtomicU64; BadRequest::ALL.len()],
+    unavailable: [AtomicU64; 3],
+    pub redirect: Histogram,
+    pub append: Histogram,
+}
+
+impl Metrics {
+    pub fn bad_request(&self, cause: BadRequest) {
+        let i = BadRequest::ALL.iter().position(|c| *c == cause).unwrap();
+        self.bad_requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unavailable(&self, cause: Unavailable) {
+        self.unavailable[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        counter(
+            out,
+            "clicktrail_clicks_total",
+            "Clicks recorded and redirected.",
+            &self.clicks_total,
+        );
+        counter(
+            out,
+            "clicktrail_impressions_total",
+            "Impressions recorded.",
+            &self.impressions_total,
+        );
+        counter(
+            out,
+            "clicktrail_paused_redirects_total",
+            "Clicks on paused campaigns sent to the fallback, unrecorded.",
+            &self.paused_redirects_total,
+        );
+        counter(
+            out,
+            "clicktrail_deep_links_refused_total",
+            "Deep links not on the allow-list (sent to the default destination).",
+            &self.deep_links_refused_total,
+        );
+        counter(
+            out,
+            "clicktrail_unknown_links_total",
+            "Requests for unknown link codes (404).",
+            &self.unknown_links_total,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clicktrail_bad_requests_total Requests refused with 400, by cause.\n# TYPE clicktrail_bad_requests_total counter"
+        );
+        for (c, v) in BadRequest::ALL.iter().zip(&self.bad_requests) {
+            let _ = writeln!(
+                out,
+                "clicktrail_bad_requests_total{{cause=\"{}\"}} {}",
+                c.label(),
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP clicktrail_unavailable_total Requests answered 503, by cause.\n# TYPE clicktrail_unavailable_total counter"
+        );
+        for (label, v) in ["queue_full", "shard_down", "journal"]
+            .iter()
+            .zip(&self.unavailable)
+        {
+            let _ = writeln!(
+                out,
+                "clicktrail_unavailable_total{{cause=\"{label}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        self.redirect.render(
+            out,
+            "clicktrail_redirect_duration_seconds",
+            "Server-side time to answer a click or impression, journal append included.",
+        );
+        self.append.render(
+            out,
+            "clicktrail_journal_append_duration_seconds",
+            "Time from hand-off to an ingest shard until the record is in the journal.",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let h = Histogram::default();
+        for us in [10, 30, 999, 1000, 1001, 2_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.000025\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.002\"} 5\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 6\n"), "{out}");
+        assert!(out.contains("x_count 6\n"));
+    }
+}
