@@ -89,7 +89,7 @@ fn parse_size(t: &str) -> Option<u64> {
 pub struct ServerConfig {
     /// Address to listen on. Default: `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// HTTP worker threads; 0 means one per core. Default: 0. Bounds: 0 ..= 256.
+    /// HTTP worker threads; 0 means two per core. Default: 0. Bounds: 0 ..= 256.
     pub workers: usize,
     /// Most concurrent connections per worker. Default: 25000. Bounds: 1 ..= 1000000.
     pub connections_max: usize,
@@ -125,6 +125,9 @@ pub struct JournalSection {
     pub readers_max: usize,
     /// Group-commit interval. Default: 2 ms. Bounds: 1 ..= 1000.
     pub flush_interval_ms: u64,
+    /// How often partitions nobody waits on are synced. Default: 1000 ms.
+    /// Bounds: flush-interval-ms ..= 60000.
+    pub background_sync_interval_ms: u64,
     /// How often retention removes segments every consumer has passed; 0 keeps everything.
     /// Default: 0. Bounds: 0 or 1000 ..= 86400000.
     pub retention_interval_ms: u64,
@@ -140,6 +143,7 @@ impl Default for JournalSection {
             partitions_max: j.partitions_max,
             readers_max: j.readers_max,
             flush_interval_ms: j.flush_interval.as_millis() as u64,
+            background_sync_interval_ms: j.background_sync_interval.as_millis() as u64,
             retention_interval_ms: 0,
         }
     }
@@ -471,6 +475,7 @@ impl Config {
             partitions_max: j.partitions_max,
             readers_max: j.readers_max,
             flush_interval: Duration::from_millis(j.flush_interval_ms),
+            background_sync_interval: Duration::from_millis(j.background_sync_interval_ms),
         }
     }
 

@@ -310,6 +310,12 @@ impl Handler<Shutdown> for Supervisor {
     }
 }
 
+/// After a wake-up, how long a caught-up worker lets records gather before it reads them.
+/// Under load every append would otherwise wake every tailing actor (a syscall and a
+/// context switch each); at 20,000 records/s this turns 20,000 wake-ups per actor per
+/// second into at most 500, at the price of up to 2 ms more latency for derived records.
+pub const TAIL_COALESCE: Duration = Duration::from_millis(2);
+
 /// Message that drives a worker: process a batch, or sleep until an input grows.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -389,7 +395,9 @@ impl Handler<Tick> for Worker {
                         let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
                     }
                     .into_actor(self)
-                    .map(|_, _, ctx| ctx.notify(Tick)),
+                    .map(|_, _, ctx| {
+                        ctx.run_later(TAIL_COALESCE, |_, ctx| ctx.notify(Tick));
+                    }),
                 );
             }
             Ok(_) => ctx.notify(Tick),

@@ -37,7 +37,8 @@ pub fn ingest_partitions(shards: usize) -> Vec<String> {
 pub struct SystemConfig {
     /// Ingest shards (one partition each). Default: 2. Bounds: 1 ..= 64.
     pub ingest_shards: usize,
-    /// Bounded hand-off queue per shard; when full the edge answers 503. Default: 4096.
+    /// Most records handed to one shard and not yet acknowledged; beyond it the edge answers
+    /// 503. Default: 4096.
     pub ingest_queue_max: usize,
     pub supervisor: SupervisorConfig,
 }
@@ -68,10 +69,10 @@ pub fn build(journal: Journal, health: Health, config: &SystemConfig) -> (Superv
     let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
     let mut sup = Supervisor::new(journal, health, config.supervisor.clone());
     for n in 0..config.ingest_shards {
-        let (shards, queue_max) = (shards.clone(), config.ingest_queue_max);
+        let shards = shards.clone();
         sup = sup.child(
             &format!("ingest-shard-{n}"),
-            Arc::new(move |arbiter, ctx| IngestShard::start(arbiter, ctx, &shards, n, queue_max)),
+            Arc::new(move |arbiter, ctx| IngestShard::start(arbiter, ctx, &shards, n)),
         );
     }
     let inputs = ingest_partitions(config.ingest_shards);

@@ -353,7 +353,7 @@ async fn track(req: &HttpRequest, edge: &Edge, is_click: bool) -> HttpResponse {
     let append_started = Instant::now();
     let appended = edge
         .ingest
-        .append(shard, kind as u16, version, payload, false)
+        .append(shard, kind as u16, version, &payload, false)
         .await;
     edge.metrics.append.observe(append_started.elapsed());
     if let Err(e) = appended {

@@ -35,6 +35,11 @@ pub struct JournalConfig {
     /// How often the group-commit flusher syncs written data. Default: 2 ms.
     /// Bounds: 1 ms ..= 1 s.
     pub flush_interval: Duration,
+    /// How often a partition nobody waits on is synced anyway. Group commit at
+    /// `flush_interval` is for waiters (durable acknowledgements); syncing click partitions
+    /// that often only makes the kernel write the same pages again and again. Default: 1 s.
+    /// Bounds: `flush_interval` ..= 60 s.
+    pub background_sync_interval: Duration,
 }
 
 impl Default for JournalConfig {
@@ -45,6 +50,7 @@ impl Default for JournalConfig {
             partitions_max: 256,
             readers_max: 64,
             flush_interval: Duration::from_millis(2),
+            background_sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -90,6 +96,11 @@ impl JournalConfig {
             || self.flush_interval > Duration::from_secs(1)
         {
             return bad("flush-interval-ms must be 1..=1000".into());
+        }
+        if self.background_sync_interval < self.flush_interval
+            || self.background_sync_interval > Duration::from_secs(60)
+        {
+            return bad("background-sync-interval-ms must be flush-interval-ms..=60000".into());
         }
         Ok(())
     }

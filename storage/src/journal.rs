@@ -241,7 +241,7 @@ fn flusher_loop(inner: std::sync::Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>
         for p in parts {
             // Errors are logged by `sync` (once per failure run) and retried next round;
             // waiters see them as missing durability (they time out and answer 503).
-            let _ = p.sync();
+            let _ = p.sync_if_due();
         }
     }
 }

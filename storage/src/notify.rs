@@ -88,6 +88,11 @@ impl Notifier {
         Poll::Pending
     }
 
+    /// True while someone waits.
+    pub fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
     /// Undoes the count taken by [`Notifier::poll_wait`].
     pub fn unregister(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);

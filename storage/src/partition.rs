@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// Set while syncs fail, so the error is logged once per failure run, not per interval.
     sync_failing: AtomicBool,
+    /// When the last sync ran (for the background interval).
+    last_sync: Mutex<std::time::Instant>,
 }
 
 /// A handle on one partition; cheap to clone.
@@ -258,6 +260,7 @@ impl Partition {
                 sync_lock: Mutex::new(()),
                 closed: AtomicBool::new(false),
                 sync_failing: AtomicBool::new(false),
+                last_sync: Mutex::new(std::time::Instant::now()),
             }),
         })
     }
@@ -360,11 +363,25 @@ impl Partition {
         }
     }
 
+    /// What the flusher calls every `flush-interval`: syncs when someone waits for
+    /// durability, otherwise only once `background-sync-interval` has passed.
+    pub(crate) fn sync_if_due(&self) -> Result<()> {
+        let s = &self.shared;
+        let due = s.durability.has_waiters()
+            || s.last_sync.lock().unwrap().elapsed() >= s.config.background_sync_interval;
+        if due {
+            self.sync()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Syncs everything published so far and moves `durable` up (group commit: one sync
     /// covers every record appended since the last one).
     pub fn sync(&self) -> Result<()> {
         let s = &self.shared;
         let _guard = s.sync_lock.lock().unwrap();
+        *s.last_sync.lock().unwrap() = std::time::Instant::now();
         let end = s.end.load(Ordering::Acquire);
         let durable = s.durable.load(Ordering::Acquire);
         if end <= durable {

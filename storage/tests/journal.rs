@@ -24,6 +24,7 @@ fn small_config() -> JournalConfig {
         partitions_max: 8,
         readers_max: 8,
         flush_interval: Duration::from_millis(1),
+        background_sync_interval: Duration::from_millis(1),
     }
 }
 

@@ -11,7 +11,6 @@ use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{Click, Impression};
 use clicktrail_storage::{Record, RecordExt};
 use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 /// Exact visitor ids kept per key before switching to an estimate.
@@ -130,11 +129,19 @@ impl Dimension {
     }
 }
 
-/// Counters per (affiliate, dimension, key): the affiliate is always part of the key so a
-/// partner can be shown only its own numbers.
+/// Counters per (dimension, affiliate, key): the affiliate is always part of the key so a
+/// partner can be shown only its own numbers. Nested maps so a lookup needs no allocation.
 #[derive(Debug, Default)]
 pub struct LiveStats {
-    counters: HashMap<Dimension, HashMap<(String, String), Counter>>,
+    counters: HashMap<Dimension, Keys>,
+}
+
+/// One dimension's counters: affiliate -> key -> counter.
+#[derive(Debug, Default)]
+struct Keys {
+    by_affiliate: HashMap<String, HashMap<String, Counter>>,
+    /// Keys held in all (bounded by `KEYS_MAX`).
+    count: usize,
 }
 
 /// One row of a stats answer.
@@ -149,17 +156,25 @@ pub struct Row {
 
 impl LiveStats {
     fn bump(&mut self, dim: Dimension, affiliate: &str, key: &str, f: impl Fn(&mut Counter)) {
-        let map = self.counters.entry(dim).or_default();
-        let k = (affiliate.to_string(), key.to_string());
-        if let Some(c) = map.get_mut(&k) {
-            f(c);
-        } else if map.len() < KEYS_MAX {
-            f(map.entry(k).or_default());
-        } else {
-            f(map
-                .entry((affiliate.to_string(), OTHER_KEY.into()))
-                .or_default());
+        let keys = self.counters.entry(dim).or_default();
+        if !keys.by_affiliate.contains_key(affiliate) {
+            keys.by_affiliate
+                .insert(affiliate.to_string(), HashMap::new());
         }
+        let map = keys
+            .by_affiliate
+            .get_mut(affiliate)
+            .expect("inserted above");
+        if let Some(c) = map.get_mut(key) {
+            return f(c);
+        }
+        let key = if keys.count < KEYS_MAX {
+            keys.count += 1;
+            key
+        } else {
+            OTHER_KEY
+        };
+        f(map.entry(key.to_string()).or_default());
     }
 
     fn record(
@@ -194,14 +209,16 @@ impl LiveStats {
             .counters
             .get(&dim)
             .into_iter()
-            .flatten()
-            .filter(|((a, _), _)| affiliate.is_none_or(|x| x == a))
-            .map(|((a, k), c)| Row {
-                affiliate_id: a.clone(),
-                key: k.clone(),
-                clicks: c.clicks,
-                impressions: c.impressions,
-                unique_visitors: c.unique_visitors(),
+            .flat_map(|k| k.by_affiliate.iter())
+            .filter(|(a, _)| affiliate.is_none_or(|x| x == a.as_str()))
+            .flat_map(|(a, keys)| {
+                keys.iter().map(move |(k, c)| Row {
+                    affiliate_id: a.clone(),
+                    key: k.clone(),
+                    clicks: c.clicks,
+                    impressions: c.impressions,
+                    unique_visitors: c.unique_visitors(),
+                })
             })
             .collect();
         rows.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.key.cmp(&b.key)));
