@@ -145,13 +145,17 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 impl Segment {
     /// Creates, allocates, maps and durably initialises a new segment file.
     pub fn create(dir: &Path, partition_id: u32, base: u64, size: u64) -> Result<Segment> {
-        Segment::create_spare(dir, size)?.activate(dir, partition_id, base)
+        Segment::create_spare(dir, size, false)?.activate(dir, partition_id, base)
     }
 
     /// Prepares a segment without a header under a temporary name (`*.tmp`, which recovery
     /// deletes): allocated, mapped with its page tables populated, its size synced. This is
     /// the slow part of a roll, so the writer has it done in the background ahead of time.
-    pub fn create_spare(dir: &Path, size: u64) -> Result<Segment> {
+    ///
+    /// With `touch`, every page is also written once, so the file system has made each one
+    /// writable (ext4's `page_mkwrite`) before the writer gets there: otherwise the first
+    /// append to each 4 KiB page takes that fault on the click path.
+    pub fn create_spare(dir: &Path, size: u64, touch: bool) -> Result<Segment> {
         static SPARES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SPARES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("spare-{}-{n}.tmp", std::process::id()));
@@ -170,6 +174,13 @@ impl Segment {
                 .map_raw(&file)
                 .map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
+            if touch {
+                let ptr = map.as_mut_ptr();
+                for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
+                    // SAFETY: inside the mapping, which only this thread knows yet.
+                    unsafe { ptr.add(at).write_volatile(0) };
+                }
+            }
             Ok(Segment {
                 base: 0,
                 path: path.clone(),
