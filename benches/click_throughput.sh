@@ -37,12 +37,16 @@ wait_ready 18091
 wrk -t2 -c64 -d"${duration}s" 'http://127.0.0.1:18091/c/demo?sub1=bench&utm_source=wrk' > "$work/ct.txt"
 if grep -q "Non-2xx" "$work/ct.txt"; then echo "clicktrail answered non-3xx during the run:"; cat "$work/ct.txt"; fi
 
-# Open loop: each of 100 connections sends one request every 100/rate seconds.
+# Open loop: each of 100 connections sends a request, waits, sends the next. wrk adds the
+# delay after each response, so a short calibration run measures the per-request overhead
+# and the delay is cut by it to hit the target rate.
 conns=100
 delay_ms=$(python3 -c "print(1000.0 * $conns / $rate)")
-cat > "$work/pace.lua" <<LUA
-function delay() return $delay_ms end
-LUA
+echo "function delay() return $delay_ms end" > "$work/pace.lua"
+wrk -t2 -c$conns -d3s -s "$work/pace.lua" 'http://127.0.0.1:18091/c/demo?sub1=calibrate' > "$work/cal.txt"
+got=$(rps "$work/cal.txt")
+delay_ms=$(python3 -c "print(max(0.05, $delay_ms - 1000.0 * ($conns / $got - $conns / $rate)))")
+echo "function delay() return $delay_ms end" > "$work/pace.lua"
 curl -s http://127.0.0.1:18091/metrics > "$work/m0.txt"
 wrk -t2 -c$conns -d"${duration}s" -s "$work/pace.lua" 'http://127.0.0.1:18091/c/demo?sub1=paced' > "$work/paced.txt"
 curl -s http://127.0.0.1:18091/metrics > "$work/m1.txt"

@@ -547,6 +547,15 @@ mod tests {
             ("[journal]\npartitions-max = 4\n", "partitions-max"),
             ("[server]\nlisten = \"not an address\"\n", "listen"),
             ("[server]\nno-such-key = 1\n", "no-such-key"),
+            ("[tracking]\ntrusted-proxies = [\"10.0.0.0/99\"]\n", "trusted-proxies"),
+            (
+                "[[links]]\ncode = \"x\"\naffiliate-id = \"nobody\"\ncampaign-id = \"c\"\n",
+                "unknown affiliate",
+            ),
+            (
+                "[[merchants]]\nid = \"m\"\nname = \"M\"\n[[campaigns]]\nid = \"c\"\nmerchant-id = \"m\"\nname = \"C\"\ndestination-url = \"javascript:alert(1)\"\n",
+                "only http and https",
+            ),
         ];
         for (extra, needle) in cases {
             let err = Config::from_toml(&format!("{base}{extra}"), "test")
@@ -569,6 +578,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("CLICKTRAIL_NO_SUCH_VAR"), "{err}");
+        // Demo API keys are refused outside demo mode too, and short keys with them.
+        let with_key = |k: &str| {
+            format!(
+                "[secrets]\nclick-id-key = \"{OWN_KEY}\"\n[[keys]]\nrole = \"admin\"\nowner = \"admin\"\nkey = \"{k}\"\n"
+            )
+        };
+        let err = Config::from_toml(&with_key("demo-admin-key"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("demo key"), "{err}");
+        let err = Config::from_toml(&with_key("short-key"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16 bytes"), "{err}");
+        Config::from_toml(&with_key("a-long-enough-admin-key"), "t").unwrap();
         let err = Config::from_toml("[secrets]\nclick-id-key = \"short\"\n", "t")
             .unwrap_err()
             .to_string();

@@ -1,9 +1,13 @@
 //! The edge's own metrics: lock-free counters and fixed-bucket latency histograms, rendered
 //! as Prometheus text by `/metrics`.
+//!
+//! Every counter is split into per-thread shards on their own cache lines and summed when
+//! rendered: a click bumps five of them, and with one shared atomic each the HTTP workers
+//! would bounce those cache lines between cores on every click.
 
 use crate::edge::request::BadRequest;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds in microseconds (the last bucket is +Inf).
@@ -12,11 +16,57 @@ pub const BUCKETS_US: [u64; 16] = [
     1_000_000,
 ];
 
-/// A latency histogram with cumulative rendering.
+/// Shards per counter; threads are spread over them round robin.
+const SHARDS: usize = 8;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+#[inline]
+fn shard() -> usize {
+    SHARD.with(|s| *s)
+}
+
+/// One cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+/// A counter split over per-thread shards.
+#[derive(Debug, Default)]
+pub struct Counter {
+    shards: [Line<AtomicU64>; SHARDS],
+}
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.shards[shard()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+const BUCKET_COUNT: usize = BUCKETS_US.len() + 1;
+
+/// A latency histogram with cumulative rendering, sharded like [`Counter`].
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
+    /// Per shard: the bucket counts, then the sum in microseconds.
+    shards: [Line<[AtomicU64; BUCKET_COUNT + 1]>; SHARDS],
 }
 
 impl Histogram {
@@ -24,15 +74,23 @@ impl Histogram {
     pub fn observe(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         let i = BUCKETS_US.partition_point(|b| *b < us);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let s = &self.shards[shard()].0;
+        s[i].fetch_add(1, Ordering::Relaxed);
+        s[BUCKET_COUNT].fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn total(&self, i: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0[i].load(Ordering::Relaxed))
+            .sum()
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
+        for i in 0..BUCKET_COUNT {
+            cumulative += self.total(i);
             match BUCKETS_US.get(i) {
                 Some(us) => {
                     let _ = writeln!(
@@ -46,7 +104,7 @@ impl Histogram {
                 }
             }
         }
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.total(BUCKET_COUNT) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
     }
 }
@@ -65,13 +123,13 @@ pub enum Unavailable {
 /// Counters and histograms of the edge.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub clicks_total: AtomicU64,
-    pub impressions_total: AtomicU64,
-    pub paused_redirects_total: AtomicU64,
-    pub deep_links_refused_total: AtomicU64,
-    pub unknown_links_total: AtomicU64,
-    bad_requests: [AtomicU64; BadRequest::ALL.len()],
-    unavailable: [AtomicU64; 3],
+    pub clicks_total: Counter,
+    pub impressions_total: Counter,
+    pub paused_redirects_total: Counter,
+    pub deep_links_refused_total: Counter,
+    pub unknown_links_total: Counter,
+    bad_requests: [Counter; BadRequest::ALL.len()],
+    unavailable: [Counter; 3],
     pub redirect: Histogram,
     pub append: Histogram,
 }
@@ -79,19 +137,19 @@ pub struct Metrics {
 impl Metrics {
     pub fn bad_request(&self, cause: BadRequest) {
         let i = BadRequest::ALL.iter().position(|c| *c == cause).unwrap();
-        self.bad_requests[i].fetch_add(1, Ordering::Relaxed);
+        self.bad_requests[i].inc();
     }
 
     pub fn unavailable(&self, cause: Unavailable) {
-        self.unavailable[cause as usize].fetch_add(1, Ordering::Relaxed);
+        self.unavailable[cause as usize].inc();
     }
 
     pub fn render(&self, out: &mut String) {
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+        let counter = |out: &mut String, name: &str, help: &str, v: &Counter| {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
+                v.get()
             );
         };
         counter(
@@ -133,7 +191,7 @@ impl Metrics {
                 out,
                 "clicktrail_bad_requests_total{{cause=\"{}\"}} {}",
                 c.label(),
-                v.load(Ordering::Relaxed)
+                v.get()
             );
         }
         let _ = writeln!(
@@ -147,7 +205,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "clicktrail_unavailable_total{{cause=\"{label}\"}} {}",
-                v.load(Ordering::Relaxed)
+                v.get()
             );
         }
         self.redirect.render(

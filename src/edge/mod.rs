@@ -121,9 +121,7 @@ fn no_store(mut r: HttpResponse) -> HttpResponse {
 }
 
 fn not_found(edge: &Edge) -> HttpResponse {
-    edge.metrics
-        .unknown_links_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    edge.metrics.unknown_links_total.inc();
     no_store(
         HttpResponse::NotFound()
             .content_type("text/html; charset=utf-8")
@@ -218,9 +216,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     };
     let campaign = &link.campaign;
     if campaign.campaign.status == Status::Paused {
-        edge.metrics
-            .paused_redirects_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        edge.metrics.paused_redirects_total.inc();
         if !is_click {
             return pixel();
         }
@@ -288,9 +284,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         let base = match query.url.as_deref() {
             None => campaign.destination.clone(),
             Some(raw) => redirect::allowed_deep_link(campaign, raw).unwrap_or_else(|| {
-                edge.metrics
-                    .deep_links_refused_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                edge.metrics.deep_links_refused_total.inc();
                 campaign.destination.clone()
             }),
         };
@@ -367,7 +361,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     } else {
         &edge.metrics.impressions_total
     };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counter.inc();
 
     let Some(location) = location else {
         return pixel();
