@@ -115,6 +115,30 @@ key = "{PARTNER_A1}"
     path
 }
 
+/// A landing server, a configuration pointing at it, and clicktrail running on it.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    landing: Landing,
+    config: PathBuf,
+    data: PathBuf,
+    server: Server,
+}
+
+fn start(queue_max: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = Landing::start();
+    let config = write_config(dir.path(), landing.addr, queue_max);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    Fixture {
+        _dir: dir,
+        landing,
+        config,
+        data,
+        server,
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .max_redirects(0)
@@ -209,11 +233,13 @@ fn raw(addr: SocketAddr, request: &[u8]) -> u16 {
 
 #[test]
 fn clicks_redirect_set_cookies_and_are_journaled_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = Landing::start();
-    let config = write_config(dir.path(), landing.addr, 4096);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let Fixture {
+        _dir,
+        landing,
+        config: _,
+        data,
+        server,
+    } = start(4096);
     let addr = server.addr;
     let a = agent();
     let mut acknowledged: Vec<String> = Vec::new();
@@ -485,11 +511,13 @@ fn clicks_redirect_set_cookies_and_are_journaled_exactly() {
 
 #[test]
 fn sigkill_mid_stream_loses_no_acknowledged_click() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = Landing::start();
-    let config = write_config(dir.path(), landing.addr, 4096);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let Fixture {
+        _dir,
+        landing: _,
+        config,
+        data,
+        server,
+    } = start(4096);
     let addr = server.addr;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..4)
@@ -541,11 +569,13 @@ fn sigkill_mid_stream_loses_no_acknowledged_click() {
 
 #[test]
 fn a_full_ingest_queue_answers_503_with_retry_after_and_records_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let landing = Landing::start();
-    let config = write_config(dir.path(), landing.addr, 1);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let Fixture {
+        _dir,
+        landing: _,
+        config: _,
+        data,
+        server,
+    } = start(1);
     let addr = server.addr;
     let results: Vec<Vec<Reply>> = (0..16)
         .map(|_| {

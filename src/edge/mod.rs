@@ -261,9 +261,13 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         (false, IpTruncation::Partial) => request::truncate_ip(ip).to_string(),
         (false, IpTruncation::None) => ip.to_string(),
     };
-    let cookies = text(headers, header::COOKIE);
-    let existing_visitor = request::cookie(&cookies, &edge.tracking.cookie_name)
-        .filter(|v| valid_visitor_id(v))
+    // Every Cookie header, whole (HTTP/2 may split cookies over several headers).
+    let existing_visitor = headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            request::cookie(c, &edge.tracking.cookie_name).filter(|v| valid_visitor_id(v))
+        })
         .map(str::to_string);
     let visitor_id = existing_visitor.clone().unwrap_or_else(new_visitor_id);
     let keep_unless_minimal = |s: String| if minimal { String::new() } else { s };
