@@ -78,12 +78,12 @@ pub fn render_verify(reports: &[PartitionReport]) -> (String, bool) {
 }
 
 /// Runs verify or inspect; returns the process exit code.
-pub fn run(action: crate::cli::JournalAction, data_dir: &Path, record_size_max: usize) -> i32 {
+pub fn run(action: crate::cli::JournalAction, data_dir: &Path) -> i32 {
     if !data_dir.join("journal").is_dir() {
         eprintln!("no journal in {}", data_dir.display());
         return 2;
     }
-    let reports = match scan(data_dir, record_size_max) {
+    let reports = match scan(data_dir) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot read the journal: {e}");

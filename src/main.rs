@@ -30,10 +30,7 @@ fn main() {
             Err(code) => code,
         },
         Command::Journal(action, opts) => match load(&opts) {
-            Ok(c) => {
-                let rsm = c.journal_config().record_size_max;
-                clicktrail::journal_cmd::run(action, &c.journal.data_dir, rsm)
-            }
+            Ok(c) => clicktrail::journal_cmd::run(action, &c.journal.data_dir),
             Err(code) => code,
         },
     };

@@ -82,6 +82,11 @@ struct Input {
     skip_parts: usize,
 }
 
+/// Most input positions waiting for their outputs to become durable before they are
+/// committed; when full, the newest entry absorbs later positions (committing later is
+/// always safe).
+const PENDING_COMMITS_MAX: usize = 64;
+
 /// The actor-free engine of a worker: inputs, output writer, processor.
 pub struct WorkerCore {
     processor: Box<dyn Processor>,
@@ -89,6 +94,9 @@ pub struct WorkerCore {
     writer: Writer,
     /// Reused output buffer.
     outputs: Vec<Output>,
+    /// (output end, input positions): a consumer position may only be committed (letting
+    /// retention remove the input) once every output derived before it is durable.
+    pending_commits: std::collections::VecDeque<(u64, Vec<u64>)>,
 }
 
 impl std::fmt::Debug for WorkerCore {
@@ -123,6 +131,19 @@ impl WorkerCore {
             let consumer = partition.consumer(processor.name());
             let (reader, skip_parts) = match last.get(&partition.id()) {
                 None => (partition.reader()?, 0),
+                Some(s) if s.offset >= partition.end() => {
+                    // Cannot happen while inputs are read durable-only (an output is never
+                    // derived from a record a power loss could take); if it does, say so
+                    // and go on from what there is rather than fail forever.
+                    log::error!(
+                        "{}: its output names {}@{}, past that partition's end {}; resuming at the end",
+                        processor.name(),
+                        name,
+                        s.offset,
+                        partition.end()
+                    );
+                    (partition.reader_at(partition.end())?, 0)
+                }
                 Some(s) if s.part + 1 < s.parts => {
                     // Cut short by a crash: re-run this input, write the missing parts.
                     (partition.reader_at(s.offset)?, s.part as usize + 1)
@@ -144,7 +165,7 @@ impl WorkerCore {
             };
             inputs.push(Input {
                 partition,
-                reader,
+                reader: reader.durable_only(),
                 consumer,
                 skip_parts,
             });
@@ -154,6 +175,7 @@ impl WorkerCore {
             inputs,
             writer,
             outputs: Vec::new(),
+            pending_commits: std::collections::VecDeque::new(),
         })
     }
 
@@ -203,13 +225,38 @@ impl WorkerCore {
                         .write(out.kind, out.version, Some(&source), &out.payload)?;
                 }
                 input.skip_parts = 0;
-                input.consumer.commit(rec.next);
                 n += 1;
             }
             done += n;
         }
         self.writer.publish();
+        self.queue_commit();
+        self.commit_durable();
         Ok(done)
+    }
+
+    fn queue_commit(&mut self) {
+        let positions: Vec<u64> = self.inputs.iter().map(|i| i.reader.position()).collect();
+        let end = self.writer.end();
+        if self.pending_commits.len() >= PENDING_COMMITS_MAX {
+            *self.pending_commits.back_mut().expect("full") = (end, positions);
+        } else if self.pending_commits.back().map(|b| &b.1) != Some(&positions) {
+            self.pending_commits.push_back((end, positions));
+        }
+    }
+
+    /// Commits the input positions whose outputs are durable.
+    fn commit_durable(&mut self) {
+        let durable = self.writer.partition().durable();
+        while let Some((end, positions)) = self.pending_commits.front() {
+            if *end > durable {
+                break;
+            }
+            for (input, pos) in self.inputs.iter().zip(positions) {
+                input.consumer.commit(*pos);
+            }
+            self.pending_commits.pop_front();
+        }
     }
 
     /// Resolves when any input has a record to read.
@@ -288,6 +335,7 @@ mod tests {
         let offs: Vec<u64> = (0..10u8)
             .map(|i| w.append(0x7000, 1, None, &[i]).unwrap().offset)
             .collect();
+        j.sync().unwrap(); // workers read only durable input
         {
             let mut core = WorkerCore::open(&j, Box::new(Fanout(3))).unwrap();
             assert_eq!(core.step(4).unwrap(), 4);
@@ -367,8 +415,16 @@ mod tests {
             p[0] = (n != 0) as u8;
             w.append(0x7000, 1, None, &p).unwrap();
         }
+        j.sync().unwrap(); // workers read only durable input
         let mut core = WorkerCore::open(&j, Box::new(FirstOnly)).unwrap();
         while core.step(500).unwrap() > 0 {}
+        assert_eq!(
+            input.retain().unwrap(),
+            0,
+            "nothing committed before the output is durable"
+        );
+        j.sync().unwrap();
+        core.step(500).unwrap(); // commits now that the output is durable
         drop(core);
         assert!(
             input.retain().unwrap() >= 1,

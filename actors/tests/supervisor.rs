@@ -113,9 +113,11 @@ async fn a_worker_that_panics_mid_stream_resumes_with_every_input_exactly_once()
     for n in N / 2..N {
         w.append(INPUT_KIND, 1, None, &n.to_le_bytes()).unwrap();
         if n % 500 == 0 {
+            journal.sync().unwrap(); // workers read only durable input
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    journal.sync().unwrap();
     wait_for("all outputs", Duration::from_secs(20), || {
         outputs(&journal).len() as u64 >= N
     })
@@ -156,6 +158,7 @@ async fn too_many_restarts_give_up_and_fail_readiness() {
     for n in 0..10u64 {
         w.append(INPUT_KIND, 1, None, &n.to_le_bytes()).unwrap();
     }
+    journal.sync().unwrap();
     let _sup = actix::Actor::start(echo_supervisor(&journal, &health, 5, 1000, Duration::ZERO));
     wait_for("give up", Duration::from_secs(10), || {
         health
@@ -186,6 +189,7 @@ async fn shutdown_names_a_worker_that_is_late() {
     for n in 0..3u64 {
         w.append(INPUT_KIND, 1, None, &n.to_le_bytes()).unwrap();
     }
+    journal.sync().unwrap();
     // Each input takes 2 s, so the worker is inside a batch when shutdown comes.
     let sup = actix::Actor::start(echo_supervisor(
         &journal,

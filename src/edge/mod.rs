@@ -228,8 +228,14 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     let peer = req
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = request::client_ip(peer, xff, &edge.trusted_proxies);
+    // Every X-Forwarded-For line, in order: a proxy may add its own line after the
+    // client's, and reading only the first would let the client pick its address.
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let xff = (!xff.is_empty()).then(|| xff.join(","));
+    let ip = request::client_ip(peer.to_canonical(), xff.as_deref(), &edge.trusted_proxies);
     let flag = |name: &str| {
         headers
             .get(name)

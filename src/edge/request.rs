@@ -241,7 +241,7 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) ->
     };
     let mut client = peer;
     for hop in xff.rsplit(',').take(PARAMS_MAX) {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(ip) {
@@ -376,6 +376,15 @@ mod tests {
         );
         assert_eq!(client_ip(ip("10.1.1.1"), None, &trusted), ip("10.1.1.1"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        // Several X-Forwarded-For lines arrive joined: the proxy's own line (last) counts.
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), Some("6.6.6.6,198.51.100.2"), &trusted),
+            ip("198.51.100.2")
+        );
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), Some("::ffff:198.51.100.3"), &trusted),
+            ip("198.51.100.3")
+        );
     }
 
     #[test]

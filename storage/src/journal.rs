@@ -295,7 +295,9 @@ impl PartitionReport {
 /// Scans every partition under `data_dir/journal` read-only, checking every frame's CRC and
 /// that segments follow on. Changes nothing, takes no lock: meant for a stopped server (on a
 /// running one, records appended during the scan are simply not seen).
-pub fn scan(data_dir: &Path, record_size_max: usize) -> Result<Vec<PartitionReport>> {
+/// Frames are checked against the hard ceiling on record size, not a configured limit, so a
+/// record written under a larger limit than today's is not called corrupt.
+pub fn scan(data_dir: &Path) -> Result<Vec<PartitionReport>> {
     let root = data_dir.join("journal");
     let mut out = Vec::new();
     for (id, name, dir) in list_partitions(&root)? {
@@ -322,7 +324,7 @@ pub fn scan(data_dir: &Path, record_size_max: usize) -> Result<Vec<PartitionRepo
                             format!("starts at {base}, previous segment ends at {expected:?}"),
                         ));
                     }
-                    let r = scan_segment(&seg, record_size_max);
+                    let r = scan_segment(&seg, crate::config::RECORD_SIZE_MAX_CEILING);
                     expected = Some(r.end);
                     report.segments.push(r);
                 }

@@ -11,9 +11,11 @@ use std::sync::{Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Most wakers one notifier keeps between two notifications; more async waiters than this
-/// wake the oldest one early, which then registers again.
-pub const WAKERS_MAX: usize = 1024;
+/// Most wakers one notifier keeps between two notifications (16 bytes each). Above every
+/// bound on concurrent waiters we set (in-flight appends per shard are at most 1,000,000
+/// by configuration, but realistically thousands); past it the oldest is woken early and
+/// registers again.
+pub const WAKERS_MAX: usize = 1 << 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Notifier {

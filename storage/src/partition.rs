@@ -45,8 +45,12 @@ pub(crate) struct Shared {
     readers: AtomicUsize,
     /// Woken when `end` moves.
     data: Notifier,
-    /// Woken when `durable` moves or the journal closes.
+    /// Woken when `durable` moves or the journal closes, for durability acknowledgements
+    /// (their presence makes the flusher sync at the group-commit interval).
     durability: Notifier,
+    /// Woken when `durable` moves or the journal closes, for readers that only read
+    /// durable records (their presence does not hurry the flusher).
+    synced: Notifier,
     /// Registered consumers and their committed positions (retention keeps what they need).
     consumers: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// Serialises syncs (flusher thread and explicit `sync` calls).
@@ -210,7 +214,9 @@ impl Partition {
                 cut = true;
                 continue;
             }
-            let report = scan_segment(&seg, config.record_size_max);
+            // Against the ceiling, not the configured limit: lowering `record-size-max`
+            // must not turn records written under the old limit into "corruption".
+            let report = scan_segment(&seg, crate::config::RECORD_SIZE_MAX_CEILING);
             if let Some((at, why)) = &report.problem {
                 // Garbage in the unused tail of a rolled segment, right where the next
                 // segment starts, damages no record: clear it and go on.
@@ -242,6 +248,11 @@ impl Partition {
         }
         let start = segments[0].base;
         let consumers = load_consumers(&dir)?;
+        // A position past the recovered end (recovery cut records a consumer had read)
+        // would let retention remove segments nobody has read.
+        for p in consumers.values() {
+            p.fetch_min(end, Ordering::AcqRel);
+        }
         Ok(Partition {
             shared: Arc::new(Shared {
                 id,
@@ -256,6 +267,7 @@ impl Partition {
                 readers: AtomicUsize::new(0),
                 data: Notifier::default(),
                 durability: Notifier::default(),
+                synced: Notifier::default(),
                 consumers: Mutex::new(consumers),
                 sync_lock: Mutex::new(()),
                 closed: AtomicBool::new(false),
@@ -328,6 +340,7 @@ impl Partition {
             pos: 0,
             next: self.start(),
             shared: self.shared.clone(),
+            durable_only: false,
         };
         reader.seek(offset)?;
         Ok(reader)
@@ -401,6 +414,7 @@ impl Partition {
                 }
                 s.durable.store(end, Ordering::SeqCst);
                 s.durability.notify();
+                s.synced.notify();
                 Ok(())
             }
             Err(e) => {
@@ -490,6 +504,7 @@ impl Partition {
     pub(crate) fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.durability.notify();
+        self.shared.synced.notify();
         self.shared.data.notify();
     }
 }
@@ -524,7 +539,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Says the consumer no longer needs anything below `offset`. Never moves back.
+    /// Says the consumer no longer needs anything below `offset`: everything it derived from
+    /// those records must already be durable. Never moves back.
     pub fn commit(&self, offset: u64) {
         self.position.fetch_max(offset, Ordering::AcqRel);
     }
@@ -595,6 +611,14 @@ impl Writer {
         frame::check_append(kind, payload.len(), self.shared.config.record_size_max)?;
         let total = frame::frame_size(payload.len(), source.is_some());
         if self.pos + total > self.seg.capacity() {
+            if self.pos == 0 {
+                // An empty segment (an older, smaller one) cannot hold it; a new segment
+                // would get the same base.
+                return Err(Error::RecordTooLarge {
+                    size: payload.len(),
+                    max: self.seg.capacity() - frame::frame_size(0, true),
+                });
+            }
             self.roll()?;
         } else if self.spare.is_none() && self.pos > self.seg.capacity() / 2 {
             self.prepare_spare();
@@ -692,6 +716,8 @@ pub struct Reader {
     seg: Arc<Segment>,
     pos: usize,
     next: u64,
+    /// Read only below `durable` (see [`Reader::durable_only`]).
+    durable_only: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -716,12 +742,30 @@ impl Reader {
         }
     }
 
+    /// Makes the reader see only durable records. Actors read their inputs this way: an
+    /// output derived from a record that a power loss could still take would name an input
+    /// that recovery may cut away. Costs up to `background-sync-interval` of latency on
+    /// partitions nobody else waits on.
+    pub fn durable_only(mut self) -> Reader {
+        self.durable_only = true;
+        self
+    }
+
+    /// The end this reader may read up to.
+    #[inline]
+    fn visible_end(&self) -> u64 {
+        if self.durable_only {
+            self.shared.durable.load(Ordering::Acquire)
+        } else {
+            self.shared.end.load(Ordering::Acquire)
+        }
+    }
+
     /// Moves to `offset` (a record boundary within `start..=end`).
     pub fn seek(&mut self, offset: u64) -> Result<()> {
-        let (start, end) = (
-            self.shared.start.load(Ordering::Acquire),
-            self.shared.end.load(Ordering::Acquire),
-        );
+        // Under the segment lock, so retention cannot remove the segment in between.
+        let segs = self.shared.segments.read().unwrap();
+        let (start, end) = (segs[0].base, self.shared.end.load(Ordering::Acquire));
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange {
                 partition: self.shared.name.clone(),
@@ -730,7 +774,6 @@ impl Reader {
                 end,
             });
         }
-        let segs = self.shared.segments.read().unwrap();
         let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
         self.seg = segs[i].clone();
         self.pos = (offset - self.seg.base) as usize;
@@ -743,9 +786,9 @@ impl Reader {
     #[allow(clippy::should_implement_trait)]
     #[inline]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
-        let record_size_max = self.shared.config.record_size_max;
+        let record_size_max = crate::config::RECORD_SIZE_MAX_CEILING;
         let (at, total) = loop {
-            let end = self.shared.end.load(Ordering::Acquire);
+            let end = self.visible_end();
             if self.next >= end {
                 return Ok(None);
             }
@@ -799,11 +842,16 @@ impl Reader {
     /// Returns whether a record is ready.
     pub fn wait(&self, timeout: Duration) -> bool {
         let (s, next) = (&self.shared, self.next);
-        s.data.wait_until(
-            || s.end.load(Ordering::SeqCst) > next || s.closed.load(Ordering::SeqCst),
+        let (notifier, mark) = if self.durable_only {
+            (&s.synced, &s.durable)
+        } else {
+            (&s.data, &s.end)
+        };
+        notifier.wait_until(
+            || mark.load(Ordering::SeqCst) > next || s.closed.load(Ordering::SeqCst),
             timeout,
         );
-        s.end.load(Ordering::SeqCst) > next
+        mark.load(Ordering::SeqCst) > next
     }
 
     /// Resolves when there is a record to read (or the journal closes). `'static`, so an
@@ -813,6 +861,7 @@ impl Reader {
             shared: self.shared.clone(),
             next: self.next,
             counted: false,
+            durable_only: self.durable_only,
         }
     }
 }
@@ -828,6 +877,17 @@ pub struct DataWait {
     shared: Arc<Shared>,
     next: u64,
     counted: bool,
+    durable_only: bool,
+}
+
+impl DataWait {
+    fn parts(&self) -> (&Notifier, &AtomicU64) {
+        if self.durable_only {
+            (&self.shared.synced, &self.shared.durable)
+        } else {
+            (&self.shared.data, &self.shared.end)
+        }
+    }
 }
 
 impl std::fmt::Debug for DataWait {
@@ -842,17 +902,22 @@ impl Future for DataWait {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let (s, next) = (&this.shared, this.next);
-        s.data.poll_wait(cx, &mut this.counted, || {
-            s.end.load(Ordering::SeqCst) > next || s.closed.load(Ordering::SeqCst)
-        })
+        let next = this.next;
+        let mut counted = this.counted;
+        let (notifier, mark) = this.parts();
+        let closed = &this.shared.closed;
+        let r = notifier.poll_wait(cx, &mut counted, || {
+            mark.load(Ordering::SeqCst) > next || closed.load(Ordering::SeqCst)
+        });
+        this.counted = counted;
+        r
     }
 }
 
 impl Drop for DataWait {
     fn drop(&mut self) {
         if self.counted {
-            self.shared.data.unregister();
+            self.parts().0.unregister();
         }
     }
 }

@@ -199,11 +199,12 @@ impl Segment {
         let header = encode_header(partition_id, base, self.map.len() as u64);
         // SAFETY: a spare's mapping is owned by this value alone.
         unsafe { self.bytes_mut(0, SEGMENT_HEADER_SIZE) }.copy_from_slice(&header);
+        let path = dir.join(file_name(base));
+        let mut renamed = false;
         let made = (|| {
             self.map
                 .flush_range(0, SEGMENT_HEADER_SIZE)
                 .map_err(|e| Error::io(&self.path, e))?;
-            let path = dir.join(file_name(base));
             if path.exists() {
                 return Err(Error::io(
                     &path,
@@ -211,17 +212,18 @@ impl Segment {
                 ));
             }
             std::fs::rename(&self.path, &path).map_err(|e| Error::io(&path, e))?;
-            sync_dir(dir)?;
-            Ok(path)
+            renamed = true;
+            sync_dir(dir)
         })();
         match made {
-            Ok(path) => {
+            Ok(()) => {
                 self.path = path;
                 self.base = base;
                 Ok(self)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&self.path);
+                // Leave nothing behind that a later roll would collide with.
+                let _ = std::fs::remove_file(if renamed { &path } else { &self.path });
                 Err(e)
             }
         }

@@ -441,7 +441,7 @@ fn read_only_scan_reports_corruption() {
     drop(w);
     journal.close().unwrap();
     drop((journal, part));
-    let report = clicktrail_storage::scan(dir.path(), 8192).unwrap();
+    let report = clicktrail_storage::scan(dir.path()).unwrap();
     assert_eq!(report.len(), 1);
     assert!(report[0].is_clean());
     assert_eq!(report[0].records(), 1000);
@@ -449,11 +449,66 @@ fn read_only_scan_reports_corruption() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[SEGMENT_HEADER_SIZE + 24 * 10 + 17] ^= 0x40; // inside the 11th frame
     std::fs::write(&path, &bytes).unwrap();
-    let report = clicktrail_storage::scan(dir.path(), 8192).unwrap();
+    let report = clicktrail_storage::scan(dir.path()).unwrap();
     assert!(!report[0].is_clean());
     let problem = report[0].segments[0].problem.clone().unwrap();
     assert_eq!(problem.0, 24 * 10, "{problem:?}");
     assert_eq!(report[0].segments[0].records, 10);
     // Scanning changed nothing on disk.
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn durable_only_readers_see_records_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        flush_interval: Duration::from_millis(1000),
+        background_sync_interval: Duration::from_secs(60),
+        ..small_config()
+    };
+    let journal = Journal::open(dir.path(), config).unwrap();
+    let part = journal.partition("p").unwrap();
+    let mut w = part.writer().unwrap();
+    w.append(TEST_KIND, 1, None, b"one").unwrap();
+    let mut tail = part.reader().unwrap().durable_only();
+    assert!(tail.next().unwrap().is_none(), "not durable yet");
+    assert!(!tail.wait(Duration::from_millis(20)));
+    let woken = std::thread::scope(|s| {
+        let t = s.spawn(|| tail.wait(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(30));
+        part.sync().unwrap();
+        t.join().unwrap()
+    });
+    assert!(woken, "a sync wakes durable-only readers");
+    assert_eq!(tail.next().unwrap().unwrap().payload, b"one");
+    drop(w);
+    journal.close().unwrap();
+}
+
+#[test]
+fn lowering_record_size_max_keeps_larger_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), small_config()).unwrap();
+    let mut w = journal.partition("p").unwrap().writer().unwrap();
+    w.append(TEST_KIND, 1, None, &[7u8; 6000]).unwrap();
+    w.append(TEST_KIND, 1, None, b"after").unwrap();
+    drop(w);
+    journal.close().unwrap();
+    drop(journal);
+    let smaller = JournalConfig {
+        record_size_max: 2048,
+        ..small_config()
+    };
+    let journal = Journal::open(dir.path(), smaller).unwrap();
+    let part = journal.partition("p").unwrap();
+    let mut r = part.reader().unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload.len(), 6000);
+    assert_eq!(r.next().unwrap().unwrap().payload, b"after");
+    let mut w = part.writer().unwrap();
+    assert!(matches!(
+        w.append(TEST_KIND, 1, None, &[0u8; 3000]),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    drop(w);
+    journal.close().unwrap();
 }
