@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod edge;
 pub mod journal_cmd;
 pub mod metrics;

@@ -70,6 +70,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_proxies()?,
         config.tracking.clone(),
     ));
+    let conversions = web::Data::new(
+        crate::convert::Conversions::load(
+            &journal,
+            store.clone(),
+            handles.ingest.clone(),
+            &config.secrets.click_id_key,
+        )
+        .context("cannot read the conversions")?,
+    );
     let api = web::Data::new(Api {
         store,
         stats: handles.stats.clone(),
@@ -96,7 +105,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(app_state.clone())
             .app_data(edge.clone())
             .app_data(api.clone())
+            .app_data(conversions.clone())
             .configure(routes)
+            .configure(crate::convert::routes)
             .configure(crate::api::routes)
             .default_service(web::to(crate::edge::default_service))
     })

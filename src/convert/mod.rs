@@ -1,0 +1,769 @@
+//! Server-to-server conversions and reversals.
+//!
+//! * `POST /api/v1/conversions` (JSON, `Authorization: Bearer <merchant key>`) and the
+//!   network-style `GET /postback?order_id=..&amount=..&currency=..&click_id=..&key=..`.
+//! * `POST /api/v1/conversions/{id}/reverse` (JSON: `reason`, optional `amount`, `note`).
+//!
+//! A conversion is answered only once its record is durable (group-commit sync). The
+//! merchant's order id is the idempotency key: the same order again returns the first
+//! conversion and writes nothing; different data under the same order id is a 409. The
+//! index behind that is derived from the journal on start.
+//!
+//! Matching: a verified click id (its link's campaign must belong to the merchant, and
+//! the click must be inside the campaign's window) gives `match = "click_id"`; without one
+//! the conversion is kept unattributed (`match = "none"`). Forged, malformed, foreign or
+//! expired click ids are refused with a 422 naming the reason.
+
+// Handlers return a ready `HttpResponse` as their error: it is the answer.
+#![allow(clippy::result_large_err)]
+
+pub mod amount;
+
+use crate::edge::click_id::{ClickIdCodec, ClickIdError};
+use crate::edge::request;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
+use clicktrail_actors::ingest::{AppendError, IngestShards};
+use clicktrail_storage::schema::{
+    Conversion, ConversionReversal, Currency, MatchKind, Money, Pair, ReversalReason,
+};
+use clicktrail_storage::{Event, Journal, RecordExt};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Largest conversion body.
+pub const BODY_SIZE_MAX: usize = 16 * 1024;
+/// Longest order id, customer id or event name.
+pub const FIELD_LEN_MAX: usize = 128;
+/// Most metadata entries, and the longest key and value.
+pub const METADATA_MAX: usize = 20;
+pub const METADATA_KEY_MAX: usize = 64;
+pub const METADATA_VALUE_MAX: usize = 256;
+
+/// A conversion as a merchant sends it (JSON keys and `/postback` parameters alike).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionRequest {
+    pub click_id: Option<String>,
+    pub order_id: String,
+    pub event: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub customer_id: Option<String>,
+    /// Unix seconds, or RFC 3339 (`2026-11-25T10:00:00Z`).
+    pub occurred_at: Option<Value>,
+    pub campaign_id: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// Being written: a concurrent duplicate gets a 409 "in progress".
+    Pending,
+    Recorded,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: State,
+    /// Digest of the request data that must match on a replay.
+    digest: u64,
+    merchant_id: String,
+    answer: Value,
+    amount: Money,
+    reversed_minor: i64,
+}
+
+/// The idempotency index: (merchant, order id) -> entry, and conversion id -> key.
+#[derive(Debug, Default)]
+struct Index {
+    by_order: HashMap<(String, String), Entry>,
+    by_id: HashMap<String, (String, String)>,
+}
+
+/// What the conversion handlers share.
+pub struct Conversions {
+    store: Arc<EntityStore>,
+    ingest: IngestShards,
+    codec: ClickIdCodec,
+    /// Derives conversion ids from (merchant, order id): stable and unguessable.
+    id_key: Hmac<Sha256>,
+    index: Mutex<Index>,
+}
+
+impl std::fmt::Debug for Conversions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversions").finish()
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": msg.into() }))
+}
+
+fn digest(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn match_name(m: MatchKind) -> &'static str {
+    match m {
+        MatchKind::ClickId => "click_id",
+        MatchKind::Cookie => "cookie",
+        MatchKind::Fingerprint => "fingerprint",
+        MatchKind::None => "none",
+    }
+}
+
+/// The request data whose change under the same order id is a conflict.
+fn conversion_digest(c: &Conversion) -> u64 {
+    let amount = c.amount.amount_minor.to_string();
+    let meta: Vec<String> = c
+        .metadata
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.value))
+        .collect();
+    digest(&[
+        &c.event,
+        &amount,
+        c.amount.currency.as_str(),
+        c.click_id.as_deref().unwrap_or(""),
+        c.customer_id.as_deref().unwrap_or(""),
+        &c.campaign_id,
+        &meta.join("\n"),
+    ])
+}
+
+fn answer(c: &Conversion, status: &str) -> Value {
+    json!({
+        "conversion_id": c.conversion_id,
+        "order_id": c.order_id,
+        "status": status,
+        "click_id": c.click_id,
+        "affiliate_id": c.affiliate_id,
+        "campaign_id": c.campaign_id,
+        "match": match_name(c.match_kind),
+        "amount": amount::format(&c.amount),
+        "currency": c.amount.currency.as_str(),
+    })
+}
+
+/// Parses Unix seconds or an RFC 3339 UTC/offset timestamp into microseconds.
+pub fn parse_time(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|s| (0..=253_402_300_799).contains(s))
+            .map(|s| s * 1_000_000),
+        Value::String(s) => parse_rfc3339(s),
+        _ => None,
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut micros = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        let digits = &frac[..n.min(6)];
+        micros = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
+        rest = &frac[n..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (
+                rest.get(1..3)?.parse::<i64>().ok()?,
+                rest.get(4..6)?.parse::<i64>().ok()?,
+            );
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' || oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1_000_000) + micros)
+}
+
+fn bounded_text(what: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(format!("{what} must be 1-{max} printable characters"));
+    }
+    Ok(())
+}
+
+impl Conversions {
+    /// Builds the idempotency index from every conversion and reversal in the journal.
+    pub fn load(
+        journal: &Journal,
+        store: Arc<EntityStore>,
+        ingest: IngestShards,
+        click_id_key: &str,
+    ) -> clicktrail_storage::Result<Conversions> {
+        let mut index = Index::default();
+        let mut reversals: Vec<(String, i64)> = Vec::new();
+        for p in journal
+            .partitions()
+            .iter()
+            .filter(|p| p.name().starts_with("ingest-"))
+        {
+            let mut r = p.reader()?;
+            while let Some(rec) = r.next()? {
+                if let Some(c) = rec.to_owned_event::<Conversion>() {
+                    let key = (c.merchant_id.clone(), c.order_id.clone());
+                    index.by_id.insert(c.conversion_id.clone(), key.clone());
+                    index.by_order.insert(
+                        key,
+                        Entry {
+                            state: State::Recorded,
+                            digest: conversion_digest(&c),
+                            merchant_id: c.merchant_id.clone(),
+                            answer: answer(&c, "pending"),
+                            amount: c.amount,
+                            reversed_minor: 0,
+                        },
+                    );
+                } else if let Some(rv) = rec.event::<ConversionReversal>() {
+                    reversals.push((
+                        rv.conversion_id.to_string(),
+                        rv.amount.amount_minor.to_native(),
+                    ));
+                }
+            }
+        }
+        for (id, minor) in reversals {
+            if let Some(key) = index.by_id.get(&id).cloned() {
+                if let Some(e) = index.by_order.get_mut(&key) {
+                    e.reversed_minor += minor;
+                }
+            }
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(click_id_key.as_bytes()).expect("any key");
+        mac.update(b"clicktrail conversion id key v1");
+        Ok(Conversions {
+            store,
+            ingest,
+            codec: ClickIdCodec::new(click_id_key.as_bytes()),
+            id_key: Hmac::new_from_slice(&mac.finalize().into_bytes()).expect("any key"),
+            index: Mutex::new(index),
+        })
+    }
+
+    fn conversion_id(&self, merchant: &str, order: &str) -> String {
+        let mut mac = self.id_key.clone();
+        mac.update(merchant.as_bytes());
+        mac.update(b"\n");
+        mac.update(order.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("cv_{}", crate::edge::click_id::base64url_encode(&tag[..15]))
+    }
+
+    /// Validates a request and resolves its click; the answer on refusal.
+    fn build(
+        &self,
+        merchant: &str,
+        req: ConversionRequest,
+        catalog: &Catalog,
+    ) -> Result<Conversion, HttpResponse> {
+        let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+        bounded_text("order_id", &req.order_id, FIELD_LEN_MAX).map_err(bad)?;
+        let event = req.event.unwrap_or_else(|| "sale".into());
+        if !valid_id(&event) {
+            return Err(bad(
+                "event must be sale, lead, signup or a custom name of [A-Za-z0-9_.-]".into(),
+            ));
+        }
+        let amount = match (req.amount.as_deref(), req.currency.as_deref()) {
+            (Some(a), Some(c)) => amount::parse(a, c).map_err(|e| bad(e.to_string()))?,
+            (Some(_), None) => return Err(bad("amount needs a currency".into())),
+            (None, Some(c)) => amount::parse("0", c).map_err(|e| bad(e.to_string()))?,
+            (None, None) => Money {
+                amount_minor: 0,
+                currency: Currency(*b"XXX"),
+            },
+        };
+        if event == "sale" && amount.amount_minor <= 0 {
+            return Err(bad("a sale needs an amount above zero".into()));
+        }
+        if let Some(c) = &req.customer_id {
+            bounded_text("customer_id", c, FIELD_LEN_MAX).map_err(bad)?;
+        }
+        let metadata = req.metadata.unwrap_or_default();
+        if metadata.len() > METADATA_MAX
+            || metadata.iter().any(|(k, v)| {
+                k.is_empty() || k.len() > METADATA_KEY_MAX || v.len() > METADATA_VALUE_MAX
+            })
+        {
+            return Err(bad(format!(
+                "metadata: at most {METADATA_MAX} entries, keys 1-{METADATA_KEY_MAX} and values up to {METADATA_VALUE_MAX} bytes"
+            )));
+        }
+        let now = now_us();
+        let occurred_at_us = match &req.occurred_at {
+            None => now,
+            Some(v) => parse_time(v)
+                .ok_or_else(|| bad("occurred_at must be Unix seconds or RFC 3339".into()))?,
+        };
+        let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, m);
+        let (campaign_id, affiliate_id, match_kind) = match req.click_id.as_deref() {
+            Some(id) => {
+                let parts = self.codec.decode(id).map_err(|e| match e {
+                    ClickIdError::Malformed => unprocessable("malformed click_id"),
+                    ClickIdError::Forged => unprocessable(
+                        "click_id failed verification (forged or from another installation)",
+                    ),
+                })?;
+                let link = catalog
+                    .link_numbers
+                    .get(parts.link as usize)
+                    .and_then(|code| catalog.link(code))
+                    .ok_or_else(|| unprocessable("click_id names a link that no longer exists"))?;
+                let campaign = &link.campaign.campaign;
+                if campaign.merchant_id != merchant {
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "click_id belongs to another merchant's campaign",
+                    ));
+                }
+                if req.campaign_id.as_deref().is_some_and(|c| c != campaign.id) {
+                    return Err(unprocessable(
+                        "campaign_id does not match the click's campaign",
+                    ));
+                }
+                let window_end = parts.time_s as i64 + campaign.cookie_window_days as i64 * 86_400;
+                if now / 1_000_000 > window_end {
+                    return Err(unprocessable(
+                        "click_id expired: outside the campaign's attribution window",
+                    ));
+                }
+                (
+                    campaign.id.clone(),
+                    Some(link.link.affiliate_id.clone()),
+                    MatchKind::ClickId,
+                )
+            }
+            None => {
+                let campaign_id = req.campaign_id.clone().unwrap_or_default();
+                if !campaign_id.is_empty() {
+                    match catalog.campaigns.get(&campaign_id) {
+                        None => return Err(unprocessable("unknown campaign_id")),
+                        Some(c) if c.campaign.merchant_id != merchant => {
+                            return Err(error(
+                                StatusCode::FORBIDDEN,
+                                "campaign_id belongs to another merchant",
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                (campaign_id, None, MatchKind::None)
+            }
+        };
+        Ok(Conversion {
+            at_us: now,
+            conversion_id: self.conversion_id(merchant, &req.order_id),
+            merchant_id: merchant.to_string(),
+            campaign_id,
+            order_id: req.order_id,
+            event,
+            amount,
+            customer_id: req.customer_id,
+            occurred_at_us,
+            click_id: req.click_id,
+            affiliate_id,
+            match_kind,
+            match_confidence_ppm: if match_kind == MatchKind::None {
+                0
+            } else {
+                1_000_000
+            },
+            metadata: metadata
+                .into_iter()
+                .map(|(name, value)| Pair { name, value })
+                .collect(),
+        })
+    }
+
+    /// Records a conversion exactly once and answers.
+    async fn record(&self, merchant: &str, req: ConversionRequest) -> HttpResponse {
+        let catalog = self.store.snapshot();
+        let c = match self.build(merchant, req, &catalog) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let key = (merchant.to_string(), c.order_id.clone());
+        let digest = conversion_digest(&c);
+        {
+            let mut index = self.index.lock().unwrap();
+            if let Some(e) = index.by_order.get(&key) {
+                return match (&e.state, e.digest == digest) {
+                    (State::Recorded, true) => {
+                        let mut a = e.answer.clone();
+                        a["duplicate"] = json!(true);
+                        HttpResponse::Ok().json(a)
+                    }
+                    (State::Recorded, false) => error(
+                        StatusCode::CONFLICT,
+                        "order_id already recorded with different data",
+                    ),
+                    (State::Pending, _) => error(
+                        StatusCode::CONFLICT,
+                        "a conversion with this order_id is being recorded; retry",
+                    ),
+                };
+            }
+            index.by_order.insert(
+                key.clone(),
+                Entry {
+                    state: State::Pending,
+                    digest,
+                    merchant_id: merchant.to_string(),
+                    answer: answer(&c, "pending"),
+                    amount: c.amount,
+                    reversed_minor: 0,
+                },
+            );
+        }
+        let payload = clicktrail_actors::Output::event(&c).payload;
+        let shard = digest as usize;
+        let result = self
+            .ingest
+            .append(
+                shard,
+                Conversion::KIND as u16,
+                Conversion::VERSION,
+                &payload,
+                true,
+            )
+            .await;
+        let mut index = self.index.lock().unwrap();
+        match result {
+            Ok(_) => {
+                let e = index.by_order.get_mut(&key).expect("pending entry");
+                e.state = State::Recorded;
+                let a = e.answer.clone();
+                index.by_id.insert(c.conversion_id.clone(), key);
+                HttpResponse::Created().json(a)
+            }
+            Err(AppendError::Journal(ref m)) if m.contains("timed out") => {
+                // Written but not yet known durable: keep the entry, so a retry answers
+                // with this conversion instead of writing it twice.
+                let e = index.by_order.get_mut(&key).expect("pending entry");
+                e.state = State::Recorded;
+                index.by_id.insert(c.conversion_id.clone(), key);
+                unavailable(m)
+            }
+            Err(e) => {
+                index.by_order.remove(&key);
+                unavailable(&e.to_string())
+            }
+        }
+    }
+}
+
+fn unavailable(why: &str) -> HttpResponse {
+    log::error!("conversion not acknowledged: {why}");
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({ "error": "could not record durably; retry with the same order_id" }))
+}
+
+fn merchant_of(
+    req: &HttpRequest,
+    secret: Option<&str>,
+    store: &EntityStore,
+) -> Result<String, HttpResponse> {
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(secret) = bearer.or(secret).map(str::trim).filter(|s| !s.is_empty()) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing merchant key"));
+    };
+    match store.snapshot().key(secret) {
+        None => Err(error(StatusCode::UNAUTHORIZED, "unknown key")),
+        Some(k) if k.role != Role::Merchant => {
+            Err(error(StatusCode::FORBIDDEN, "this needs a merchant key"))
+        }
+        Some(k) => Ok(k.owner.clone()),
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/conversions")
+            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+            .route(web::post().to(post_conversion)),
+    )
+    .service(
+        web::resource("/api/v1/conversions/{id}/reverse")
+            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+            .route(web::post().to(reverse)),
+    )
+    .route("/postback", web::get().to(get_postback));
+}
+
+async fn post_conversion(
+    req: HttpRequest,
+    body: web::Bytes,
+    conv: web::Data<Conversions>,
+) -> HttpResponse {
+    let merchant = match merchant_of(&req, None, &conv.store) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice::<ConversionRequest>(&body) {
+        Ok(r) => conv.record(&merchant, r).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad conversion: {e}")),
+    }
+}
+
+async fn get_postback(req: HttpRequest, conv: web::Data<Conversions>) -> HttpResponse {
+    let raw = req.query_string();
+    if raw.len() > request::QUERY_LEN_MAX {
+        return error(StatusCode::URI_TOO_LONG, "query string too long");
+    }
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Ok(k), Ok(v)) = (request::percent_decode(k), request::percent_decode(v)) else {
+            return error(StatusCode::BAD_REQUEST, "invalid percent-encoding or UTF-8");
+        };
+        if fields.insert(k.clone(), v).is_some() {
+            return error(StatusCode::BAD_REQUEST, format!("parameter {k:?} repeated"));
+        }
+    }
+    let key = fields.remove("key");
+    let merchant = match merchant_of(&req, key.as_deref(), &conv.store) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let mut r = ConversionRequest::default();
+    for (k, v) in fields {
+        match k.as_str() {
+            "click_id" => r.click_id = Some(v),
+            "order_id" => r.order_id = v,
+            "event" => r.event = Some(v),
+            "amount" => r.amount = Some(v),
+            "currency" => r.currency = Some(v),
+            "customer_id" => r.customer_id = Some(v),
+            "campaign_id" => r.campaign_id = Some(v),
+            "occurred_at" => {
+                r.occurred_at = Some(
+                    v.parse::<i64>()
+                        .map(Value::from)
+                        .unwrap_or(Value::String(v)),
+                )
+            }
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {other:?}"),
+                )
+            }
+        }
+    }
+    conv.record(&merchant, r).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReverseRequest {
+    /// refund, chargeback or rejected.
+    reason: String,
+    /// Part of the amount; the whole remaining amount when absent.
+    amount: Option<String>,
+    note: Option<String>,
+}
+
+async fn reverse(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    conv: web::Data<Conversions>,
+) -> HttpResponse {
+    let merchant = match merchant_of(&req, None, &conv.store) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let r: ReverseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad reversal: {e}")),
+    };
+    let note = r.note.unwrap_or_default();
+    if note.len() > 500 || note.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "note: at most 500 printable characters",
+        );
+    }
+    let id = path.into_inner();
+    // Reserve the reversal under the lock so two concurrent ones cannot exceed the amount.
+    let (rev, key) = {
+        let mut index = conv.index.lock().unwrap();
+        let Some(key) = index.by_id.get(&id).cloned() else {
+            return error(StatusCode::NOT_FOUND, "unknown conversion");
+        };
+        let e = index.by_order.get_mut(&key).expect("indexed");
+        if e.merchant_id != merchant {
+            return error(StatusCode::NOT_FOUND, "unknown conversion");
+        }
+        let remaining = e.amount.amount_minor - e.reversed_minor;
+        let amount = match r.amount.as_deref() {
+            None => remaining,
+            Some(a) => match amount::parse(a, e.amount.currency.as_str()) {
+                Ok(m) => m.amount_minor,
+                Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+            },
+        };
+        let reason = match (r.reason.as_str(), amount < e.amount.amount_minor) {
+            ("refund", true) => ReversalReason::PartialRefund,
+            ("refund", false) => ReversalReason::Refund,
+            ("chargeback", _) => ReversalReason::Chargeback,
+            ("rejected", _) => ReversalReason::Rejected,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "reason must be refund, chargeback or rejected",
+                )
+            }
+        };
+        if remaining <= 0 {
+            return error(StatusCode::CONFLICT, "conversion already fully reversed");
+        }
+        if amount <= 0 || amount > remaining {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "amount must be above zero and at most what is left to reverse",
+            );
+        }
+        e.reversed_minor += amount;
+        let rev = ConversionReversal {
+            at_us: now_us(),
+            conversion_id: id.clone(),
+            reason,
+            amount: Money {
+                amount_minor: amount,
+                currency: e.amount.currency,
+            },
+            actor: merchant.clone(),
+            note,
+        };
+        (rev, key)
+    };
+    let payload = clicktrail_actors::Output::event(&rev).payload;
+    let result = conv
+        .ingest
+        .append(
+            digest(&[&id]) as usize,
+            ConversionReversal::KIND as u16,
+            ConversionReversal::VERSION,
+            &payload,
+            true,
+        )
+        .await;
+    let mut index = conv.index.lock().unwrap();
+    let e = index.by_order.get_mut(&key).expect("indexed");
+    match result {
+        Ok(_) => {
+            let left = e.amount.amount_minor - e.reversed_minor;
+            HttpResponse::Ok().json(json!({
+                "conversion_id": id,
+                "reversed": amount::format(&rev.amount),
+                "remaining": amount::format(&Money { amount_minor: left, currency: e.amount.currency }),
+                "status": if left == 0 { "reversed" } else { "partially-reversed" },
+            }))
+        }
+        Err(err) => {
+            if !matches!(err, AppendError::Journal(ref m) if m.contains("timed out")) {
+                e.reversed_minor -= rev.amount.amount_minor;
+            }
+            unavailable(&err.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_unix_seconds_or_rfc3339() {
+        assert_eq!(
+            parse_time(&json!(1_764_000_000)),
+            Some(1_764_000_000_000_000)
+        );
+        assert_eq!(parse_time(&json!("1970-01-01T00:00:00Z")), Some(0));
+        assert_eq!(
+            parse_time(&json!("2026-11-25T10:00:00Z")),
+            Some(1_795_600_800_000_000)
+        );
+        assert_eq!(
+            parse_time(&json!("2026-11-25T11:00:00+01:00")),
+            Some(1_795_600_800_000_000)
+        );
+        assert_eq!(
+            parse_time(&json!("2026-11-25T10:00:00.5Z")),
+            Some(1_795_600_800_500_000)
+        );
+        for bad in [
+            json!("yesterday"),
+            json!("2026-13-01T00:00:00Z"),
+            json!(-5),
+            json!(1.5),
+            json!("2026-11-25T10:00:00"),
+        ] {
+            assert_eq!(parse_time(&bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Server-to-server conversions over a real socket: durable, idempotent on the merchant's
+//! order id, matched through verified click ids, refused clearly on bad input (with
+//! nothing written), reversible, and exactly once across a SIGKILL.
+
+mod common;
+
+use clicktrail_storage::schema::{Conversion, ConversionReversal, MatchKind};
+use clicktrail_storage::{Journal, JournalConfig, RecordExt};
+use common::Server;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const M1: &str = "merchant-one-key-0123456789";
+const M2: &str = "merchant-two-key-0123456789";
+const PARTNER: &str = "partner-a1-key-0123456789";
+
+fn config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[secrets]
+click-id-key = "test-click-id-key-0123456789abcdef0123"
+[[merchants]]
+id = "m1"
+name = "One"
+[[merchants]]
+id = "m2"
+name = "Two"
+[[affiliates]]
+id = "a1"
+name = "A1"
+[[campaigns]]
+id = "c1"
+merchant-id = "m1"
+name = "C1"
+destination-url = "https://one.example/"
+[[campaigns]]
+id = "c2"
+merchant-id = "m2"
+name = "C2"
+destination-url = "https://two.example/"
+[[links]]
+code = "L1"
+affiliate-id = "a1"
+campaign-id = "c1"
+[[keys]]
+role = "merchant"
+owner = "m1"
+key = "{M1}"
+[[keys]]
+role = "merchant"
+owner = "m2"
+key = "{M2}"
+[[keys]]
+role = "partner"
+owner = "a1"
+key = "{PARTNER}"
+"#
+    );
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn click(a: &ureq::Agent, addr: SocketAddr) -> String {
+    let r = a.get(format!("http://{addr}/c/L1")).call().unwrap();
+    let loc = r.headers()["location"].to_str().unwrap();
+    loc.split("click_id=").nth(1).unwrap().to_string()
+}
+
+fn post(a: &ureq::Agent, addr: SocketAddr, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = a
+        .post(format!("http://{addr}/api/v1/conversions"))
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
+    let mut resp = a.get(format!("http://{addr}{path}")).call().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversal>) {
+    let j = Journal::open(data, JournalConfig::default()).unwrap();
+    let (mut cs, mut rs) = (Vec::new(), Vec::new());
+    for p in j
+        .partitions()
+        .iter()
+        .filter(|p| p.name().starts_with("ingest-"))
+    {
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            if let Some(c) = rec.to_owned_event::<Conversion>() {
+                cs.push(c);
+            } else if let Some(rv) = rec.to_owned_event::<ConversionReversal>() {
+                rs.push(rv);
+            }
+        }
+    }
+    j.close().unwrap();
+    (cs, rs)
+}
+
+#[test]
+fn conversions_are_idempotent_matched_validated_and_reversible() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let cid = click(&a, addr);
+
+    let body = json!({"click_id": cid, "order_id": "o-1", "amount": "49.90", "currency": "EUR",
+                      "customer_id": "cust-7", "metadata": {"coupon": "W"}})
+    .to_string();
+    let (s, v) = post(&a, addr, Some(M1), &body);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["match"].as_str(), v["affiliate_id"].as_str()),
+        (Some("click_id"), Some("a1"))
+    );
+    assert_eq!(
+        (v["amount"].as_str(), v["status"].as_str()),
+        (Some("49.90"), Some("pending"))
+    );
+    let conversion_id = v["conversion_id"].as_str().unwrap().to_string();
+    // The same order again: the first conversion, nothing written.
+    let (s, again) = post(&a, addr, Some(M1), &body);
+    assert_eq!(
+        (s, again["conversion_id"].as_str()),
+        (200, Some(conversion_id.as_str()))
+    );
+    assert_eq!(again["duplicate"], true);
+    // Different data under the same order id.
+    let changed = body.replace("49.90", "59.90");
+    assert_eq!(post(&a, addr, Some(M1), &changed).0, 409);
+    // Unattributed conversions are kept and say so; the network-style GET works too.
+    let (s, v) = post(
+        &a,
+        addr,
+        Some(M1),
+        r#"{"order_id":"o-2","amount":"10","currency":"USD"}"#,
+    );
+    assert_eq!((s, v["match"].as_str()), (201, Some("none")));
+    let (s, v) = get(
+        &a,
+        addr,
+        &format!("/postback?order_id=o-3&amount=5.00&currency=EUR&click_id={cid}&key={M1}"),
+    );
+    assert_eq!((s, v["match"].as_str()), (201, Some("click_id")));
+    let (s, _) = post(
+        &a,
+        addr,
+        Some(M1),
+        r#"{"order_id":"lead-1","event":"lead"}"#,
+    );
+    assert_eq!(s, 201, "a lead needs no amount");
+
+    // Bad input: a clear 4xx and nothing written.
+    let forged = format!("{}A", &cid[..cid.len() - 1]);
+    let oversized = format!(
+        r#"{{"order_id":"big","amount":"1","currency":"EUR","metadata":{{"k":"{}"}}}}"#,
+        "x".repeat(20_000)
+    );
+    let cases: Vec<(Option<&str>, String, u16)> = vec![
+        (
+            None,
+            r#"{"order_id":"x","amount":"1","currency":"EUR"}"#.into(),
+            401,
+        ),
+        (
+            Some("wrong-key"),
+            r#"{"order_id":"x","amount":"1","currency":"EUR"}"#.into(),
+            401,
+        ),
+        (
+            Some(PARTNER),
+            r#"{"order_id":"x","amount":"1","currency":"EUR"}"#.into(),
+            403,
+        ),
+        (
+            Some(M2),
+            json!({"click_id": cid, "order_id": "x", "amount": "1", "currency": "EUR"}).to_string(),
+            403,
+        ),
+        (
+            Some(M2),
+            r#"{"order_id":"x","campaign_id":"c1","amount":"1","currency":"EUR"}"#.into(),
+            403,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"-1.00","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"0","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"123456789012345678","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"ten","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"1.999","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"1.5","currency":"JPY"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"1.00","currency":"ABC"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":1.0,"currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"1.00","currency":"EUR""#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"","amount":"1.00","currency":"EUR"}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            r#"{"order_id":"x","amount":"1.00","currency":"EUR","bogus":1}"#.into(),
+            400,
+        ),
+        (
+            Some(M1),
+            json!({"click_id": forged, "order_id": "x", "amount": "1", "currency": "EUR"})
+                .to_string(),
+            422,
+        ),
+        (
+            Some(M1),
+            r#"{"click_id":"not-a-click-id","order_id":"x","amount":"1","currency":"EUR"}"#.into(),
+            422,
+        ),
+        (Some(M1), oversized, 413),
+    ];
+    for (key, body, want) in &cases {
+        let (s, v) = post(&a, addr, *key, body);
+        assert_eq!(s, *want, "{} -> {v}", &body[..body.len().min(80)]);
+    }
+
+    // Reversals: partial, then the rest; never more than the amount.
+    let reverse = |body: &str| {
+        let mut r = a
+            .post(format!(
+                "http://{addr}/api/v1/conversions/{conversion_id}/reverse"
+            ))
+            .header("authorization", &format!("Bearer {M1}"))
+            .send(body)
+            .unwrap();
+        let s = r.status().as_u16();
+        (
+            s,
+            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap())
+                .unwrap_or(Value::Null),
+        )
+    };
+    let (s, v) = reverse(r#"{"reason":"refund","amount":"9.90","note":"one item back"}"#);
+    assert_eq!(
+        (s, v["remaining"].as_str(), v["status"].as_str()),
+        (200, Some("40.00"), Some("partially-reversed"))
+    );
+    assert_eq!(reverse(r#"{"reason":"refund","amount":"40.01"}"#).0, 422);
+    assert_eq!(reverse(r#"{"reason":"gift"}"#).0, 400);
+    let (s, v) = reverse(r#"{"reason":"chargeback"}"#);
+    assert_eq!((s, v["status"].as_str()), (200, Some("reversed")));
+    assert_eq!(reverse(r#"{"reason":"refund"}"#).0, 409);
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+    let (cs, rs) = conversions(&data);
+    let mut orders: Vec<&str> = cs.iter().map(|c| c.order_id.as_str()).collect();
+    orders.sort();
+    assert_eq!(
+        orders,
+        vec!["lead-1", "o-1", "o-2", "o-3"],
+        "exactly the accepted conversions"
+    );
+    let o1 = cs.iter().find(|c| c.order_id == "o-1").unwrap();
+    assert_eq!(
+        (o1.amount.amount_minor, o1.amount.currency.as_str()),
+        (4990, "EUR")
+    );
+    assert_eq!(o1.match_kind, MatchKind::ClickId);
+    assert_eq!(o1.click_id.as_deref(), Some(cid.as_str()));
+    assert_eq!(
+        rs.iter().map(|r| r.amount.amount_minor).collect::<Vec<_>>(),
+        vec![990, 4000]
+    );
+
+    // After a restart the index is rebuilt from the journal: replays stay idempotent.
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (s, v) = post(&agent(), server.addr, Some(M1), &body);
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(post(&agent(), server.addr, Some(M1), &changed).0, 409);
+}
+
+#[test]
+fn sigkill_keeps_every_acknowledged_conversion_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let addr = server.addr;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let a = agent();
+                for i in 0..100_000 {
+                    let order = format!("t{t}-{i}");
+                    let body =
+                        format!(r#"{{"order_id":"{order}","amount":"1.00","currency":"EUR"}}"#);
+                    let mut req = a.post(format!("http://{addr}/api/v1/conversions"));
+                    req = req.header("authorization", &format!("Bearer {M1}"));
+                    match req.send(body.as_str()) {
+                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push(order),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    server.wait_until("some conversions", |_| acked.lock().unwrap().len() > 200);
+    server.signal(libc::SIGKILL);
+    assert_eq!(server.wait(Duration::from_secs(10)).0, None);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (cs, _) = conversions(&data);
+    let mut journaled: Vec<String> = cs.into_iter().map(|c| c.order_id).collect();
+    let total = journaled.len();
+    journaled.sort();
+    journaled.dedup();
+    assert_eq!(journaled.len(), total, "no order recorded twice");
+    let acked = acked.lock().unwrap();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|o| journaled.binary_search(o).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged conversions lost",
+        missing.len(),
+        acked.len()
+    );
+}
