@@ -117,6 +117,12 @@ fn digest(parts: &[&str]) -> u64 {
     h
 }
 
+fn digest_of_key(key: &(String, String)) -> u64 {
+    let h = digest(&[&key.0, &key.1]);
+    // FNV's high bits mix better than its low ones.
+    h ^ (h >> 29)
+}
+
 fn match_name(m: MatchKind) -> &'static str {
     match m {
         MatchKind::ClickId => "click_id",
@@ -474,7 +480,8 @@ impl Conversions {
             );
         }
         let payload = clicktrail_actors::Output::event(&c).payload;
-        let shard = digest as usize;
+        // Spread over the shards by order (the data digest is the same for equal payloads).
+        let shard = (digest_of_key(&key) >> 32) as usize;
         let result = self
             .ingest
             .append(
