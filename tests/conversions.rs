@@ -174,6 +174,57 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
     );
     assert_eq!(s, 201, "a lead needs no amount");
 
+    // The browser pixel: matched through the first-party click cookie, or not recorded.
+    let r = a.get(format!("http://{addr}/c/L1")).call().unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("ct_cid="))
+        .unwrap();
+    let pixel = |query: &str, cookie: Option<&str>| {
+        let mut req = a.get(format!("http://{addr}/p/conv?{query}"));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.call().unwrap();
+        let result = r
+            .headers()
+            .get("x-clicktrail-result")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), result)
+    };
+    let q = "merchant_id=m1&order_id=px-1&amount=5.00&currency=EUR";
+    assert_eq!(pixel(q, Some(&cookie)), (200, Some("recorded".into())));
+    assert_eq!(
+        pixel(q, Some(&cookie)),
+        (200, Some("recorded".into())),
+        "idempotent"
+    );
+    assert_eq!(
+        pixel(
+            "merchant_id=m1&order_id=px-2&amount=5.00&currency=EUR",
+            None
+        ),
+        (200, Some("no-click-cookie".into()))
+    );
+    assert_eq!(
+        pixel(
+            "merchant_id=m2&order_id=px-3&amount=5.00&currency=EUR",
+            Some(&cookie)
+        ),
+        (200, Some("refused-403".into()))
+    );
+    assert_eq!(
+        pixel(
+            "merchant_id=m1&order_id=px-4&amount=5.00&currency=EUR&click_id=x",
+            Some(&cookie)
+        )
+        .0,
+        400
+    );
+
     // Bad input: a clear 4xx and nothing written.
     let forged = format!("{}A", &cid[..cid.len() - 1]);
     let oversized = format!(
@@ -313,9 +364,11 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
     orders.sort();
     assert_eq!(
         orders,
-        vec!["lead-1", "o-1", "o-2", "o-3"],
+        vec!["lead-1", "o-1", "o-2", "o-3", "px-1"],
         "exactly the accepted conversions"
     );
+    let px = cs.iter().find(|c| c.order_id == "px-1").unwrap();
+    assert_eq!(px.match_kind, MatchKind::Cookie);
     let o1 = cs.iter().find(|c| c.order_id == "o-1").unwrap();
     assert_eq!(
         (o1.amount.amount_minor, o1.amount.currency.as_str()),

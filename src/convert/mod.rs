@@ -3,6 +3,8 @@
 //! * `POST /api/v1/conversions` (JSON, `Authorization: Bearer <merchant key>`) and the
 //!   network-style `GET /postback?order_id=..&amount=..&currency=..&click_id=..&key=..`.
 //! * `POST /api/v1/conversions/{id}/reverse` (JSON: `reason`, optional `amount`, `note`).
+//! * `GET /p/conv?merchant_id=..&order_id=..` — the browser pixel, matched through the
+//!   first-party click cookie (see [`conversion_pixel`]).
 //!
 //! A conversion is answered only once its record is durable (group-commit sync). The
 //! merchant's order id is the idempotency key: the same order again returns the first
@@ -314,11 +316,14 @@ impl Conversions {
     }
 
     /// Validates a request and resolves its click; the answer on refusal.
+    /// `via`: how the click id arrived (`ClickId` from the merchant, `Cookie` from the
+    /// browser pixel).
     fn build(
         &self,
         merchant: &str,
         req: ConversionRequest,
         catalog: &Catalog,
+        via: MatchKind,
     ) -> Result<Conversion, HttpResponse> {
         let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
         bounded_text("order_id", &req.order_id, FIELD_LEN_MAX).map_err(bad)?;
@@ -394,7 +399,7 @@ impl Conversions {
                 (
                     campaign.id.clone(),
                     Some(link.link.affiliate_id.clone()),
-                    MatchKind::ClickId,
+                    via,
                 )
             }
             None => {
@@ -440,9 +445,9 @@ impl Conversions {
     }
 
     /// Records a conversion exactly once and answers.
-    async fn record(&self, merchant: &str, req: ConversionRequest) -> HttpResponse {
+    async fn record(&self, merchant: &str, req: ConversionRequest, via: MatchKind) -> HttpResponse {
         let catalog = self.store.snapshot();
-        let c = match self.build(merchant, req, &catalog) {
+        let c = match self.build(merchant, req, &catalog, via) {
             Ok(c) => c,
             Err(r) => return r,
         };
@@ -557,7 +562,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reverse)),
     )
-    .route("/postback", web::get().to(get_postback));
+    .route("/postback", web::get().to(get_postback))
+    .route("/p/conv", web::get().to(conversion_pixel));
 }
 
 async fn post_conversion(
@@ -570,31 +576,37 @@ async fn post_conversion(
         Err(r) => return r,
     };
     match serde_json::from_slice::<ConversionRequest>(&body) {
-        Ok(r) => conv.record(&merchant, r).await,
+        Ok(r) => conv.record(&merchant, r, MatchKind::ClickId).await,
         Err(e) => error(StatusCode::BAD_REQUEST, format!("bad conversion: {e}")),
     }
 }
 
-async fn get_postback(req: HttpRequest, conv: web::Data<Conversions>) -> HttpResponse {
-    let raw = req.query_string();
+/// Strictly parsed query parameters: no repeats, valid percent-encoding and UTF-8.
+fn query_fields(raw: &str) -> Result<BTreeMap<String, String>, HttpResponse> {
     if raw.len() > request::QUERY_LEN_MAX {
-        return error(StatusCode::URI_TOO_LONG, "query string too long");
+        return Err(error(StatusCode::URI_TOO_LONG, "query string too long"));
     }
-    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut fields = BTreeMap::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (Ok(k), Ok(v)) = (request::percent_decode(k), request::percent_decode(v)) else {
-            return error(StatusCode::BAD_REQUEST, "invalid percent-encoding or UTF-8");
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid percent-encoding or UTF-8",
+            ));
         };
         if fields.insert(k.clone(), v).is_some() {
-            return error(StatusCode::BAD_REQUEST, format!("parameter {k:?} repeated"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter {k:?} repeated"),
+            ));
         }
     }
-    let key = fields.remove("key");
-    let merchant = match merchant_of(&req, key.as_deref(), &conv.store) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    Ok(fields)
+}
+
+/// A conversion request from query parameters (`/postback` and `/p/conv`).
+fn request_from(fields: BTreeMap<String, String>) -> Result<ConversionRequest, HttpResponse> {
     let mut r = ConversionRequest::default();
     for (k, v) in fields {
         match k.as_str() {
@@ -613,14 +625,80 @@ async fn get_postback(req: HttpRequest, conv: web::Data<Conversions>) -> HttpRes
                 )
             }
             other => {
-                return error(
+                return Err(error(
                     StatusCode::BAD_REQUEST,
                     format!("unknown parameter {other:?}"),
-                )
+                ))
             }
         }
     }
-    conv.record(&merchant, r).await
+    Ok(r)
+}
+
+async fn get_postback(req: HttpRequest, conv: web::Data<Conversions>) -> HttpResponse {
+    let mut fields = match query_fields(req.query_string()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let key = fields.remove("key");
+    let merchant = match merchant_of(&req, key.as_deref(), &conv.store) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match request_from(fields) {
+        Ok(r) => conv.record(&merchant, r, MatchKind::ClickId).await,
+        Err(resp) => resp,
+    }
+}
+
+/// The browser conversion pixel: `GET /p/conv?merchant_id=..&order_id=..&amount=..`.
+///
+/// A browser cannot hold a merchant key, so the pixel trusts only what the browser proves:
+/// its first-party `ct_cid` cookie must carry a verified, unexpired click id of one of that
+/// merchant's campaigns (`match = "cookie"`). Without one nothing is recorded. The answer
+/// is always a no-store 1x1 GIF for a browser, with the outcome in `X-Clicktrail-Result`.
+/// For the cookie to reach it, serve clicktrail on a subdomain of the merchant's site
+/// (first-party), because `SameSite=Lax` cookies are not sent on cross-site images.
+async fn conversion_pixel(req: HttpRequest, conv: web::Data<Conversions>) -> HttpResponse {
+    let pixel = |result: &str| {
+        HttpResponse::Ok()
+            .content_type("image/gif")
+            .insert_header(("Cache-Control", "no-store"))
+            .insert_header(("X-Clicktrail-Result", result.to_string()))
+            .body(crate::edge::PIXEL_GIF)
+    };
+    let mut fields = match query_fields(req.query_string()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(merchant) = fields.remove("merchant_id") else {
+        return error(StatusCode::BAD_REQUEST, "merchant_id is required");
+    };
+    if fields.contains_key("click_id") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the pixel takes the click from the cookie, not click_id",
+        );
+    }
+    let cookie = req
+        .headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| request::cookie(c, crate::edge::CLICK_COOKIE).map(str::to_string));
+    let Some(click_id) = cookie else {
+        return pixel("no-click-cookie");
+    };
+    let mut r = match request_from(fields) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    r.click_id = Some(click_id);
+    let answer = conv.record(&merchant, r, MatchKind::Cookie).await;
+    match answer.status().as_u16() {
+        200 | 201 => pixel("recorded"),
+        503 => answer,
+        s => pixel(&format!("refused-{s}")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
