@@ -44,6 +44,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route("/me/stats", web::get().to(my_stats))
             .route("/me/links", web::get().to(my_links))
+            .route("/me/postbacks", web::get().to(list_my_postbacks))
+            .route("/me/postbacks", web::post().to(upsert_my_postback))
+            .route("/postbacks", web::get().to(list_postbacks))
+            .route("/postbacks", web::post().to(upsert_global_postback))
+            .route(
+                "/affiliates/{id}/postbacks",
+                web::get().to(list_affiliate_postbacks),
+            )
+            .route(
+                "/affiliates/{id}/postbacks",
+                web::post().to(upsert_affiliate_postback),
+            )
             .route("/stats", web::get().to(stats))
             .route("/keys", web::post().to(create_key))
             .route("/{kind}", web::get().to(list))
@@ -104,6 +116,10 @@ fn entity_json(e: &Entity) -> serde_json::Value {
         Entity::Campaign(x) => json!(x),
         Entity::Link(x) => json!(x),
         Entity::Key(x) => json!({ "role": x.role, "owner": x.owner }),
+        Entity::Postback(x) => json!({
+            "id": x.id, "affiliate_id": x.affiliate_id, "url": x.url,
+            "method": x.method, "triggers": x.triggers,
+        }),
     }
 }
 
@@ -318,4 +334,185 @@ async fn my_links(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
         .collect();
     links.sort_by_key(|v| v["code"].to_string());
     HttpResponse::Ok().json(json!({ "links": links }))
+}
+
+/// A postback as an API caller sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostbackRequest {
+    id: Option<String>,
+    url: String,
+    #[serde(default)]
+    method: catalog::Method,
+    triggers: Vec<catalog::Trigger>,
+    /// Replace the signing secret (the new one is returned once).
+    #[serde(default)]
+    rotate_secret: bool,
+    /// Admins creating a global postback may name an affiliate here instead.
+    affiliate_id: Option<String>,
+}
+
+fn postback_json(p: &catalog::Postback, secret_shown: bool) -> serde_json::Value {
+    let mut v = json!({
+        "id": p.id, "affiliate_id": p.affiliate_id, "url": p.url,
+        "method": p.method, "triggers": p.triggers,
+    });
+    if secret_shown {
+        v["secret"] = json!(p.secret);
+    }
+    v
+}
+
+/// Creates or updates a postback owned by `owner` (None: global).
+async fn save_postback(api: &Api, actor: &str, owner: Option<String>, body: &[u8]) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let r: PostbackRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad postback: {e}")),
+    };
+    let owner = match (owner, r.affiliate_id) {
+        (Some(o), None) => Some(o),
+        (Some(o), Some(a)) if a == o => Some(o),
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "affiliate_id does not match the path or key",
+            )
+        }
+        (None, a) => a,
+    };
+    let snapshot = api.store.snapshot();
+    let id = match r.id {
+        Some(id) => id,
+        None => match random_bytes::<9>() {
+            Ok(b) => format!("pb_{}", crate::edge::click_id::base64url_encode(&b)),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available"),
+        },
+    };
+    let existing = snapshot.postbacks.get(&id).cloned();
+    if existing.as_ref().is_some_and(|e| e.affiliate_id != owner) {
+        return error(StatusCode::NOT_FOUND, "unknown postback");
+    }
+    let new_secret = existing.is_none() || r.rotate_secret;
+    let secret = match (&existing, new_secret) {
+        (Some(e), false) => e.secret.clone(),
+        _ => match random_bytes::<24>() {
+            Ok(b) => format!("whsec_{}", crate::edge::click_id::base64url_encode(&b)),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available"),
+        },
+    };
+    let p = catalog::Postback {
+        id,
+        affiliate_id: owner,
+        url: r.url,
+        method: r.method,
+        triggers: r.triggers,
+        secret,
+    };
+    if let Err(resp) = record(api, actor, Entity::Postback(p.clone())).await {
+        return resp;
+    }
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    HttpResponse::build(status).json(postback_json(&p, new_secret))
+}
+
+fn list_of(api: &Api, owner: Option<&str>, all: bool) -> HttpResponse {
+    let c = api.store.snapshot();
+    let mut items: Vec<_> = c
+        .postbacks
+        .values()
+        .filter(|p| all || p.affiliate_id.as_deref() == owner)
+        .map(|p| postback_json(p, false))
+        .collect();
+    items.sort_by_key(|v| v["id"].to_string());
+    HttpResponse::Ok().json(json!({ "items": items }))
+}
+
+async fn upsert_global_postback(
+    req: HttpRequest,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let owner = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("affiliate_id")
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        });
+    save_postback(
+        &api,
+        &format!("admin-key:{}", &key.key_sha256[..12]),
+        owner,
+        &body,
+    )
+    .await
+}
+
+async fn list_postbacks(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(_) => list_of(&api, None, true),
+        Err(r) => r,
+    }
+}
+
+async fn upsert_affiliate_postback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let actor = format!("admin-key:{}", &key.key_sha256[..12]);
+    save_postback(&api, &actor, Some(path.into_inner()), &body).await
+}
+
+async fn list_affiliate_postbacks(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(_) => list_of(&api, Some(&path), false),
+        Err(r) => r,
+    }
+}
+
+async fn upsert_my_postback(
+    req: HttpRequest,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Partner) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if serde_json::from_slice::<serde_json::Value>(&body)
+        .is_ok_and(|v| v.get("affiliate_id").is_some())
+    {
+        return error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "a partner's postbacks are always its own",
+        );
+    }
+    let actor = format!("partner:{}", key.owner);
+    save_postback(&api, &actor, Some(key.owner.clone()), &body).await
+}
+
+async fn list_my_postbacks(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
+    match authorize(&req, &api, Role::Partner) {
+        Ok(k) => list_of(&api, Some(&k.owner), false),
+        Err(r) => r,
+    }
 }

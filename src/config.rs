@@ -256,6 +256,40 @@ impl Default for TrackingSection {
     }
 }
 
+/// `[postbacks]`: delivery of postbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PostbacksSection {
+    /// Allow destinations on loopback/private/link-local addresses. Default: false.
+    pub allow_private_destinations: bool,
+    /// Per-request timeout. Default: 5000 ms. Bounds: 100 ..= 60000.
+    pub timeout_ms: u64,
+    /// Requests in flight. Default: 8. Bounds: 1 ..= 256.
+    pub concurrency: usize,
+    /// Requests in flight per host. Default: 2. Bounds: 1 ..= concurrency.
+    pub per_host: usize,
+    /// First retry delay, doubling. Default: 1000 ms. Bounds: 10 ..= 600000.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay. Default: 600000 ms. Bounds: >= backoff-initial-ms.
+    pub backoff_max_ms: u64,
+    /// Dead-letter once the first attempt is this old. Default: 86400 s. Bounds: 1 ..= 2592000.
+    pub max_age_s: u64,
+}
+
+impl Default for PostbacksSection {
+    fn default() -> Self {
+        PostbacksSection {
+            allow_private_destinations: false,
+            timeout_ms: 5000,
+            concurrency: 8,
+            per_host: 2,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 600_000,
+            max_age_s: 86_400,
+        }
+    }
+}
+
 /// `[[keys]]`: an API key from the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -277,6 +311,7 @@ pub struct Config {
     pub node: NodeSection,
     pub secrets: SecretsSection,
     pub tracking: TrackingSection,
+    pub postbacks: PostbacksSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -415,6 +450,24 @@ impl Config {
             })?;
         }
         self.trusted_proxies()?;
+        let pb = &self.postbacks;
+        check((100..=60_000).contains(&pb.timeout_ms), || {
+            "postbacks.timeout-ms must be 100..=60000".into()
+        })?;
+        check((1..=256).contains(&pb.concurrency), || {
+            "postbacks.concurrency must be 1..=256".into()
+        })?;
+        check((1..=pb.concurrency).contains(&pb.per_host), || {
+            "postbacks.per-host must be 1..=concurrency".into()
+        })?;
+        check(
+            (10..=600_000).contains(&pb.backoff_initial_ms)
+                && pb.backoff_max_ms >= pb.backoff_initial_ms,
+            || "postbacks.backoff-initial-ms must be 10..=600000 and at most backoff-max-ms".into(),
+        )?;
+        check((1..=2_592_000).contains(&pb.max_age_s), || {
+            "postbacks.max-age-s must be 1..=2592000".into()
+        })?;
         check(
             crate::edge::request::valid_cookie_name(&self.tracking.cookie_name),
             || "tracking.cookie-name must be 1-64 of [A-Za-z0-9_-]".into(),
@@ -491,6 +544,15 @@ impl Config {
                 restart_window: Duration::from_millis(a.restart_window_ms),
                 retention_interval: (self.journal.retention_interval_ms > 0)
                     .then(|| Duration::from_millis(self.journal.retention_interval_ms)),
+            },
+            postbacks: clicktrail_actors::postback::DispatcherConfig {
+                allow_private_destinations: self.postbacks.allow_private_destinations,
+                timeout: Duration::from_millis(self.postbacks.timeout_ms),
+                concurrency: self.postbacks.concurrency,
+                per_host: self.postbacks.per_host,
+                backoff_initial: Duration::from_millis(self.postbacks.backoff_initial_ms),
+                backoff_max: Duration::from_millis(self.postbacks.backoff_max_ms),
+                max_age: Duration::from_secs(self.postbacks.max_age_s),
             },
         }
     }

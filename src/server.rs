@@ -58,8 +58,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot record configured {what}"))?;
     }
     let health = Health::default();
-    let (supervisor, handles) =
-        system::build(journal.clone(), health.clone(), &config.system_config());
+    let (supervisor, handles) = system::build(
+        journal.clone(),
+        health.clone(),
+        store.clone(),
+        &config.system_config(),
+    );
     let metrics = Arc::new(Metrics::default());
     let edge = web::Data::new(Edge::new(
         store.clone(),

@@ -7,7 +7,7 @@
 //! | [`attribution`] aggregator | `ingest-*` | `attributions` |
 //! | [`ledger`] (commissions) | `attributions` | `ledger` |
 //! | [`payout`] scheduler | `ledger` | `payouts` |
-//! | [`postback`] dispatcher | `ingest-*`, `ledger` | `postback-attempts` |
+//! | [`postback`] dispatcher (own thread, HTTP) | `ingest-*` (durable) | `postback-attempts` |
 //! | [`stats`] live counters | `ingest-*` | nothing (in-memory, rebuilt on start) |
 //!
 //! The [`catalog`] (affiliates, merchants, campaigns, links, keys) is derived from the

@@ -1,6 +1,7 @@
 //! Wiring: the partitions each concern reads and writes, and the supervisor with every
 //! concern added. The binary calls [`build`]; tests build smaller trees by hand.
 
+use crate::catalog::EntityStore;
 use crate::ingest::{IngestShard, IngestShards};
 use crate::stats::{SharedStats, StatsCounter};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -41,6 +42,7 @@ pub struct SystemConfig {
     /// 503. Default: 4096.
     pub ingest_queue_max: usize,
     pub supervisor: SupervisorConfig,
+    pub postbacks: postback::DispatcherConfig,
 }
 
 impl Default for SystemConfig {
@@ -49,6 +51,7 @@ impl Default for SystemConfig {
             ingest_shards: 2,
             ingest_queue_max: 4096,
             supervisor: SupervisorConfig::default(),
+            postbacks: postback::DispatcherConfig::default(),
         }
     }
 }
@@ -64,7 +67,12 @@ pub struct Handles {
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
 /// handles the edge uses.
-pub fn build(journal: Journal, health: Health, config: &SystemConfig) -> (Supervisor, Handles) {
+pub fn build(
+    journal: Journal,
+    health: Health,
+    store: Arc<EntityStore>,
+    config: &SystemConfig,
+) -> (Supervisor, Handles) {
     assert!((1..=INGEST_SHARDS_MAX).contains(&config.ingest_shards));
     let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
     let mut sup = Supervisor::new(journal, health, config.supervisor.clone());
@@ -82,8 +90,13 @@ pub fn build(journal: Journal, health: Health, config: &SystemConfig) -> (Superv
     sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
     sup = sup.worker(|| Box::new(ledger::Ledger));
     sup = sup.worker(|| Box::new(payout::Scheduler));
-    let i = inputs.clone();
-    sup = sup.worker(move || Box::new(postback::Dispatcher::new(i.clone())));
+    let (i, pb) = (inputs.clone(), config.postbacks.clone());
+    sup = sup.child(
+        "postback-dispatcher",
+        Arc::new(move |arbiter, ctx| {
+            postback::Dispatcher::start(arbiter, ctx, store.clone(), pb.clone(), i.clone())
+        }),
+    );
     let stats = SharedStats::default();
     let s = stats.clone();
     sup = sup.worker(move || Box::new(StatsCounter::new(inputs.clone(), s.clone())));

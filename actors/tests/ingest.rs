@@ -19,7 +19,9 @@ async fn a_full_queue_refuses_and_acknowledged_records_are_journaled() {
         ingest_queue_max: 1,
         ..Default::default()
     };
-    let (sup, handles) = build(journal.clone(), health.clone(), &config);
+    let store =
+        std::sync::Arc::new(clicktrail_actors::catalog::EntityStore::open(&journal).unwrap());
+    let (sup, handles) = build(journal.clone(), health.clone(), store, &config);
     let _sup = actix::Actor::start(sup);
     let start = Instant::now();
     while !health.ready() {

@@ -150,6 +150,53 @@ pub fn hash_key(secret: &str) -> String {
         .collect()
 }
 
+/// How a postback is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+}
+
+/// What fires a postback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Trigger {
+    #[serde(rename = "conversion.created")]
+    ConversionCreated,
+    #[serde(rename = "conversion.reversed")]
+    ConversionReversed,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::ConversionCreated => "conversion.created",
+            Trigger::ConversionReversed => "conversion.reversed",
+        }
+    }
+}
+
+/// Most postbacks per affiliate (and global ones).
+pub const POSTBACKS_PER_OWNER_MAX: usize = 10;
+
+/// A postback: where to tell an affiliate (or, global, the network) about an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Postback {
+    pub id: String,
+    /// The affiliate it belongs to; `None` for a global postback (every conversion).
+    #[serde(default)]
+    pub affiliate_id: Option<String>,
+    /// URL template with `{macro}`s; http or https.
+    pub url: String,
+    #[serde(default)]
+    pub method: Method,
+    pub triggers: Vec<Trigger>,
+    /// HMAC-SHA256 signing secret (rotated by replacing it).
+    pub secret: String,
+}
+
 /// Any entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entity {
@@ -158,6 +205,7 @@ pub enum Entity {
     Campaign(Campaign),
     Link(Link),
     Key(ApiKey),
+    Postback(Postback),
 }
 
 impl Entity {
@@ -168,6 +216,7 @@ impl Entity {
             Entity::Campaign(_) => "campaign",
             Entity::Link(_) => "link",
             Entity::Key(_) => "key",
+            Entity::Postback(_) => "postback",
         }
     }
 
@@ -178,6 +227,7 @@ impl Entity {
             Entity::Campaign(c) => &c.id,
             Entity::Link(l) => &l.code,
             Entity::Key(k) => &k.key_sha256,
+            Entity::Postback(p) => &p.id,
         }
     }
 
@@ -188,6 +238,7 @@ impl Entity {
             Entity::Campaign(x) => serde_json::to_string(x),
             Entity::Link(x) => serde_json::to_string(x),
             Entity::Key(x) => serde_json::to_string(x),
+            Entity::Postback(x) => serde_json::to_string(x),
         }
         .expect("entities serialise")
     }
@@ -200,6 +251,7 @@ impl Entity {
             "campaign" => Entity::Campaign(serde_json::from_str(json).map_err(e)?),
             "link" => Entity::Link(serde_json::from_str(json).map_err(e)?),
             "key" => Entity::Key(serde_json::from_str(json).map_err(e)?),
+            "postback" => Entity::Postback(serde_json::from_str(json).map_err(e)?),
             other => return Err(format!("unknown entity kind {other:?}")),
         })
     }
@@ -275,6 +327,7 @@ pub struct Catalog {
     /// Link codes by number.
     pub link_numbers: Vec<String>,
     pub keys: HashMap<String, ApiKey>,
+    pub postbacks: HashMap<String, Postback>,
 }
 
 impl Catalog {
@@ -361,6 +414,39 @@ impl Catalog {
                 }
                 Ok(())
             }
+            Entity::Postback(p) => {
+                check_id("postback id", &p.id)?;
+                if let Some(a) = &p.affiliate_id {
+                    if !self.affiliates.contains_key(a) {
+                        return invalid(format!("unknown affiliate {a:?}"));
+                    }
+                }
+                if let Some(old) = self.postbacks.get(&p.id) {
+                    if old.affiliate_id != p.affiliate_id {
+                        return invalid(format!("postback {:?} belongs to another owner", p.id));
+                    }
+                }
+                let siblings = self
+                    .postbacks
+                    .values()
+                    .filter(|o| o.affiliate_id == p.affiliate_id && o.id != p.id)
+                    .count();
+                if siblings >= POSTBACKS_PER_OWNER_MAX {
+                    return invalid(format!(
+                        "at most {POSTBACKS_PER_OWNER_MAX} postbacks per owner"
+                    ));
+                }
+                // The template must be a web URL once its macros are filled in.
+                let sample = p.url.replace(['{', '}'], "");
+                parse_web_url(&sample).map_err(Error::Invalid)?;
+                if p.triggers.is_empty() {
+                    return invalid("a postback needs at least one trigger");
+                }
+                if p.secret.len() < 16 || p.secret.len() > 128 {
+                    return invalid("postback secret must be 16-128 bytes");
+                }
+                Ok(())
+            }
             Entity::Key(k) => {
                 if k.key_sha256.len() != 64 || !k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
                 {
@@ -441,6 +527,9 @@ impl Catalog {
             Entity::Key(k) => {
                 self.keys.insert(k.key_sha256.clone(), k);
             }
+            Entity::Postback(p) => {
+                self.postbacks.insert(p.id.clone(), p);
+            }
         }
     }
 
@@ -451,6 +540,7 @@ impl Catalog {
             "campaign" => drop(self.campaigns.remove(id)),
             "link" => drop(self.links.remove(id)),
             "key" => drop(self.keys.remove(id)),
+            "postback" => drop(self.postbacks.remove(id)),
             _ => {}
         }
     }
@@ -463,6 +553,7 @@ impl Catalog {
             "campaign" => Entity::Campaign(self.campaigns.get(id)?.campaign.clone()),
             "link" => Entity::Link(self.links.get(id)?.link.clone()),
             "key" => Entity::Key(self.keys.get(id)?.clone()),
+            "postback" => Entity::Postback(self.postbacks.get(id)?.clone()),
             _ => return None,
         })
     }

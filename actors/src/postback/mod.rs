@@ -1,37 +1,703 @@
-//! Postback dispatcher: reads conversions and ledger entries and will deliver signed
-//! postbacks, writing every attempt to `postback-attempts` (the postbacks issue). With no
-//! postback configured yet there is nothing to deliver.
+//! Postback dispatcher: tells affiliates (and the network, through global postbacks) about
+//! conversions, signed, retried, every attempt a journal event in `postback-attempts`.
+//!
+//! * Triggers: `conversion.created`, `conversion.reversed` (approval and commission
+//!   triggers come with the lifecycle and commission work).
+//! * Delivery id (`X-Clicktrail-Delivery`): a hash of postback, trigger and the input
+//!   record, the same on every attempt and after a restart, so receivers can deduplicate:
+//!   delivery is at least once.
+//! * Signature: `X-Clicktrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//!   "<t>.<payload>")>`, the payload being the POST body or the GET path and query.
+//! * Retries: 2xx is delivered; 4xx other than 408/429 is permanent (dead-lettered at once);
+//!   anything else retries with exponential backoff and jitter until `max-age`, then is
+//!   dead-lettered. At most `concurrency` requests in flight, at most `per-host` per host.
+//! * Destinations resolving to loopback, private, link-local or unspecified addresses are
+//!   refused unless `allow-private-destinations` is set.
+//!
+//! Restart: the dispatcher reads its own output (finished deliveries), then its inputs from
+//! the start (durable records only), and queues again every delivery not finished.
 
-use crate::worker::{Output, Processor};
-use clicktrail_storage::Record;
+use crate::catalog::{EntityStore, Method, Postback, Trigger};
+use crate::supervisor::{ChildCtx, Stop};
+use actix::prelude::*;
+use clicktrail_storage::schema::{
+    Conversion, ConversionReversal, DeliveryOutcome, PostbackAttempt,
+};
+use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-/// See the module docs.
-#[derive(Debug)]
+/// Dispatcher settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    /// Allow destinations on loopback/private/link-local addresses. Default: false.
+    pub allow_private_destinations: bool,
+    /// Per-request timeout. Default: 5 s.
+    pub timeout: Duration,
+    /// Requests in flight at once. Default: 8.
+    pub concurrency: usize,
+    /// Requests in flight to one host. Default: 2.
+    pub per_host: usize,
+    /// First retry delay; doubles per attempt, with up to 50% jitter. Default: 1 s.
+    pub backoff_initial: Duration,
+    /// Longest retry delay. Default: 10 min.
+    pub backoff_max: Duration,
+    /// Give up (dead-letter) once the first attempt is this old. Default: 24 h.
+    pub max_age: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            allow_private_destinations: false,
+            timeout: Duration::from_secs(5),
+            concurrency: 8,
+            per_host: 2,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            max_age: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Most deliveries queued at once; inputs wait while it is full.
+pub const QUEUE_MAX: usize = 100_000;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<payload>")>`.
+pub fn sign(secret: &str, t: i64, payload: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(payload.as_bytes());
+    format!("t={t},v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// Fills `{macro}`s; with `encode`, values are URL-encoded (for URL templates). Unknown
+/// macros are left as they are.
+pub fn render(template: &str, values: &BTreeMap<&str, String>, encode: bool) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if values.contains_key(&after[..close]) => {
+                let v = &values[&after[..close]];
+                if encode {
+                    out.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+                } else {
+                    out.push_str(v);
+                }
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether an address is one a postback may not reach by default.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The retry delay after `attempt` failures (1-based), jittered by `jitter` in [0, 1).
+pub fn backoff(c: &DispatcherConfig, attempt: u32, jitter: f64) -> Duration {
+    let base = c
+        .backoff_initial
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    base.min(c.backoff_max)
+        .mul_f64(1.0 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// One delivery to make.
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    postback_id: String,
+    trigger: Trigger,
+    method: Method,
+    url: String,
+    body: Option<String>,
+    secret: String,
+    /// Attempts made so far (across restarts).
+    attempts: u32,
+    /// When the first attempt was due (for max age).
+    first_us: i64,
+    source: Source,
+}
+
+struct Outcome {
+    delivery: Delivery,
+    status: u16,
+    latency_us: u64,
+    error: Option<String>,
+    refused: bool,
+}
+
+fn now_us() -> i64 {
+    crate::catalog::now_us()
+}
+
+/// The deliveries an input record calls for (global and the affiliate's own postbacks).
+fn deliveries_for(
+    postbacks: &HashMap<String, Postback>,
+    input_partition: u32,
+    offset: u64,
+    trigger: Trigger,
+    affiliate: Option<&str>,
+    values: &BTreeMap<&str, String>,
+) -> Vec<Delivery> {
+    let mut matching: Vec<&Postback> = postbacks
+        .values()
+        .filter(|p| p.triggers.contains(&trigger))
+        .filter(|p| p.affiliate_id.is_none() || p.affiliate_id.as_deref() == affiliate)
+        .collect();
+    matching.sort_by(|a, b| a.id.cmp(&b.id));
+    let parts = matching.len() as u16;
+    matching
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(b"clicktrail delivery id v1").expect("key");
+            mac.update(
+                format!(
+                    "{}\n{}\n{input_partition}\n{offset}",
+                    p.id,
+                    trigger.as_str()
+                )
+                .as_bytes(),
+            );
+            let id = format!("dl_{}", &hex(&mac.finalize().into_bytes())[..24]);
+            let body = (p.method == Method::Post).then(|| {
+                serde_json::to_string(&values.iter().collect::<BTreeMap<_, _>>()).expect("strings")
+            });
+            Delivery {
+                id,
+                postback_id: p.id.clone(),
+                trigger,
+                method: p.method,
+                url: render(&p.url, values, true),
+                body,
+                secret: p.secret.clone(),
+                attempts: 0,
+                first_us: now_us(),
+                source: Source {
+                    partition: input_partition,
+                    offset,
+                    part: i as u16,
+                    parts,
+                },
+            }
+        })
+        .collect()
+}
+
+fn attempt(agent: &ureq::Agent, d: Delivery, allow_private: bool) -> Outcome {
+    let started = Instant::now();
+    let parsed = url::Url::parse(&d.url);
+    let mut out = Outcome {
+        delivery: d,
+        status: 0,
+        latency_us: 0,
+        error: None,
+        refused: false,
+    };
+    let Ok(u) = parsed else {
+        out.error = Some("rendered URL does not parse".into());
+        out.refused = true;
+        return out;
+    };
+    if !allow_private {
+        let host = u.host_str().unwrap_or("");
+        let port = u.port_or_known_default().unwrap_or(80);
+        match (host, port).to_socket_addrs() {
+            Ok(addrs) => {
+                if addrs.into_iter().any(|a| is_private(a.ip())) {
+                    out.error = Some(format!("{host} resolves to a private address"));
+                    out.refused = true;
+                    return out;
+                }
+            }
+            Err(e) => {
+                out.error = Some(format!("cannot resolve {host}: {e}"));
+                return out;
+            }
+        }
+    }
+    let t = now_us() / 1_000_000;
+    let payload = match &out.delivery.body {
+        Some(b) => b.clone(),
+        None => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+    };
+    let signature = sign(&out.delivery.secret, t, &payload);
+    let result = match (&out.delivery.method, &out.delivery.body) {
+        (Method::Post, Some(body)) => agent
+            .post(&out.delivery.url)
+            .header("content-type", "application/json")
+            .header("x-clicktrail-signature", &signature)
+            .header("x-clicktrail-delivery", &out.delivery.id)
+            .send(body.as_str()),
+        _ => agent
+            .get(&out.delivery.url)
+            .header("x-clicktrail-signature", &signature)
+            .header("x-clicktrail-delivery", &out.delivery.id)
+            .call(),
+    };
+    out.latency_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(r) => out.status = r.status().as_u16(),
+        Err(e) => out.error = Some(e.to_string()),
+    }
+    out
+}
+
+/// The dispatcher's state on its own thread.
+struct Engine {
+    journal: Journal,
+    store: Arc<EntityStore>,
+    config: DispatcherConfig,
+    inputs: Vec<Reader>,
+    writer: Writer,
+    finished: HashSet<String>,
+    attempts: HashMap<String, (u32, i64)>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    queued: HashMap<u64, Delivery>,
+    next_seq: u64,
+    per_host: HashMap<String, usize>,
+    in_flight: usize,
+    rng: fastrand::Rng,
+}
+
+impl Engine {
+    fn open(
+        journal: Journal,
+        store: Arc<EntityStore>,
+        config: DispatcherConfig,
+        inputs: &[String],
+    ) -> clicktrail_storage::Result<Engine> {
+        let output = journal.partition(crate::system::POSTBACK_ATTEMPTS)?;
+        let mut finished = HashSet::new();
+        let mut attempts: HashMap<String, (u32, i64)> = HashMap::new();
+        let mut r = output.reader()?;
+        while let Some(rec) = r.next()? {
+            if let Some(a) = rec.event::<PostbackAttempt>() {
+                let e = attempts
+                    .entry(a.delivery_id.to_string())
+                    .or_insert((0, a.at_us.to_native()));
+                e.0 = e.0.max(a.attempt.to_native());
+                use clicktrail_storage::schema::ArchivedDeliveryOutcome as O;
+                if !matches!(a.outcome, O::Retrying) {
+                    finished.insert(a.delivery_id.to_string());
+                }
+            }
+        }
+        let readers = inputs
+            .iter()
+            .map(|n| {
+                journal
+                    .partition(n)
+                    .and_then(|p| p.reader())
+                    .map(Reader::durable_only)
+            })
+            .collect::<clicktrail_storage::Result<Vec<_>>>()?;
+        Ok(Engine {
+            writer: output.writer()?,
+            journal,
+            store,
+            config,
+            inputs: readers,
+            finished,
+            attempts,
+            queue: BinaryHeap::new(),
+            queued: HashMap::new(),
+            next_seq: 0,
+            per_host: HashMap::new(),
+            in_flight: 0,
+            rng: fastrand::Rng::new(),
+        })
+    }
+
+    fn enqueue(&mut self, mut d: Delivery, due: Instant) {
+        if let Some((n, first)) = self.attempts.get(&d.id) {
+            d.attempts = *n;
+            d.first_us = *first;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((due, seq)));
+        self.queued.insert(seq, d);
+    }
+
+    /// Reads available inputs into the queue; returns how many records it read.
+    fn read_inputs(&mut self) -> clicktrail_storage::Result<usize> {
+        let catalog = self.store.snapshot();
+        let mut n = 0;
+        for i in 0..self.inputs.len() {
+            while self.queued.len() < QUEUE_MAX && n < 1024 {
+                let partition = self.inputs[i].partition().id();
+                let Some(rec) = self.inputs[i].next()? else {
+                    break;
+                };
+                n += 1;
+                let (trigger, affiliate, mut values) =
+                    if let Some(c) = rec.to_owned_event::<Conversion>() {
+                        (
+                            Trigger::ConversionCreated,
+                            c.affiliate_id.clone(),
+                            conversion_values(&c, "pending"),
+                        )
+                    } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
+                        // The reversed conversion's affiliate is not in the reversal record;
+                        // only global postbacks see reversals until the ledger links them.
+                        let mut v = BTreeMap::new();
+                        v.insert("conversion_id", r.conversion_id.clone());
+                        v.insert("amount", r.amount.amount_minor.to_string());
+                        v.insert("currency", r.amount.currency.as_str().to_string());
+                        v.insert("status", "reversed".to_string());
+                        (Trigger::ConversionReversed, None, v)
+                    } else {
+                        continue;
+                    };
+                values.insert("timestamp", (now_us() / 1_000_000).to_string());
+                let offset = rec.offset;
+                for d in deliveries_for(
+                    &catalog.postbacks,
+                    partition,
+                    offset,
+                    trigger,
+                    affiliate.as_deref(),
+                    &values,
+                ) {
+                    if !self.finished.contains(&d.id) {
+                        self.enqueue(d, Instant::now());
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn record(&mut self, o: &Outcome, outcome: DeliveryOutcome) -> clicktrail_storage::Result<()> {
+        let a = PostbackAttempt {
+            at_us: now_us(),
+            delivery_id: o.delivery.id.clone(),
+            postback_id: o.delivery.postback_id.clone(),
+            trigger: o.delivery.trigger.as_str().into(),
+            method: match o.delivery.method {
+                Method::Get => "GET".into(),
+                Method::Post => "POST".into(),
+            },
+            url: o.delivery.url.clone(),
+            attempt: o.delivery.attempts,
+            status_code: o.status,
+            latency_us: o.latency_us,
+            error: o.error.clone(),
+            outcome,
+        };
+        self.writer.append_event(Some(&o.delivery.source), &a)?;
+        Ok(())
+    }
+
+    fn settle(&mut self, mut o: Outcome) -> clicktrail_storage::Result<()> {
+        o.delivery.attempts += 1;
+        let host = url::Url::parse(&o.delivery.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Some(n) = self.per_host.get_mut(&host) {
+            *n = n.saturating_sub(1);
+        }
+        self.in_flight -= 1;
+        let permanent = (400..500).contains(&o.status) && o.status != 408 && o.status != 429;
+        let age = Duration::from_micros((now_us() - o.delivery.first_us).max(0) as u64);
+        let outcome = if (200..300).contains(&o.status) {
+            DeliveryOutcome::Delivered
+        } else if o.refused {
+            DeliveryOutcome::Refused
+        } else if permanent || age >= self.config.max_age {
+            DeliveryOutcome::DeadLettered
+        } else {
+            DeliveryOutcome::Retrying
+        };
+        self.record(&o, outcome)?;
+        self.attempts.insert(
+            o.delivery.id.clone(),
+            (o.delivery.attempts, o.delivery.first_us),
+        );
+        if outcome == DeliveryOutcome::Retrying {
+            let delay = backoff(&self.config, o.delivery.attempts, self.rng.f64());
+            self.enqueue(o.delivery, Instant::now() + delay);
+        } else {
+            self.finished.insert(o.delivery.id.clone());
+        }
+        Ok(())
+    }
+}
+
+fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, String> {
+    let mut v = BTreeMap::new();
+    v.insert("click_id", c.click_id.clone().unwrap_or_default());
+    v.insert("conversion_id", c.conversion_id.clone());
+    v.insert("order_id", c.order_id.clone());
+    v.insert("event", c.event.clone());
+    v.insert("amount", c.amount.amount_minor.to_string());
+    v.insert("currency", c.amount.currency.as_str().to_string());
+    v.insert("payout", String::new());
+    v.insert("status", status.to_string());
+    v.insert("affiliate_id", c.affiliate_id.clone().unwrap_or_default());
+    v.insert("campaign_id", c.campaign_id.clone());
+    for s in ["sub1", "sub2", "sub3", "sub4", "sub5"] {
+        v.insert(s, String::new());
+    }
+    v
+}
+
+/// The dispatcher thread: reads, dispatches, settles until `stop`.
+fn run(mut e: Engine, stop: Arc<AtomicBool>) -> clicktrail_storage::Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(e.config.timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Delivery>(e.config.concurrency);
+    let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
+    let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+    let allow = e.config.allow_private_destinations;
+    let workers: Vec<_> = (0..e.config.concurrency)
+        .map(|_| {
+            let (rx, tx, agent) = (jobs_rx.clone(), done_tx.clone(), agent.clone());
+            std::thread::spawn(move || loop {
+                let job = rx.lock().unwrap().recv();
+                let Ok(d) = job else { return };
+                if tx.send(attempt(&agent, d, allow)).is_err() {
+                    return;
+                }
+            })
+        })
+        .collect();
+    while !stop.load(Ordering::SeqCst) {
+        e.read_inputs()?;
+        // Dispatch what is due, within the concurrency and per-host bounds.
+        let now = Instant::now();
+        let mut deferred = Vec::new();
+        while e.in_flight < e.config.concurrency {
+            let Some(Reverse((due, seq))) = e.queue.peek().copied() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            e.queue.pop();
+            let d = e.queued.remove(&seq).expect("queued");
+            let host = url::Url::parse(&d.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            let busy = e.per_host.entry(host).or_insert(0);
+            if *busy >= e.config.per_host {
+                deferred.push(d);
+                continue;
+            }
+            *busy += 1;
+            e.in_flight += 1;
+            if jobs_tx.send(d).is_err() {
+                break;
+            }
+        }
+        for d in deferred {
+            e.enqueue(d, now + Duration::from_millis(10));
+        }
+        let wait = e
+            .queue
+            .peek()
+            .map(|Reverse((due, _))| due.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        match done_rx.recv_timeout(wait) {
+            Ok(o) => {
+                e.settle(o)?;
+                while let Ok(o) = done_rx.try_recv() {
+                    e.settle(o)?;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(jobs_tx);
+    // Let in-flight attempts finish (bounded by the request timeout) and record them.
+    while e.in_flight > 0 {
+        match done_rx.recv_timeout(e.config.timeout + Duration::from_secs(1)) {
+            Ok(o) => e.settle(o)?,
+            Err(_) => break,
+        }
+    }
+    drop(workers);
+    let _ = e
+        .journal
+        .partition(crate::system::POSTBACK_ATTEMPTS)
+        .map(|p| p.sync());
+    Ok(())
+}
+
+/// The actor shell: owns the dispatcher thread's life.
 pub struct Dispatcher {
-    inputs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dispatcher")
+    }
 }
 
 impl Dispatcher {
-    pub fn new(mut ingest: Vec<String>) -> Self {
-        ingest.push(crate::system::LEDGER.into());
-        Dispatcher { inputs: ingest }
+    /// Starts the dispatcher (its thread opens its state and reports running or failure).
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        ctx: ChildCtx,
+        store: Arc<EntityStore>,
+        config: DispatcherConfig,
+        inputs: Vec<String>,
+    ) -> Recipient<Stop> {
+        Dispatcher::start_in_arbiter(arbiter, move |_| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let s = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("postback-dispatcher".into())
+                .spawn(move || {
+                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let engine = Engine::open(ctx.journal.clone(), store, config, &inputs)?;
+                        ctx.running();
+                        run(engine, s)
+                    }));
+                    match body {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => ctx.fail(e.to_string()),
+                        Err(_) => ctx.fail("postback dispatcher panicked".into()),
+                    }
+                })
+                .expect("spawn postback dispatcher");
+            Dispatcher {
+                stop,
+                thread: Some(thread),
+            }
+        })
+        .recipient()
     }
 }
 
-impl Processor for Dispatcher {
-    fn name(&self) -> &str {
-        "postback-dispatcher"
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<Stop> for Dispatcher {
+    type Result = MessageResult<Stop>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        ctx.stop();
+        MessageResult(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macros_render_encoded_in_urls_and_unknown_ones_stay() {
+        let mut v = BTreeMap::new();
+        v.insert("click_id", "a b&c".to_string());
+        v.insert("amount", "4990".to_string());
+        assert_eq!(
+            render(
+                "https://t.example/pb?cid={click_id}&a={amount}&x={nope}",
+                &v,
+                true
+            ),
+            "https://t.example/pb?cid=a+b%26c&a=4990&x={nope}"
+        );
+        assert_eq!(render("{click_id}", &v, false), "a b&c");
+        assert_eq!(render("{{amount}}", &v, true), "{4990}");
     }
 
-    fn inputs(&self) -> Vec<String> {
-        self.inputs.clone()
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_and_payload() {
+        // Reference value computed independently:
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"secret-0123456789",b"1700000000./pb?x=1",hashlib.sha256).hexdigest())'
+        assert_eq!(
+            sign("secret-0123456789", 1_700_000_000, "/pb?x=1"),
+            "t=1700000000,v1=1f272ba1120cadeba828954a2d53963df1888b21f7bb90df9de2a7ff3f779d8e"
+        );
     }
 
-    fn output(&self) -> String {
-        crate::system::POSTBACK_ATTEMPTS.into()
+    #[test]
+    fn backoff_grows_to_its_cap_with_bounded_jitter() {
+        let c = DispatcherConfig::default();
+        assert_eq!(backoff(&c, 1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(&c, 4, 0.0), Duration::from_secs(8));
+        assert_eq!(backoff(&c, 40, 0.0), Duration::from_secs(600));
+        assert!(backoff(&c, 2, 0.999) < Duration::from_secs(3));
     }
 
-    fn process(&mut self, _input: &Record<'_>, _out: &mut Vec<Output>) -> Result<(), String> {
-        Ok(())
+    #[test]
+    fn private_destinations_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
     }
 }

@@ -1,0 +1,404 @@
+//! Postbacks over real sockets: a receiver on 127.0.0.1 checks every signature on its own;
+//! a receiver that fails first gets exactly one successful delivery, every attempt carries
+//! the same delivery id and is a journal event; a server killed mid-delivery delivers after
+//! restart with the same delivery id.
+
+mod common;
+
+use clicktrail_storage::schema::{DeliveryOutcome, PostbackAttempt};
+use clicktrail_storage::{Journal, JournalConfig, RecordExt};
+use common::Server;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const M1: &str = "merchant-one-key-0123456789";
+const PARTNER: &str = "partner-a1-key-0123456789";
+const ADMIN: &str = "admin-key-0123456789abcdef";
+
+/// What the receiver saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    target: String,
+    delivery: String,
+    signature_ok: bool,
+    status: u16,
+}
+
+/// A postback receiver: answers 500 to the first `fail_first` requests, optionally holds
+/// the first request for `hold`, then 200. Checks signatures with `secrets` (set later).
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    secrets: Arc<Mutex<Vec<String>>>,
+}
+
+fn verify(secrets: &[String], header: &str, payload: &str) -> bool {
+    let Some((t, v1)) = header.split_once(",v1=") else {
+        return false;
+    };
+    let Some(t) = t.strip_prefix("t=") else {
+        return false;
+    };
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - t.parse::<i64>().unwrap_or(0);
+    if !(-60..=300).contains(&age) {
+        return false; // replay window
+    }
+    secrets.iter().any(|s| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(s.as_bytes()).unwrap();
+        mac.update(format!("{t}.{payload}").as_bytes());
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        want == v1
+    })
+}
+
+impl Receiver {
+    fn start(fail_first: usize, hold: Option<Duration>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let secrets = Arc::new(Mutex::new(Vec::new()));
+        let (s2, k2) = (seen.clone(), secrets.clone());
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                n += 1;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let len: usize = header("content-length").parse().unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                let mut parts = head.split(' ');
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("").to_string();
+                let payload = if method == "POST" {
+                    body
+                } else {
+                    target.clone()
+                };
+                let signature_ok = verify(
+                    &k2.lock().unwrap(),
+                    &header("x-clicktrail-signature"),
+                    &payload,
+                );
+                if n == 1 {
+                    if let Some(h) = hold {
+                        std::thread::sleep(h);
+                    }
+                }
+                let status = if n <= fail_first { 500 } else { 200 };
+                s2.lock().unwrap().push(Seen {
+                    target,
+                    delivery: header("x-clicktrail-delivery"),
+                    signature_ok,
+                    status,
+                });
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver {
+            addr,
+            seen,
+            secrets,
+        }
+    }
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[secrets]
+click-id-key = "test-click-id-key-0123456789abcdef0123"
+[postbacks]
+allow-private-destinations = true
+backoff-initial-ms = 50
+backoff-max-ms = 200
+timeout-ms = 2000
+[[merchants]]
+id = "m1"
+name = "One"
+[[affiliates]]
+id = "a1"
+name = "A1"
+[[campaigns]]
+id = "c1"
+merchant-id = "m1"
+name = "C1"
+destination-url = "https://one.example/"
+[[links]]
+code = "L1"
+affiliate-id = "a1"
+campaign-id = "c1"
+[[keys]]
+role = "merchant"
+owner = "m1"
+key = "{M1}"
+[[keys]]
+role = "partner"
+owner = "a1"
+key = "{PARTNER}"
+[[keys]]
+role = "admin"
+owner = "admin"
+key = "{ADMIN}"
+"#
+    );
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn post_json(a: &ureq::Agent, url: String, key: &str, body: Value) -> (u16, Value) {
+    let mut r = a
+        .post(url)
+        .header("authorization", &format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let s = r.status().as_u16();
+    (
+        s,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+fn click(a: &ureq::Agent, addr: SocketAddr) -> String {
+    let r = a.get(format!("http://{addr}/c/L1")).call().unwrap();
+    r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .split("click_id=")
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+fn attempts(data: &Path) -> Vec<PostbackAttempt> {
+    let j = Journal::open(data, JournalConfig::default()).unwrap();
+    let mut out = Vec::new();
+    if let Some(p) = j.get("postback-attempts") {
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            out.extend(rec.to_owned_event::<PostbackAttempt>());
+        }
+    }
+    j.close().unwrap();
+    out
+}
+
+fn wait_for(what: &str, server: &Server, ok: impl Fn() -> bool) {
+    server.wait_until(what, |_| ok());
+}
+
+#[test]
+fn signed_postbacks_retry_until_delivered_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let rx = Receiver::start(2, None);
+
+    // The partner sets its own GET postback; the admin a global POST one.
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}/pb?cid={{click_id}}&oid={{order_id}}&amt={{amount}}&cur={{currency}}", rx.addr),
+               "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    let secret = pb["secret"].as_str().unwrap().to_string();
+    rx.secrets.lock().unwrap().push(secret);
+    let (s, global) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/postbacks"),
+        ADMIN,
+        json!({"id": "network", "url": format!("http://{}/global", rx.addr), "method": "post",
+               "triggers": ["conversion.created", "conversion.reversed"]}),
+    );
+    assert_eq!(s, 201, "{global}");
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(global["secret"].as_str().unwrap().to_string());
+    // Limits and ownership are enforced.
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": "javascript:alert(1)", "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 400);
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"id": "network", "url": "http://x.example/", "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 404, "a partner cannot take over a global postback");
+
+    let cid = click(&a, addr);
+    let (s, conv) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/conversions"),
+        M1,
+        json!({"click_id": cid, "order_id": "o&1", "amount": "49.90", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201, "{conv}");
+
+    wait_for("both postbacks delivered", &server, || {
+        rx.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.status == 200)
+            .count()
+            >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500)); // a wrongly repeated delivery would show
+    let seen = rx.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.signature_ok), "{seen:?}");
+    let ok: Vec<&Seen> = seen.iter().filter(|s| s.status == 200).collect();
+    assert_eq!(
+        ok.len(),
+        2,
+        "exactly one successful delivery per postback: {seen:?}"
+    );
+    let get = seen.iter().find(|s| s.target.starts_with("/pb?")).unwrap();
+    assert_eq!(
+        get.target,
+        format!("/pb?cid={cid}&oid=o%261&amt=4990&cur=EUR")
+    );
+    for d in ok.iter().map(|s| &s.delivery) {
+        let tries: Vec<_> = seen.iter().filter(|s| &s.delivery == d).collect();
+        assert!(tries.iter().all(|s| s.delivery.starts_with("dl_")));
+        assert!(!tries.is_empty());
+    }
+    assert_eq!(
+        seen.len(),
+        4,
+        "two failures, then one success each: {seen:?}"
+    );
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(20)).0, Some(0));
+    let log = attempts(&data);
+    assert_eq!(log.len(), 4, "every attempt is a journal event: {log:?}");
+    assert_eq!(
+        log.iter()
+            .filter(|a| a.outcome == DeliveryOutcome::Delivered)
+            .count(),
+        2
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|a| a.outcome == DeliveryOutcome::Retrying)
+            .count(),
+        2
+    );
+    assert!(log
+        .iter()
+        .filter(|a| a.outcome == DeliveryOutcome::Retrying)
+        .all(|a| a.status_code == 500));
+
+    // After a restart nothing is delivered again.
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.seen.lock().unwrap().len(), 4);
+    drop(server);
+}
+
+#[test]
+fn a_server_killed_mid_delivery_delivers_after_restart_with_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let rx = Receiver::start(0, Some(Duration::from_secs(2)));
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}/pb?oid={{order_id}}", rx.addr), "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 201);
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(pb["secret"].as_str().unwrap().to_string());
+    let cid = click(&a, addr);
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/conversions"),
+        M1,
+        json!({"click_id": cid, "order_id": "k1", "amount": "1.00", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201);
+    // The receiver holds the first request; kill the server while it is in flight.
+    std::thread::sleep(Duration::from_millis(1200));
+    server.signal(libc::SIGKILL);
+    assert_eq!(server.wait(Duration::from_secs(10)).0, None);
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    wait_for("delivery after restart", &server, || {
+        rx.seen.lock().unwrap().len() >= 2
+    });
+    let seen = rx.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].delivery, seen[1].delivery,
+        "the same delivery id after the restart"
+    );
+    assert!(seen.iter().all(|s| s.signature_ok));
+    drop(server);
+}
