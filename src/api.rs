@@ -36,6 +36,10 @@ pub const BODY_SIZE_MAX: usize = 64 * 1024;
 pub struct Api {
     pub store: Arc<EntityStore>,
     pub stats: SharedStats,
+    /// To read postback attempts.
+    pub journal: clicktrail_storage::Journal,
+    /// Test and redelivery requests for the postback dispatcher.
+    pub postback_commands: clicktrail_actors::postback::Commands,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -44,6 +48,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route("/me/stats", web::get().to(my_stats))
             .route("/me/links", web::get().to(my_links))
+            .route("/me/postbacks/deliveries", web::get().to(my_deliveries))
+            .route(
+                "/me/postbacks/deliveries/{delivery}/redeliver",
+                web::post().to(my_redeliver),
+            )
+            .route("/me/postbacks/{id}/test", web::post().to(my_test))
+            .route("/postbacks/deliveries", web::get().to(all_deliveries))
+            .route(
+                "/postbacks/deliveries/{delivery}/redeliver",
+                web::post().to(admin_redeliver),
+            )
+            .route("/postbacks/{id}/test", web::post().to(admin_test))
             .route("/me/postbacks", web::get().to(list_my_postbacks))
             .route("/me/postbacks", web::post().to(upsert_my_postback))
             .route("/postbacks", web::get().to(list_postbacks))
@@ -515,4 +531,196 @@ async fn list_my_postbacks(req: HttpRequest, api: web::Data<Api>) -> HttpRespons
         Ok(k) => list_of(&api, Some(&k.owner), false),
         Err(r) => r,
     }
+}
+
+/// Most deliveries one listing returns (the newest).
+pub const DELIVERIES_LIST_MAX: usize = 1000;
+
+/// The newest deliveries (last attempt of each) of the postbacks `owns` accepts.
+fn deliveries(api: &Api, owns: impl Fn(&str) -> bool) -> HttpResponse {
+    match delivery_items(api, owns) {
+        Ok(items) => HttpResponse::Ok().json(json!({ "items": items })),
+        Err(e) => error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read attempts: {e}"),
+        ),
+    }
+}
+
+fn delivery_items(
+    api: &Api,
+    owns: impl Fn(&str) -> bool,
+) -> Result<Vec<serde_json::Value>, clicktrail_storage::Error> {
+    use clicktrail_storage::schema::{ArchivedDeliveryOutcome as O, PostbackAttempt};
+    use clicktrail_storage::RecordExt;
+    let Some(p) = api
+        .journal
+        .get(clicktrail_actors::system::POSTBACK_ATTEMPTS)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut last: std::collections::HashMap<String, serde_json::Value> = Default::default();
+    let mut order: Vec<String> = Vec::new();
+    let read = (|| -> clicktrail_storage::Result<()> {
+        let mut r = p.reader()?;
+        while let Some(rec) = r.next()? {
+            let Some(a) = rec.event::<PostbackAttempt>() else {
+                continue;
+            };
+            if !owns(a.postback_id.as_str()) {
+                continue;
+            }
+            let outcome = match a.outcome {
+                O::Delivered => "delivered",
+                O::Retrying => "retrying",
+                O::DeadLettered => "dead-lettered",
+                O::Refused => "refused",
+            };
+            let id = a.delivery_id.to_string();
+            if !last.contains_key(&id) {
+                order.push(id.clone());
+            }
+            last.insert(id.clone(), json!({
+                "delivery_id": id, "postback_id": a.postback_id.as_str(),
+                "trigger": a.trigger.as_str(), "url": a.url.as_str(), "attempts": a.attempt.to_native(),
+                "status_code": a.status_code.to_native(), "latency_us": a.latency_us.to_native(),
+                "error": a.error.as_ref().map(|e| e.as_str()), "outcome": outcome,
+                "at_us": a.at_us.to_native(),
+            }));
+        }
+        Ok(())
+    })();
+    read?;
+    Ok(order
+        .iter()
+        .rev()
+        .take(DELIVERIES_LIST_MAX)
+        .map(|id| last[id].clone())
+        .collect())
+}
+
+fn postback_owner(api: &Api, id: &str) -> Option<Option<String>> {
+    api.store
+        .snapshot()
+        .postbacks
+        .get(id)
+        .map(|p| p.affiliate_id.clone())
+}
+
+fn command(api: &Api, cmd: clicktrail_actors::postback::Command) -> HttpResponse {
+    if api.postback_commands.send(cmd) {
+        HttpResponse::Accepted().json(json!({ "queued": true }))
+    } else {
+        error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests queued; retry",
+        )
+    }
+}
+
+async fn all_deliveries(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(_) => deliveries(&api, |_| true),
+        Err(r) => r,
+    }
+}
+
+async fn my_deliveries(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
+    match authorize(&req, &api, Role::Partner) {
+        Ok(k) => {
+            let mine: std::collections::HashSet<String> = api
+                .store
+                .snapshot()
+                .postbacks
+                .values()
+                .filter(|p| p.affiliate_id.as_deref() == Some(k.owner.as_str()))
+                .map(|p| p.id.clone())
+                .collect();
+            deliveries(&api, |id| mine.contains(id))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn admin_test(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &api, Role::Admin) {
+        return r;
+    }
+    match postback_owner(&api, &path) {
+        None => error(actix_web::http::StatusCode::NOT_FOUND, "unknown postback"),
+        Some(_) => command(
+            &api,
+            clicktrail_actors::postback::Command::Test {
+                postback_id: path.into_inner(),
+            },
+        ),
+    }
+}
+
+async fn my_test(req: HttpRequest, path: web::Path<String>, api: web::Data<Api>) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Partner) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    match postback_owner(&api, &path) {
+        Some(Some(owner)) if owner == key.owner => command(
+            &api,
+            clicktrail_actors::postback::Command::Test {
+                postback_id: path.into_inner(),
+            },
+        ),
+        _ => error(actix_web::http::StatusCode::NOT_FOUND, "unknown postback"),
+    }
+}
+
+async fn admin_redeliver(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(_) => command(
+            &api,
+            clicktrail_actors::postback::Command::Redeliver {
+                delivery_id: path.into_inner(),
+            },
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn my_redeliver(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let key = match authorize(&req, &api, Role::Partner) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    // Only a delivery of one of the partner's own postbacks.
+    let owner = key.owner.clone();
+    let snapshot = api.store.snapshot();
+    let owns = |pid: &str| {
+        snapshot
+            .postbacks
+            .get(pid)
+            .and_then(|p| p.affiliate_id.as_deref())
+            == Some(owner.as_str())
+    };
+    let found = delivery_items(&api, owns)
+        .is_ok_and(|items| items.iter().any(|i| i["delivery_id"] == path.as_str()));
+    if !found {
+        return error(actix_web::http::StatusCode::NOT_FOUND, "unknown delivery");
+    }
+    command(
+        &api,
+        clicktrail_actors::postback::Command::Redeliver {
+            delivery_id: path.into_inner(),
+        },
+    )
 }

@@ -86,6 +86,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let api = web::Data::new(Api {
         store,
         stats: handles.stats.clone(),
+        journal: journal.clone(),
+        postback_commands: handles.postback_commands.clone(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),

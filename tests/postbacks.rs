@@ -331,15 +331,79 @@ fn signed_postbacks_retry_until_delivered_exactly_once() {
         "two failures, then one success each: {seen:?}"
     );
 
+    // The delivery log, scoped by key; a test postback; a redelivery with the same id.
+    let list = |path: &str, key: &str| {
+        let mut r = a
+            .get(format!("http://{addr}{path}"))
+            .header("authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap();
+        serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    let mine = list("/api/v1/me/postbacks/deliveries", PARTNER);
+    let items = mine["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{mine}");
+    assert_eq!(items[0]["outcome"], "delivered", "{mine}");
+    assert!(items[0]["attempts"].as_u64().unwrap() >= 1);
+    let all = list("/api/v1/postbacks/deliveries", ADMIN);
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let my_delivery = items[0]["delivery_id"].as_str().unwrap().to_string();
+    let pb_id = pb["id"].as_str().unwrap();
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks/{pb_id}/test"),
+        PARTNER,
+        json!({}),
+    );
+    assert_eq!(s, 202);
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks/network/test"),
+        PARTNER,
+        json!({}),
+    );
+    assert_eq!(s, 404, "not the partner's postback");
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks/deliveries/{my_delivery}/redeliver"),
+        PARTNER,
+        json!({}),
+    );
+    assert_eq!(s, 202);
+    wait_for("test and redelivery", &server, || {
+        rx.seen.lock().unwrap().len() >= 6
+    });
+    let seen = rx.seen.lock().unwrap().clone();
+    let test = seen
+        .iter()
+        .find(|s| s.delivery.starts_with("dl_test_"))
+        .expect("test delivery");
+    assert!(
+        test.target.contains("oid=test-order") && test.signature_ok,
+        "{test:?}"
+    );
+    let delivered_mine = seen
+        .iter()
+        .filter(|s| s.delivery == my_delivery && s.status == 200)
+        .count();
+    assert_eq!(
+        delivered_mine, 2,
+        "redelivered once more, with the same id: {seen:?}"
+    );
+
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(Duration::from_secs(20)).0, Some(0));
-    let log = attempts(&data);
-    assert_eq!(log.len(), 4, "every attempt is a journal event: {log:?}");
+    let log: Vec<_> = attempts(&data)
+        .into_iter()
+        .filter(|a| !a.delivery_id.starts_with("dl_test_"))
+        .collect();
+    assert_eq!(log.len(), 5, "every attempt is a journal event: {log:?}");
     assert_eq!(
         log.iter()
             .filter(|a| a.outcome == DeliveryOutcome::Delivered)
             .count(),
-        2
+        3,
+        "two first deliveries and the redelivery"
     );
     assert_eq!(
         log.iter()
@@ -353,9 +417,10 @@ fn signed_postbacks_retry_until_delivered_exactly_once() {
         .all(|a| a.status_code == 500));
 
     // After a restart nothing is delivered again.
+    let before = rx.seen.lock().unwrap().len();
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(rx.seen.lock().unwrap().len(), 4);
+    assert_eq!(rx.seen.lock().unwrap().len(), before);
     drop(server);
 }
 

@@ -63,6 +63,8 @@ pub struct Handles {
     pub ingest: IngestShards,
     /// Live counters for the stats API.
     pub stats: SharedStats,
+    /// Test and redelivery requests for the postback dispatcher.
+    pub postback_commands: postback::Commands,
 }
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
@@ -91,10 +93,13 @@ pub fn build(
     sup = sup.worker(|| Box::new(ledger::Ledger));
     sup = sup.worker(|| Box::new(payout::Scheduler));
     let (i, pb) = (inputs.clone(), config.postbacks.clone());
+    let postback_commands = postback::Commands::default();
+    let cmds = postback_commands.clone();
     sup = sup.child(
         "postback-dispatcher",
         Arc::new(move |arbiter, ctx| {
-            postback::Dispatcher::start(arbiter, ctx, store.clone(), pb.clone(), i.clone())
+            let (store, pb, i, cmds) = (store.clone(), pb.clone(), i.clone(), cmds.clone());
+            postback::Dispatcher::start(arbiter, ctx, store, pb, i, cmds)
         }),
     );
     let stats = SharedStats::default();
@@ -105,6 +110,7 @@ pub fn build(
         Handles {
             ingest: shards,
             stats,
+            postback_commands,
         },
     )
 }

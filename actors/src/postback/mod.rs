@@ -152,7 +152,8 @@ struct Delivery {
     attempts: u32,
     /// When the first attempt was due (for max age).
     first_us: i64,
-    source: Source,
+    /// The input record it came from (`None` for test deliveries).
+    source: Option<Source>,
 }
 
 struct Outcome {
@@ -211,15 +212,107 @@ fn deliveries_for(
                 secret: p.secret.clone(),
                 attempts: 0,
                 first_us: now_us(),
-                source: Source {
+                source: Some(Source {
                     partition: input_partition,
                     offset,
                     part: i as u16,
                     parts,
-                },
+                }),
             }
         })
         .collect()
+}
+
+/// The deliveries one input record calls for.
+fn deliveries_of(
+    postbacks: &HashMap<String, Postback>,
+    partition: u32,
+    rec: &clicktrail_storage::Record<'_>,
+) -> Vec<Delivery> {
+    let (trigger, affiliate, mut values) = if let Some(c) = rec.to_owned_event::<Conversion>() {
+        (
+            Trigger::ConversionCreated,
+            c.affiliate_id.clone(),
+            conversion_values(&c, "pending"),
+        )
+    } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
+        // The reversed conversion's affiliate is not in the reversal record; only global
+        // postbacks see reversals until the ledger links them.
+        let mut v = BTreeMap::new();
+        v.insert("conversion_id", r.conversion_id.clone());
+        v.insert("amount", r.amount.amount_minor.to_string());
+        v.insert("currency", r.amount.currency.as_str().to_string());
+        v.insert("status", "reversed".to_string());
+        (Trigger::ConversionReversed, None, v)
+    } else {
+        return Vec::new();
+    };
+    values.insert("timestamp", (now_us() / 1_000_000).to_string());
+    deliveries_for(
+        postbacks,
+        partition,
+        rec.offset,
+        trigger,
+        affiliate.as_deref(),
+        &values,
+    )
+}
+
+/// Values of a test postback: clearly marked, never a real conversion.
+fn sample_values() -> BTreeMap<&'static str, String> {
+    let mut v = BTreeMap::new();
+    for (k, val) in [
+        ("click_id", "test-click"),
+        ("conversion_id", "test-conversion"),
+        ("order_id", "test-order"),
+        ("event", "test"),
+        ("amount", "0"),
+        ("currency", "XXX"),
+        ("payout", ""),
+        ("status", "test"),
+        ("affiliate_id", ""),
+        ("campaign_id", ""),
+        ("sub1", ""),
+        ("sub2", ""),
+        ("sub3", ""),
+        ("sub4", ""),
+        ("sub5", ""),
+    ] {
+        v.insert(k, val.to_string());
+    }
+    v
+}
+
+/// What the API asks of the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send a test delivery to this postback now.
+    Test { postback_id: String },
+    /// Send this past delivery again (same delivery id).
+    Redeliver { delivery_id: String },
+}
+
+/// Most commands waiting for the dispatcher.
+pub const COMMANDS_MAX: usize = 1000;
+
+/// The API's queue of commands to the dispatcher. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Commands(Arc<std::sync::Mutex<std::collections::VecDeque<Command>>>);
+
+impl Commands {
+    /// Queues a command; false when `COMMANDS_MAX` are already waiting.
+    pub fn send(&self, c: Command) -> bool {
+        let mut q = self.0.lock().unwrap();
+        if q.len() >= COMMANDS_MAX {
+            return false;
+        }
+        q.push_back(c);
+        true
+    }
+
+    fn take(&self) -> Vec<Command> {
+        self.0.lock().unwrap().drain(..).collect()
+    }
 }
 
 fn attempt(agent: &ureq::Agent, d: Delivery, allow_private: bool) -> Outcome {
@@ -372,35 +465,7 @@ impl Engine {
                     break;
                 };
                 n += 1;
-                let (trigger, affiliate, mut values) =
-                    if let Some(c) = rec.to_owned_event::<Conversion>() {
-                        (
-                            Trigger::ConversionCreated,
-                            c.affiliate_id.clone(),
-                            conversion_values(&c, "pending"),
-                        )
-                    } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
-                        // The reversed conversion's affiliate is not in the reversal record;
-                        // only global postbacks see reversals until the ledger links them.
-                        let mut v = BTreeMap::new();
-                        v.insert("conversion_id", r.conversion_id.clone());
-                        v.insert("amount", r.amount.amount_minor.to_string());
-                        v.insert("currency", r.amount.currency.as_str().to_string());
-                        v.insert("status", "reversed".to_string());
-                        (Trigger::ConversionReversed, None, v)
-                    } else {
-                        continue;
-                    };
-                values.insert("timestamp", (now_us() / 1_000_000).to_string());
-                let offset = rec.offset;
-                for d in deliveries_for(
-                    &catalog.postbacks,
-                    partition,
-                    offset,
-                    trigger,
-                    affiliate.as_deref(),
-                    &values,
-                ) {
+                for d in deliveries_of(&catalog.postbacks, partition, &rec) {
                     if !self.finished.contains(&d.id) {
                         self.enqueue(d, Instant::now());
                     }
@@ -408,6 +473,66 @@ impl Engine {
             }
         }
         Ok(n)
+    }
+
+    /// Carries out the commands the API queued.
+    fn run_commands(&mut self, commands: &Commands) -> clicktrail_storage::Result<()> {
+        for cmd in commands.take() {
+            match cmd {
+                Command::Test { postback_id } => {
+                    let catalog = self.store.snapshot();
+                    let Some(p) = catalog.postbacks.get(&postback_id) else {
+                        continue;
+                    };
+                    let mut values = sample_values();
+                    values.insert("timestamp", (now_us() / 1_000_000).to_string());
+                    let mut only = HashMap::new();
+                    only.insert(p.id.clone(), p.clone());
+                    let trigger = p.triggers[0];
+                    for mut d in
+                        deliveries_for(&only, 0, 0, trigger, p.affiliate_id.as_deref(), &values)
+                    {
+                        d.id = format!("dl_test_{:016x}", self.rng.u64(..));
+                        d.source = None;
+                        self.enqueue(d, Instant::now());
+                    }
+                }
+                Command::Redeliver { delivery_id } => {
+                    if let Some(d) = self.rebuild(&delivery_id)? {
+                        self.finished.remove(&delivery_id);
+                        self.enqueue(d, Instant::now());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a past delivery from the input record its attempts name.
+    fn rebuild(&self, delivery_id: &str) -> clicktrail_storage::Result<Option<Delivery>> {
+        let output = self.journal.partition(crate::system::POSTBACK_ATTEMPTS)?;
+        let mut source = None;
+        let mut r = output.reader()?;
+        while let Some(rec) = r.next()? {
+            if rec
+                .event::<PostbackAttempt>()
+                .is_some_and(|a| a.delivery_id == delivery_id)
+            {
+                source = rec.source;
+            }
+        }
+        let Some(src) = source else { return Ok(None) };
+        let Some(input) = self.journal.by_id(src.partition) else {
+            return Ok(None);
+        };
+        let mut r = input.reader_at(src.offset)?;
+        let Some(rec) = r.next()? else {
+            return Ok(None);
+        };
+        let catalog = self.store.snapshot();
+        Ok(deliveries_of(&catalog.postbacks, src.partition, &rec)
+            .into_iter()
+            .find(|d| d.id == delivery_id))
     }
 
     fn record(&mut self, o: &Outcome, outcome: DeliveryOutcome) -> clicktrail_storage::Result<()> {
@@ -427,7 +552,7 @@ impl Engine {
             error: o.error.clone(),
             outcome,
         };
-        self.writer.append_event(Some(&o.delivery.source), &a)?;
+        self.writer.append_event(o.delivery.source.as_ref(), &a)?;
         Ok(())
     }
 
@@ -486,7 +611,7 @@ fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, Str
 }
 
 /// The dispatcher thread: reads, dispatches, settles until `stop`.
-fn run(mut e: Engine, stop: Arc<AtomicBool>) -> clicktrail_storage::Result<()> {
+fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_storage::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(e.config.timeout))
         .http_status_as_error(false)
@@ -511,6 +636,7 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>) -> clicktrail_storage::Result<()> {
         .collect();
     while !stop.load(Ordering::SeqCst) {
         e.read_inputs()?;
+        e.run_commands(&commands)?;
         // Dispatch what is due, within the concurrency and per-host bounds.
         let now = Instant::now();
         let mut deferred = Vec::new();
@@ -594,6 +720,7 @@ impl Dispatcher {
         store: Arc<EntityStore>,
         config: DispatcherConfig,
         inputs: Vec<String>,
+        commands: Commands,
     ) -> Recipient<Stop> {
         Dispatcher::start_in_arbiter(arbiter, move |_| {
             let stop = Arc::new(AtomicBool::new(false));
@@ -604,7 +731,7 @@ impl Dispatcher {
                     let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let engine = Engine::open(ctx.journal.clone(), store, config, &inputs)?;
                         ctx.running();
-                        run(engine, s)
+                        run(engine, s, commands)
                     }));
                     match body {
                         Ok(Ok(())) => {}
