@@ -290,6 +290,23 @@ impl Default for PostbacksSection {
     }
 }
 
+/// `[conversions]`: matching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConversionsSection {
+    /// How far back a fingerprint match may reach; shorter than cookie windows because a
+    /// fingerprint is a weaker signal. Default: 24. Bounds: 1 ..= 720.
+    pub fingerprint_window_hours: u64,
+}
+
+impl Default for ConversionsSection {
+    fn default() -> Self {
+        ConversionsSection {
+            fingerprint_window_hours: 24,
+        }
+    }
+}
+
 /// `[[keys]]`: an API key from the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -312,6 +329,7 @@ pub struct Config {
     pub secrets: SecretsSection,
     pub tracking: TrackingSection,
     pub postbacks: PostbacksSection,
+    pub conversions: ConversionsSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -450,6 +468,10 @@ impl Config {
             })?;
         }
         self.trusted_proxies()?;
+        check(
+            (1..=720).contains(&self.conversions.fingerprint_window_hours),
+            || "conversions.fingerprint-window-hours must be 1..=720".into(),
+        )?;
         let pb = &self.postbacks;
         check((100..=60_000).contains(&pb.timeout_ms), || {
             "postbacks.timeout-ms must be 100..=60000".into()

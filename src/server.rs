@@ -79,7 +79,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &journal,
             store.clone(),
             handles.ingest.clone(),
+            handles.clicks.clone(),
             &config.secrets.click_id_key,
+            Duration::from_secs(config.conversions.fingerprint_window_hours * 3600),
         )
         .context("cannot read the conversions")?,
     );

@@ -225,6 +225,51 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
         400
     );
 
+    // Fingerprint matching: same IP, user agent and language, inside the window; never for
+    // opted-out browsers.
+    let browse = |ua: &str, gpc: bool| {
+        let mut req = a
+            .get(format!("http://{addr}/c/L1"))
+            .header("user-agent", ua)
+            .header("accept-language", "de");
+        if gpc {
+            req = req.header("sec-gpc", "1");
+        }
+        assert_eq!(req.call().unwrap().status(), 302);
+    };
+    browse("FP-Browser/1.0", false);
+    browse("Private-Browser/1.0", true);
+    std::thread::sleep(Duration::from_millis(1500)); // the click index reads durable clicks
+    let fp = |order: &str, ua: &str, opted_out: bool| {
+        post(
+            &a,
+            addr,
+            Some(M1),
+            &json!({"order_id": order, "amount": "3.00", "currency": "EUR",
+            "ip": "127.0.0.1", "user_agent": ua, "accept_language": "de", "opted_out": opted_out})
+            .to_string(),
+        )
+    };
+    let (s, v) = fp("fp-1", "FP-Browser/1.0", false);
+    assert_eq!(
+        (s, v["match"].as_str(), v["affiliate_id"].as_str()),
+        (201, Some("fingerprint"), Some("a1")),
+        "{v}"
+    );
+    assert_eq!(v["match_confidence"].as_f64(), Some(0.6));
+    assert!(v["click_id"].as_str().is_some_and(|c| c.len() == 32));
+    assert_eq!(
+        fp("fp-2", "Private-Browser/1.0", false).1["match"],
+        "none",
+        "opted-out clicks have no fingerprint"
+    );
+    assert_eq!(
+        fp("fp-3", "FP-Browser/1.0", true).1["match"],
+        "none",
+        "an opted-out buyer is not matched"
+    );
+    assert_eq!(fp("fp-4", "Other/2.0", false).1["match"], "none");
+
     // Bad input: a clear 4xx and nothing written.
     let forged = format!("{}A", &cid[..cid.len() - 1]);
     let oversized = format!(
@@ -364,7 +409,7 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
     orders.sort();
     assert_eq!(
         orders,
-        vec!["lead-1", "o-1", "o-2", "o-3", "px-1"],
+        vec!["fp-1", "fp-2", "fp-3", "fp-4", "lead-1", "o-1", "o-2", "o-3", "px-1"],
         "exactly the accepted conversions"
     );
     let px = cs.iter().find(|c| c.order_id == "px-1").unwrap();

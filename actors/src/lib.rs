@@ -9,6 +9,7 @@
 //! | [`payout`] scheduler | `ledger` | `payouts` |
 //! | [`postback`] dispatcher (own thread, HTTP) | `ingest-*` (durable) | `postback-attempts` |
 //! | [`stats`] live counters | `ingest-*` | nothing (in-memory, rebuilt on start) |
+//! | [`clicks`] recent-click index | `ingest-*` | nothing (in-memory, rebuilt on start) |
 //!
 //! The [`catalog`] (affiliates, merchants, campaigns, links, keys) is derived from the
 //! `entities` partition, whose one writer is the [`catalog::EntityStore`].
@@ -18,6 +19,7 @@
 
 pub mod attribution;
 pub mod catalog;
+pub mod clicks;
 pub mod fraud;
 pub mod health;
 pub mod ingest;

@@ -2,6 +2,7 @@
 //! concern added. The binary calls [`build`]; tests build smaller trees by hand.
 
 use crate::catalog::EntityStore;
+use crate::clicks::{ClickIndexer, RecentClicks, SharedClicks, CLICKS_MAX};
 use crate::ingest::{IngestShard, IngestShards};
 use crate::stats::{SharedStats, StatsCounter};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -65,6 +66,8 @@ pub struct Handles {
     pub stats: SharedStats,
     /// Test and redelivery requests for the postback dispatcher.
     pub postback_commands: postback::Commands,
+    /// Recent clicks, for fingerprint matching and postback sub-ids.
+    pub clicks: SharedClicks,
 }
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
@@ -92,14 +95,17 @@ pub fn build(
     sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
     sup = sup.worker(|| Box::new(ledger::Ledger));
     sup = sup.worker(|| Box::new(payout::Scheduler));
+    let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(CLICKS_MAX)));
+    let (i, c) = (inputs.clone(), clicks.clone());
+    sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));
     let (i, pb) = (inputs.clone(), config.postbacks.clone());
     let postback_commands = postback::Commands::default();
-    let cmds = postback_commands.clone();
+    let (cmds, c) = (postback_commands.clone(), clicks.clone());
     sup = sup.child(
         "postback-dispatcher",
         Arc::new(move |arbiter, ctx| {
             let (store, pb, i, cmds) = (store.clone(), pb.clone(), i.clone(), cmds.clone());
-            postback::Dispatcher::start(arbiter, ctx, store, pb, i, cmds)
+            postback::Dispatcher::start(arbiter, ctx, store, pb, i, cmds, c.clone())
         }),
     );
     let stats = SharedStats::default();
@@ -111,6 +117,7 @@ pub fn build(
             ingest: shards,
             stats,
             postback_commands,
+            clicks,
         },
     )
 }

@@ -26,6 +26,7 @@ use crate::edge::request;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
+use clicktrail_actors::clicks::SharedClicks;
 use clicktrail_actors::ingest::{AppendError, IngestShards};
 use clicktrail_storage::schema::{
     Conversion, ConversionReversal, Currency, MatchKind, Money, Pair, ReversalReason,
@@ -37,6 +38,10 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+
+/// Confidence given to a fingerprint match: a heuristic, documented as such (shared
+/// networks and identical browsers can collide).
+pub const FINGERPRINT_CONFIDENCE_PPM: u32 = 600_000;
 
 /// Largest conversion body.
 pub const BODY_SIZE_MAX: usize = 16 * 1024;
@@ -61,6 +66,14 @@ pub struct ConversionRequest {
     pub occurred_at: Option<Value>,
     pub campaign_id: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The buyer's browser, for fingerprint matching when there is no click id: its IP,
+    /// user agent and `Accept-Language` as the merchant saw them.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub accept_language: Option<String>,
+    /// The browser opted out (`Sec-GPC`/`DNT`): never matched by fingerprint.
+    #[serde(default)]
+    pub opted_out: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +104,11 @@ struct Index {
 /// What the conversion handlers share.
 pub struct Conversions {
     store: Arc<EntityStore>,
+    /// Recent clicks, for fingerprint matching.
+    clicks: SharedClicks,
+    fingerprint_key: Hmac<Sha256>,
+    /// How far back a fingerprint match may reach (shorter than cookie windows).
+    fingerprint_window_us: i64,
     ingest: IngestShards,
     codec: ClickIdCodec,
     /// Derives conversion ids from (merchant, order id): stable and unguessable.
@@ -162,6 +180,7 @@ fn answer(c: &Conversion, status: &str) -> Value {
         "affiliate_id": c.affiliate_id,
         "campaign_id": c.campaign_id,
         "match": match_name(c.match_kind),
+        "match_confidence": c.match_confidence_ppm as f64 / 1e6,
         "amount": amount::format(&c.amount),
         "currency": c.amount.currency.as_str(),
     })
@@ -255,7 +274,9 @@ impl Conversions {
         journal: &Journal,
         store: Arc<EntityStore>,
         ingest: IngestShards,
+        clicks: SharedClicks,
         click_id_key: &str,
+        fingerprint_window: std::time::Duration,
     ) -> clicktrail_storage::Result<Conversions> {
         let mut index = Index::default();
         let mut reversals: Vec<(String, i64)> = Vec::new();
@@ -299,6 +320,9 @@ impl Conversions {
         mac.update(b"clicktrail conversion id key v1");
         Ok(Conversions {
             store,
+            clicks,
+            fingerprint_key: request::fingerprint_key(click_id_key),
+            fingerprint_window_us: fingerprint_window.as_micros() as i64,
             ingest,
             codec: ClickIdCodec::new(click_id_key.as_bytes()),
             id_key: Hmac::new_from_slice(&mac.finalize().into_bytes()).expect("any key"),
@@ -321,13 +345,13 @@ impl Conversions {
     fn build(
         &self,
         merchant: &str,
-        req: ConversionRequest,
+        mut req: ConversionRequest,
         catalog: &Catalog,
         via: MatchKind,
     ) -> Result<Conversion, HttpResponse> {
         let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
         bounded_text("order_id", &req.order_id, FIELD_LEN_MAX).map_err(bad)?;
-        let event = req.event.unwrap_or_else(|| "sale".into());
+        let event = req.event.take().unwrap_or_else(|| "sale".into());
         if !valid_id(&event) {
             return Err(bad(
                 "event must be sale, lead, signup or a custom name of [A-Za-z0-9_.-]".into(),
@@ -348,7 +372,7 @@ impl Conversions {
         if let Some(c) = &req.customer_id {
             bounded_text("customer_id", c, FIELD_LEN_MAX).map_err(bad)?;
         }
-        let metadata = req.metadata.unwrap_or_default();
+        let metadata = req.metadata.take().unwrap_or_default();
         if metadata.len() > METADATA_MAX
             || metadata.iter().any(|(k, v)| {
                 k.is_empty() || k.len() > METADATA_KEY_MAX || v.len() > METADATA_VALUE_MAX
@@ -365,6 +389,12 @@ impl Conversions {
                 .ok_or_else(|| bad("occurred_at must be Unix seconds or RFC 3339".into()))?,
         };
         let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, m);
+        let mut matched_click: Option<String> = None;
+        let mut fingerprint_match = if req.click_id.is_none() {
+            self.fingerprint_match(merchant, &req, catalog, now)
+        } else {
+            None
+        };
         let (campaign_id, affiliate_id, match_kind) = match req.click_id.as_deref() {
             Some(id) => {
                 let parts = self.codec.decode(id).map_err(|e| match e {
@@ -402,6 +432,11 @@ impl Conversions {
                     via,
                 )
             }
+            None if fingerprint_match.is_some() => {
+                let (click, campaign) = fingerprint_match.take().expect("checked");
+                matched_click = Some(click.click_id.clone());
+                (campaign, Some(click.affiliate_id), MatchKind::Fingerprint)
+            }
             None => {
                 let campaign_id = req.campaign_id.clone().unwrap_or_default();
                 if !campaign_id.is_empty() {
@@ -429,19 +464,51 @@ impl Conversions {
             amount,
             customer_id: req.customer_id,
             occurred_at_us,
-            click_id: req.click_id,
+            click_id: req.click_id.or(matched_click),
             affiliate_id,
             match_kind,
-            match_confidence_ppm: if match_kind == MatchKind::None {
-                0
-            } else {
-                1_000_000
+            match_confidence_ppm: match match_kind {
+                MatchKind::None => 0,
+                MatchKind::Fingerprint => FINGERPRINT_CONFIDENCE_PPM,
+                MatchKind::ClickId | MatchKind::Cookie => 1_000_000,
             },
             metadata: metadata
                 .into_iter()
                 .map(|(name, value)| Pair { name, value })
                 .collect(),
         })
+    }
+
+    /// The latest click of this browser (by fingerprint) inside the fingerprint window, on
+    /// one of the merchant's campaigns (and the requested one, if any): (click, campaign).
+    fn fingerprint_match(
+        &self,
+        merchant: &str,
+        req: &ConversionRequest,
+        catalog: &Catalog,
+        now_us: i64,
+    ) -> Option<(clicktrail_actors::clicks::ClickInfo, String)> {
+        if req.opted_out {
+            return None;
+        }
+        let ip: std::net::IpAddr = req.ip.as_deref()?.parse().ok()?;
+        let ua = req.user_agent.as_deref()?;
+        let lang = req.accept_language.as_deref().unwrap_or("");
+        let fp = request::fingerprint(&self.fingerprint_key, ip.to_canonical(), &[ua, lang]);
+        let since = now_us - self.fingerprint_window_us;
+        let click = self
+            .clicks
+            .lock()
+            .unwrap()
+            .by_fingerprint(fp, since)?
+            .clone();
+        let campaign = catalog.campaigns.get(&click.campaign_id)?;
+        let ok = campaign.campaign.merchant_id == merchant
+            && req
+                .campaign_id
+                .as_deref()
+                .is_none_or(|c| c == click.campaign_id);
+        ok.then(|| (click.clone(), click.campaign_id.clone()))
     }
 
     /// Records a conversion exactly once and answers.
@@ -617,6 +684,10 @@ fn request_from(fields: BTreeMap<String, String>) -> Result<ConversionRequest, H
             "currency" => r.currency = Some(v),
             "customer_id" => r.customer_id = Some(v),
             "campaign_id" => r.campaign_id = Some(v),
+            "ip" => r.ip = Some(v),
+            "user_agent" => r.user_agent = Some(v),
+            "accept_language" => r.accept_language = Some(v),
+            "opted_out" => r.opted_out = v == "1" || v == "true",
             "occurred_at" => {
                 r.occurred_at = Some(
                     v.parse::<i64>()

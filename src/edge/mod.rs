@@ -23,7 +23,7 @@ use clicktrail_actors::catalog::{now_us, valid_id, EntityStore, LinkRt, Status};
 use clicktrail_actors::ingest::{AppendError, IngestShards};
 use clicktrail_storage::schema::{Click, Impression, Pair};
 use clicktrail_storage::Event;
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use request::{BadRequest, Cidr};
 use sha2::Sha256;
 use std::net::{IpAddr, Ipv4Addr};
@@ -76,15 +76,12 @@ impl Edge {
         trusted_proxies: Vec<Cidr>,
         tracking: TrackingSection,
     ) -> Edge {
-        let mut fp = Hmac::<Sha256>::new_from_slice(click_id_key.as_bytes()).expect("any key");
-        fp.update(b"clicktrail fingerprint key v1");
-        let fp_key = fp.finalize().into_bytes();
         Edge {
             store,
             ingest,
             metrics,
             codec: ClickIdCodec::new(click_id_key.as_bytes()),
-            fingerprint_key: Hmac::new_from_slice(&fp_key).expect("any key"),
+            fingerprint_key: request::fingerprint_key(click_id_key),
             node_id,
             trusted_proxies,
             tracking,
@@ -254,14 +251,8 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             })
         })
         .collect();
-    let fingerprint = (!opted_out).then(|| {
-        let ua_hint = hints.first().map_or("", |p| p.value.as_str());
-        request::fingerprint(
-            &edge.fingerprint_key,
-            ip,
-            &[&user_agent, &accept_language, ua_hint],
-        )
-    });
+    let fingerprint = (!opted_out)
+        .then(|| request::fingerprint(&edge.fingerprint_key, ip, &[&user_agent, &accept_language]));
     let stored_ip = match (minimal, edge.tracking.ip_truncation) {
         (true, _) => String::new(),
         (false, IpTruncation::Partial) => request::truncate_ip(ip).to_string(),

@@ -289,8 +289,16 @@ pub fn keep(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// Keyed fingerprint of a browser: HMAC-SHA256 over the full IP and the stable headers,
-/// truncated to 64 bits. Keyed, so it cannot be recomputed from the stored fields.
+/// The fingerprint HMAC key, derived from the click-id key.
+pub fn fingerprint_key(click_id_key: &str) -> Hmac<Sha256> {
+    let mut fp = Hmac::<Sha256>::new_from_slice(click_id_key.as_bytes()).expect("any key");
+    fp.update(b"clicktrail fingerprint key v1");
+    Hmac::new_from_slice(&fp.finalize().into_bytes()).expect("any key")
+}
+
+/// Keyed fingerprint of a browser: HMAC-SHA256 over the full IP, the user agent and
+/// `Accept-Language` (what a merchant can also pass server-to-server), truncated to 64
+/// bits. Keyed, so it cannot be recomputed from the stored fields.
 pub fn fingerprint(key: &Hmac<Sha256>, ip: IpAddr, parts: &[&str]) -> u64 {
     let mut mac = key.clone();
     mac.update(ip.to_string().as_bytes());

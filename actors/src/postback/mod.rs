@@ -228,13 +228,18 @@ fn deliveries_of(
     postbacks: &HashMap<String, Postback>,
     partition: u32,
     rec: &clicktrail_storage::Record<'_>,
+    clicks: Option<&crate::clicks::SharedClicks>,
 ) -> Vec<Delivery> {
     let (trigger, affiliate, mut values) = if let Some(c) = rec.to_owned_event::<Conversion>() {
-        (
-            Trigger::ConversionCreated,
-            c.affiliate_id.clone(),
-            conversion_values(&c, "pending"),
-        )
+        let mut v = conversion_values(&c, "pending");
+        // The click's sub-ids, while it is still in the recent-click index.
+        let subs = c.click_id.as_ref().and_then(|id| {
+            clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone()))
+        });
+        for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
+            v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
+        }
+        (Trigger::ConversionCreated, c.affiliate_id.clone(), v)
     } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
         // The reversed conversion's affiliate is not in the reversal record; only global
         // postbacks see reversals until the ledger links them.
@@ -392,6 +397,8 @@ struct Engine {
     per_host: HashMap<String, usize>,
     in_flight: usize,
     rng: fastrand::Rng,
+    /// Recent clicks, for the `{sub1}`..`{sub5}` macros.
+    clicks: Option<crate::clicks::SharedClicks>,
 }
 
 impl Engine {
@@ -440,6 +447,7 @@ impl Engine {
             per_host: HashMap::new(),
             in_flight: 0,
             rng: fastrand::Rng::new(),
+            clicks: None,
         })
     }
 
@@ -465,7 +473,7 @@ impl Engine {
                     break;
                 };
                 n += 1;
-                for d in deliveries_of(&catalog.postbacks, partition, &rec) {
+                for d in deliveries_of(&catalog.postbacks, partition, &rec, self.clicks.as_ref()) {
                     if !self.finished.contains(&d.id) {
                         self.enqueue(d, Instant::now());
                     }
@@ -530,9 +538,14 @@ impl Engine {
             return Ok(None);
         };
         let catalog = self.store.snapshot();
-        Ok(deliveries_of(&catalog.postbacks, src.partition, &rec)
-            .into_iter()
-            .find(|d| d.id == delivery_id))
+        Ok(deliveries_of(
+            &catalog.postbacks,
+            src.partition,
+            &rec,
+            self.clicks.as_ref(),
+        )
+        .into_iter()
+        .find(|d| d.id == delivery_id))
     }
 
     fn record(&mut self, o: &Outcome, outcome: DeliveryOutcome) -> clicktrail_storage::Result<()> {
@@ -721,6 +734,7 @@ impl Dispatcher {
         config: DispatcherConfig,
         inputs: Vec<String>,
         commands: Commands,
+        clicks: crate::clicks::SharedClicks,
     ) -> Recipient<Stop> {
         Dispatcher::start_in_arbiter(arbiter, move |_| {
             let stop = Arc::new(AtomicBool::new(false));
@@ -729,7 +743,8 @@ impl Dispatcher {
                 .name("postback-dispatcher".into())
                 .spawn(move || {
                     let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let engine = Engine::open(ctx.journal.clone(), store, config, &inputs)?;
+                        let mut engine = Engine::open(ctx.journal.clone(), store, config, &inputs)?;
+                        engine.clicks = Some(clicks);
                         ctx.running();
                         run(engine, s, commands)
                     }));
