@@ -417,6 +417,9 @@ async fn save_postback(api: &Api, actor: &str, owner: Option<String>, body: &[u8
             Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available"),
         },
     };
+    let created_at_us = existing
+        .as_ref()
+        .map_or_else(catalog::now_us, |e| e.created_at_us);
     let p = catalog::Postback {
         id,
         affiliate_id: owner,
@@ -424,6 +427,7 @@ async fn save_postback(api: &Api, actor: &str, owner: Option<String>, body: &[u8
         method: r.method,
         triggers: r.triggers,
         secret,
+        created_at_us,
     };
     if let Err(resp) = record(api, actor, Entity::Postback(p.clone())).await {
         return resp;

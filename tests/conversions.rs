@@ -25,6 +25,7 @@ click-id-key = "test-click-id-key-0123456789abcdef0123"
 [[merchants]]
 id = "m1"
 name = "One"
+conversion-pixel = true
 [[merchants]]
 id = "m2"
 name = "Two"
@@ -214,7 +215,7 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
             "merchant_id=m2&order_id=px-3&amount=5.00&currency=EUR",
             Some(&cookie)
         ),
-        (200, Some("refused-403".into()))
+        (200, Some("pixel-disabled".into()))
     );
     assert_eq!(
         pixel(
@@ -456,6 +457,16 @@ fn sigkill_keeps_every_acknowledged_conversion_exactly_once() {
                         Ok(r) if r.status() == 201 => acked.lock().unwrap().push(order),
                         Ok(_) => {}
                         Err(_) => break,
+                    }
+                    // Every other order is sent again, as a merchant retrying would.
+                    if i % 2 == 0 {
+                        let again = a
+                            .post(format!("http://{addr}/api/v1/conversions"))
+                            .header("authorization", &format!("Bearer {M1}"))
+                            .send(body.as_str());
+                        if again.is_err() {
+                            break;
+                        }
                     }
                 }
             })

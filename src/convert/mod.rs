@@ -78,8 +78,14 @@ pub struct ConversionRequest {
 
 #[derive(Debug, Clone)]
 enum State {
-    /// Being written: a concurrent duplicate gets a 409 "in progress".
+    /// Being written: a concurrent duplicate gets 503 "in progress".
     Pending,
+    /// Written but not yet known durable (a sync failed or timed out): a replay waits for
+    /// durability before it answers.
+    Written {
+        shard: usize,
+        end: u64,
+    },
     Recorded,
 }
 
@@ -511,82 +517,108 @@ impl Conversions {
         ok.then(|| (click.clone(), click.campaign_id.clone()))
     }
 
-    /// Records a conversion exactly once and answers.
-    async fn record(&self, merchant: &str, req: ConversionRequest, via: MatchKind) -> HttpResponse {
-        let catalog = self.store.snapshot();
-        let c = match self.build(merchant, req, &catalog, via) {
+    /// Records a conversion exactly once and answers. The append and its durability wait
+    /// run on their own task, so a client that goes away cannot leave the order half done.
+    async fn record(
+        conv: web::Data<Conversions>,
+        merchant: String,
+        req: ConversionRequest,
+        via: MatchKind,
+    ) -> HttpResponse {
+        let catalog = conv.store.snapshot();
+        let c = match conv.build(&merchant, req, &catalog, via) {
             Ok(c) => c,
             Err(r) => return r,
         };
-        let key = (merchant.to_string(), c.order_id.clone());
+        let key = (merchant.clone(), c.order_id.clone());
         let digest = conversion_digest(&c);
+        let existing = conv.index.lock().unwrap().by_order.get(&key).cloned();
+        if let Some(e) = existing {
+            if e.digest != digest {
+                return error(
+                    StatusCode::CONFLICT,
+                    "order_id already recorded with different data",
+                );
+            }
+            let durable = match e.state {
+                State::Recorded => true,
+                State::Pending => return in_progress(),
+                // Written before, durability unconfirmed: confirm it before saying so.
+                State::Written { shard, end } => conv.ingest.wait_durable(shard, end).await,
+            };
+            if !durable {
+                return unavailable("an earlier attempt's record is not yet durable");
+            }
+            let mut index = conv.index.lock().unwrap();
+            if let Some(e) = index.by_order.get_mut(&key) {
+                e.state = State::Recorded;
+            }
+            let mut a = e.answer.clone();
+            a["duplicate"] = json!(true);
+            return HttpResponse::Ok().json(a);
+        }
         {
-            let mut index = self.index.lock().unwrap();
-            if let Some(e) = index.by_order.get(&key) {
-                return match (&e.state, e.digest == digest) {
-                    (State::Recorded, true) => {
-                        let mut a = e.answer.clone();
-                        a["duplicate"] = json!(true);
-                        HttpResponse::Ok().json(a)
-                    }
-                    (State::Recorded, false) => error(
-                        StatusCode::CONFLICT,
-                        "order_id already recorded with different data",
-                    ),
-                    (State::Pending, _) => error(
-                        StatusCode::CONFLICT,
-                        "a conversion with this order_id is being recorded; retry",
-                    ),
-                };
+            let mut index = conv.index.lock().unwrap();
+            if index.by_order.contains_key(&key) {
+                return in_progress(); // another request got here first
             }
             index.by_order.insert(
                 key.clone(),
                 Entry {
                     state: State::Pending,
                     digest,
-                    merchant_id: merchant.to_string(),
+                    merchant_id: merchant.clone(),
                     answer: answer(&c, "pending"),
                     amount: c.amount,
                     reversed_minor: 0,
                 },
             );
         }
-        let payload = clicktrail_actors::Output::event(&c).payload;
-        // Spread over the shards by order (the data digest is the same for equal payloads).
-        let shard = (digest_of_key(&key) >> 32) as usize;
-        let result = self
-            .ingest
-            .append(
-                shard,
-                Conversion::KIND as u16,
-                Conversion::VERSION,
-                &payload,
-                true,
-            )
-            .await;
-        let mut index = self.index.lock().unwrap();
-        match result {
-            Ok(_) => {
-                let e = index.by_order.get_mut(&key).expect("pending entry");
-                e.state = State::Recorded;
-                let a = e.answer.clone();
-                index.by_id.insert(c.conversion_id.clone(), key);
-                HttpResponse::Created().json(a)
+        let task = actix_rt::spawn(async move {
+            let payload = clicktrail_actors::Output::event(&c).payload;
+            // Spread over the shards by order (equal payloads have equal digests).
+            let shard = (digest_of_key(&key) >> 32) as usize;
+            let result = conv
+                .ingest
+                .append(
+                    shard,
+                    Conversion::KIND as u16,
+                    Conversion::VERSION,
+                    &payload,
+                    true,
+                )
+                .await;
+            let mut index = conv.index.lock().unwrap();
+            match result {
+                Ok(_) => {
+                    let e = index.by_order.get_mut(&key).expect("pending entry");
+                    e.state = State::Recorded;
+                    let a = e.answer.clone();
+                    index.by_id.insert(c.conversion_id.clone(), key);
+                    HttpResponse::Created().json(a)
+                }
+                Err(AppendError::NotYetDurable { shard, end }) => {
+                    // Written: a retry must find it (and confirm durability), not write again.
+                    let e = index.by_order.get_mut(&key).expect("pending entry");
+                    e.state = State::Written { shard, end };
+                    index.by_id.insert(c.conversion_id.clone(), key);
+                    unavailable("written but not yet durable")
+                }
+                Err(e) => {
+                    index.by_order.remove(&key);
+                    unavailable(&e.to_string())
+                }
             }
-            Err(AppendError::Journal(ref m)) if m.contains("timed out") => {
-                // Written but not yet known durable: keep the entry, so a retry answers
-                // with this conversion instead of writing it twice.
-                let e = index.by_order.get_mut(&key).expect("pending entry");
-                e.state = State::Recorded;
-                index.by_id.insert(c.conversion_id.clone(), key);
-                unavailable(m)
-            }
-            Err(e) => {
-                index.by_order.remove(&key);
-                unavailable(&e.to_string())
-            }
-        }
+        });
+        task.await
+            .unwrap_or_else(|_| unavailable("conversion task failed"))
     }
+}
+
+fn in_progress() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({ "error": "a conversion with this order_id is being recorded; retry" }))
 }
 
 fn unavailable(why: &str) -> HttpResponse {
@@ -643,7 +675,7 @@ async fn post_conversion(
         Err(r) => return r,
     };
     match serde_json::from_slice::<ConversionRequest>(&body) {
-        Ok(r) => conv.record(&merchant, r, MatchKind::ClickId).await,
+        Ok(r) => Conversions::record(conv, merchant, r, MatchKind::ClickId).await,
         Err(e) => error(StatusCode::BAD_REQUEST, format!("bad conversion: {e}")),
     }
 }
@@ -717,12 +749,16 @@ async fn get_postback(req: HttpRequest, conv: web::Data<Conversions>) -> HttpRes
         Err(r) => return r,
     };
     match request_from(fields) {
-        Ok(r) => conv.record(&merchant, r, MatchKind::ClickId).await,
+        Ok(r) => Conversions::record(conv, merchant, r, MatchKind::ClickId).await,
         Err(resp) => resp,
     }
 }
 
 /// The browser conversion pixel: `GET /p/conv?merchant_id=..&order_id=..&amount=..`.
+///
+/// Off unless the merchant sets `conversion-pixel = true`: anyone holding a click cookie
+/// (the affiliate included) can call it with any order id and amount, so such conversions
+/// deserve review, and its order ids share the merchant's idempotency keys.
 ///
 /// A browser cannot hold a merchant key, so the pixel trusts only what the browser proves:
 /// its first-party `ct_cid` cookie must carry a verified, unexpired click id of one of that
@@ -745,6 +781,16 @@ async fn conversion_pixel(req: HttpRequest, conv: web::Data<Conversions>) -> Htt
     let Some(merchant) = fields.remove("merchant_id") else {
         return error(StatusCode::BAD_REQUEST, "merchant_id is required");
     };
+    // Unauthenticated by nature, so off unless the merchant turned it on.
+    let enabled = conv
+        .store
+        .snapshot()
+        .merchants
+        .get(&merchant)
+        .is_some_and(|m| m.conversion_pixel);
+    if !enabled {
+        return pixel("pixel-disabled");
+    }
     if fields.contains_key("click_id") {
         return error(
             StatusCode::BAD_REQUEST,
@@ -764,7 +810,7 @@ async fn conversion_pixel(req: HttpRequest, conv: web::Data<Conversions>) -> Htt
         Err(resp) => return resp,
     };
     r.click_id = Some(click_id);
-    let answer = conv.record(&merchant, r, MatchKind::Cookie).await;
+    let answer = Conversions::record(conv, merchant, r, MatchKind::Cookie).await;
     match answer.status().as_u16() {
         200 | 201 => pixel("recorded"),
         503 => answer,
@@ -881,7 +927,9 @@ async fn reverse(
             }))
         }
         Err(err) => {
-            if !matches!(err, AppendError::Journal(ref m) if m.contains("timed out")) {
+            // Written but not yet durable: the reversal stands (it is in the journal), so
+            // its amount stays reserved. Anything else wrote nothing: give it back.
+            if !matches!(err, AppendError::NotYetDurable { .. }) {
                 e.reversed_minor -= rev.amount.amount_minor;
             }
             unavailable(&err.to_string())

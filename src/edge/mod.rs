@@ -149,6 +149,8 @@ fn unavailable(edge: &Edge, err: AppendError) -> HttpResponse {
             log::error!("click not recorded: journal: {e}");
             Unavailable::Journal
         }
+        // Clicks are not durable appends; should one come back so, it is a journal fault.
+        AppendError::NotYetDurable { .. } => Unavailable::Journal,
     };
     edge.metrics.unavailable(cause);
     no_store(

@@ -69,6 +69,10 @@ pub struct Affiliate {
 pub struct Merchant {
     pub id: String,
     pub name: String,
+    /// Accept browser conversion pixels (`/p/conv`), which are unauthenticated.
+    /// Default: false.
+    #[serde(default)]
+    pub conversion_pixel: bool,
 }
 
 fn default_window_days() -> u32 {
@@ -195,6 +199,9 @@ pub struct Postback {
     pub triggers: Vec<Trigger>,
     /// HMAC-SHA256 signing secret (rotated by replacing it).
     pub secret: String,
+    /// When it was created: it fires only for events from then on, never for history.
+    #[serde(default)]
+    pub created_at_us: i64,
 }
 
 /// Any entity.
@@ -702,6 +709,7 @@ mod tests {
             Entity::Merchant(Merchant {
                 id: "m".into(),
                 name: "M".into(),
+                conversion_pixel: false,
             }),
             Entity::Affiliate(Affiliate {
                 id: "a".into(),

@@ -33,9 +33,14 @@ pub enum AppendError {
     /// The shard is not running (restarting, or stopped by shutdown).
     #[error("ingest shard unavailable")]
     Unavailable,
-    /// The journal refused or failed (disk full, I/O error, record too large).
+    /// The journal refused or failed (disk full, I/O error, record too large). Nothing
+    /// was written.
     #[error("journal: {0}")]
     Journal(String),
+    /// The record was written (it survives a process crash) but no sync has covered it
+    /// yet: syncs fail or the journal closed. [`IngestShards::wait_durable`] can wait again.
+    #[error("written but not yet durable")]
+    NotYetDurable { shard: usize, end: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +90,8 @@ impl IngestShards {
         payload: &[u8],
         durable: bool,
     ) -> Result<Appended, AppendError> {
-        let s = &self.shards[shard % self.shards.len()];
+        let shard = shard % self.shards.len();
+        let s = &self.shards[shard];
         if s.in_flight.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
             s.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(AppendError::Full);
@@ -100,13 +106,37 @@ impl IngestShards {
             (a, durable.then(|| w.partition()))
         };
         if let Some(p) = partition {
+            let not_yet = AppendError::NotYetDurable {
+                shard,
+                end: appended.end,
+            };
             match tokio::time::timeout(DURABLE_WAIT_DEFAULT, p.wait_durable(appended.end)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(AppendError::Journal(e.to_string())),
-                Err(_) => return Err(AppendError::Journal("durable sync timed out".into())),
+                Ok(Err(_)) | Err(_) => return Err(not_yet),
             }
         }
         Ok(appended)
+    }
+
+    /// Waits (bounded) until everything below `end` in `shard`'s partition is durable.
+    pub async fn wait_durable(&self, shard: usize, end: u64) -> bool {
+        let partition = {
+            let guard = self.shards[shard % self.shards.len()]
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(w) => w.partition(),
+                None => return false,
+            }
+        };
+        if partition.durable() >= end {
+            return true;
+        }
+        matches!(
+            tokio::time::timeout(DURABLE_WAIT_DEFAULT, partition.wait_durable(end)).await,
+            Ok(Ok(()))
+        )
     }
 }
 

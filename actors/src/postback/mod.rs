@@ -113,18 +113,24 @@ pub fn render(template: &str, values: &BTreeMap<&str, String>, encode: bool) -> 
 pub fn is_private(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
+            let o = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] == 0x64 && seg[1] == 0xff9b)
         }
     }
 }
@@ -176,10 +182,13 @@ fn deliveries_for(
     trigger: Trigger,
     affiliate: Option<&str>,
     values: &BTreeMap<&str, String>,
+    event_at_us: i64,
 ) -> Vec<Delivery> {
     let mut matching: Vec<&Postback> = postbacks
         .values()
         .filter(|p| p.triggers.contains(&trigger))
+        // A postback created later never receives history.
+        .filter(|p| p.created_at_us <= event_at_us)
         .filter(|p| p.affiliate_id.is_none() || p.affiliate_id.as_deref() == affiliate)
         .collect();
     matching.sort_by(|a, b| a.id.cmp(&b.id));
@@ -230,28 +239,34 @@ fn deliveries_of(
     rec: &clicktrail_storage::Record<'_>,
     clicks: Option<&crate::clicks::SharedClicks>,
 ) -> Vec<Delivery> {
-    let (trigger, affiliate, mut values) = if let Some(c) = rec.to_owned_event::<Conversion>() {
-        let mut v = conversion_values(&c, "pending");
-        // The click's sub-ids, while it is still in the recent-click index.
-        let subs = c.click_id.as_ref().and_then(|id| {
-            clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone()))
-        });
-        for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
-            v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
-        }
-        (Trigger::ConversionCreated, c.affiliate_id.clone(), v)
-    } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
-        // The reversed conversion's affiliate is not in the reversal record; only global
-        // postbacks see reversals until the ledger links them.
-        let mut v = BTreeMap::new();
-        v.insert("conversion_id", r.conversion_id.clone());
-        v.insert("amount", r.amount.amount_minor.to_string());
-        v.insert("currency", r.amount.currency.as_str().to_string());
-        v.insert("status", "reversed".to_string());
-        (Trigger::ConversionReversed, None, v)
-    } else {
-        return Vec::new();
-    };
+    let (trigger, affiliate, mut values, at_us) =
+        if let Some(c) = rec.to_owned_event::<Conversion>() {
+            let mut v = conversion_values(&c, "pending");
+            // The click's sub-ids, while it is still in the recent-click index.
+            let subs = c.click_id.as_ref().and_then(|id| {
+                clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone()))
+            });
+            for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
+                v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
+            }
+            (
+                Trigger::ConversionCreated,
+                c.affiliate_id.clone(),
+                v,
+                c.at_us,
+            )
+        } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
+            // The reversed conversion's affiliate is not in the reversal record; only global
+            // postbacks see reversals until the ledger links them.
+            let mut v = BTreeMap::new();
+            v.insert("conversion_id", r.conversion_id.clone());
+            v.insert("amount", r.amount.amount_minor.to_string());
+            v.insert("currency", r.amount.currency.as_str().to_string());
+            v.insert("status", "reversed".to_string());
+            (Trigger::ConversionReversed, None, v, r.at_us)
+        } else {
+            return Vec::new();
+        };
     values.insert("timestamp", (now_us() / 1_000_000).to_string());
     deliveries_for(
         postbacks,
@@ -260,6 +275,7 @@ fn deliveries_of(
         trigger,
         affiliate.as_deref(),
         &values,
+        at_us,
     )
 }
 
@@ -452,6 +468,13 @@ impl Engine {
     }
 
     fn enqueue(&mut self, mut d: Delivery, due: Instant) {
+        if self.queued.len() >= QUEUE_MAX {
+            log::error!(
+                "postbacks: queue full ({QUEUE_MAX}); dropping delivery {} until restart",
+                d.id
+            );
+            return;
+        }
         if let Some((n, first)) = self.attempts.get(&d.id) {
             d.attempts = *n;
             d.first_us = *first;
@@ -497,16 +520,26 @@ impl Engine {
                     let mut only = HashMap::new();
                     only.insert(p.id.clone(), p.clone());
                     let trigger = p.triggers[0];
-                    for mut d in
-                        deliveries_for(&only, 0, 0, trigger, p.affiliate_id.as_deref(), &values)
-                    {
+                    for mut d in deliveries_for(
+                        &only,
+                        0,
+                        0,
+                        trigger,
+                        p.affiliate_id.as_deref(),
+                        &values,
+                        i64::MAX,
+                    ) {
                         d.id = format!("dl_test_{:016x}", self.rng.u64(..));
                         d.source = None;
                         self.enqueue(d, Instant::now());
                     }
                 }
                 Command::Redeliver { delivery_id } => {
-                    if let Some(d) = self.rebuild(&delivery_id)? {
+                    if self.queued.values().any(|q| q.id == delivery_id) {
+                        continue; // already on its way
+                    }
+                    // A delivery that cannot be rebuilt (its input is gone) is skipped.
+                    if let Ok(Some(d)) = self.rebuild(&delivery_id) {
                         self.finished.remove(&delivery_id);
                         self.enqueue(d, Instant::now());
                     }
@@ -585,7 +618,8 @@ impl Engine {
             DeliveryOutcome::Delivered
         } else if o.refused {
             DeliveryOutcome::Refused
-        } else if permanent || age >= self.config.max_age {
+        } else if permanent || age >= self.config.max_age || o.delivery.id.starts_with("dl_test_") {
+            // Test deliveries are tried once.
             DeliveryOutcome::DeadLettered
         } else {
             DeliveryOutcome::Retrying
@@ -677,15 +711,20 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
                 break;
             }
         }
+        // A busy host's backlog waits a while rather than being re-sorted every turn.
         for d in deferred {
-            e.enqueue(d, now + Duration::from_millis(10));
+            e.enqueue(d, now + Duration::from_millis(100));
         }
-        let wait = e
-            .queue
-            .peek()
-            .map(|Reverse((due, _))| due.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_millis(200))
-            .min(Duration::from_millis(200));
+        // Saturated: nothing can be sent until an answer comes, so wait for one.
+        let wait = if e.in_flight >= e.config.concurrency {
+            Duration::from_millis(200)
+        } else {
+            e.queue
+                .peek()
+                .map(|Reverse((due, _))| due.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200))
+        };
         match done_rx.recv_timeout(wait) {
             Ok(o) => {
                 e.settle(o)?;
@@ -834,7 +873,11 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "0.0.0.0",
+            "0.1.2.3",
             "100.64.0.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "64:ff9b::a00:1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
