@@ -4,7 +4,7 @@
 
 mod common;
 
-use clicktrail_storage::schema::{Conversion, ConversionReversal, MatchKind};
+use clicktrail_storage::schema::{self, Conversion, ConversionReversalV2, MatchKind};
 use clicktrail_storage::{Journal, JournalConfig, RecordExt};
 use common::Server;
 use serde_json::{json, Value};
@@ -99,7 +99,7 @@ fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversal>) {
+fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversalV2>) {
     let j = Journal::open(data, JournalConfig::default()).unwrap();
     let (mut cs, mut rs) = (Vec::new(), Vec::new());
     for p in j
@@ -111,7 +111,7 @@ fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversal>) {
         while let Some(rec) = r.next().unwrap() {
             if let Some(c) = rec.to_owned_event::<Conversion>() {
                 cs.push(c);
-            } else if let Some(rv) = rec.to_owned_event::<ConversionReversal>() {
+            } else if let Some(rv) = schema::reversal(&rec) {
                 rs.push(rv);
             }
         }
@@ -392,10 +392,25 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
                 .unwrap_or(Value::Null),
         )
     };
-    let (s, v) = reverse(r#"{"reason":"refund","amount":"9.90","note":"one item back"}"#);
+    let first = r#"{"reason":"refund","amount":"9.90","note":"one item back","reversal_id":"r-1"}"#;
+    let (s, v) = reverse(first);
     assert_eq!(
         (s, v["remaining"].as_str(), v["status"].as_str()),
         (200, Some("40.00"), Some("partially-reversed"))
+    );
+    // The same reversal again (a retry): answered, nothing more reversed.
+    let (s, v) = reverse(first);
+    assert_eq!(
+        (s, v["remaining"].as_str(), v["duplicate"].as_bool()),
+        (200, Some("40.00"), Some(true))
+    );
+    assert_eq!(
+        reverse(r#"{"reason":"refund","amount":"5.00","reversal_id":"r-1"}"#).0,
+        409
+    );
+    assert_eq!(
+        reverse(r#"{"reason":"refund","reversal_id":"bad id!"}"#).0,
+        400
     );
     assert_eq!(reverse(r#"{"reason":"refund","amount":"40.01"}"#).0, 422);
     assert_eq!(reverse(r#"{"reason":"gift"}"#).0, 400);
@@ -432,6 +447,17 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
     let (s, v) = post(&agent(), server.addr, Some(M1), &body);
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
     assert_eq!(post(&agent(), server.addr, Some(M1), &changed).0, 409);
+    let mut r = agent()
+        .post(format!(
+            "http://{}/api/v1/conversions/{conversion_id}/reverse",
+            server.addr
+        ))
+        .header("authorization", &format!("Bearer {M1}"))
+        .send(first)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["duplicate"], true, "reversal ids survive a restart: {v}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
 use clicktrail_actors::clicks::SharedClicks;
 use clicktrail_actors::ingest::{AppendError, IngestShards};
 use clicktrail_storage::schema::{
-    Conversion, ConversionReversal, Currency, MatchKind, Money, Pair, ReversalReason,
+    Conversion, ConversionReversalV2, Currency, MatchKind, Money, Pair, ReversalReason,
 };
 use clicktrail_storage::{Event, Journal, RecordExt};
 use hmac::{Hmac, Mac};
@@ -98,6 +98,8 @@ struct Entry {
     answer: Value,
     amount: Money,
     reversed_minor: i64,
+    /// Reversals by their idempotency id: (amount in minor units, reason).
+    reversals: HashMap<String, (i64, ReversalReason)>,
 }
 
 /// The idempotency index: (merchant, order id) -> entry, and conversion id -> key.
@@ -285,7 +287,7 @@ impl Conversions {
         fingerprint_window: std::time::Duration,
     ) -> clicktrail_storage::Result<Conversions> {
         let mut index = Index::default();
-        let mut reversals: Vec<(String, i64)> = Vec::new();
+        let mut reversals: Vec<ConversionReversalV2> = Vec::new();
         for p in journal
             .partitions()
             .iter()
@@ -305,20 +307,22 @@ impl Conversions {
                             answer: answer(&c, "pending"),
                             amount: c.amount,
                             reversed_minor: 0,
+                            reversals: HashMap::new(),
                         },
                     );
-                } else if let Some(rv) = rec.event::<ConversionReversal>() {
-                    reversals.push((
-                        rv.conversion_id.to_string(),
-                        rv.amount.amount_minor.to_native(),
-                    ));
+                } else if let Some(rv) = clicktrail_storage::schema::reversal(&rec) {
+                    reversals.push(rv);
                 }
             }
         }
-        for (id, minor) in reversals {
-            if let Some(key) = index.by_id.get(&id).cloned() {
+        for rv in reversals {
+            if let Some(key) = index.by_id.get(&rv.conversion_id).cloned() {
                 if let Some(e) = index.by_order.get_mut(&key) {
-                    e.reversed_minor += minor;
+                    e.reversed_minor += rv.amount.amount_minor;
+                    if !rv.reversal_id.is_empty() {
+                        e.reversals
+                            .insert(rv.reversal_id, (rv.amount.amount_minor, rv.reason));
+                    }
                 }
             }
         }
@@ -571,6 +575,7 @@ impl Conversions {
                     answer: answer(&c, "pending"),
                     amount: c.amount,
                     reversed_minor: 0,
+                    reversals: HashMap::new(),
                 },
             );
         }
@@ -612,6 +617,16 @@ impl Conversions {
         });
         task.await
             .unwrap_or_else(|_| unavailable("conversion task failed"))
+    }
+}
+
+/// The amount a replayed reversal is compared with: the one it names, or (when it named
+/// none, meaning "all that was left") the amount the first one reversed.
+fn amount_for_replay(named: bool, amount: i64, done: i64) -> i64 {
+    if named {
+        amount
+    } else {
+        done
     }
 }
 
@@ -826,6 +841,9 @@ struct ReverseRequest {
     /// Part of the amount; the whole remaining amount when absent.
     amount: Option<String>,
     note: Option<String>,
+    /// Idempotency key (1-64 of [A-Za-z0-9_.-]): the same id again answers the first
+    /// reversal and reverses nothing more. Without one a retry reverses again.
+    reversal_id: Option<String>,
 }
 
 async fn reverse(
@@ -849,6 +867,16 @@ async fn reverse(
             "note: at most 500 printable characters",
         );
     }
+    if r.reversal_id.as_deref().is_some_and(|id| !valid_id(id)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reversal_id must be 1-64 of [A-Za-z0-9_.-]",
+        );
+    }
+    let reversal_id = r
+        .reversal_id
+        .clone()
+        .unwrap_or_else(|| format!("rv_{:016x}", fastrand::u64(..)));
     let id = path.into_inner();
     // Reserve the reversal under the lock so two concurrent ones cannot exceed the amount.
     let (rev, key) = {
@@ -880,6 +908,30 @@ async fn reverse(
                 )
             }
         };
+        if let Some((done_amount, done_reason)) = e.reversals.get(&reversal_id) {
+            let same_reason = match done_reason {
+                ReversalReason::Refund | ReversalReason::PartialRefund => r.reason == "refund",
+                ReversalReason::Chargeback => r.reason == "chargeback",
+                ReversalReason::Rejected => r.reason == "rejected",
+            };
+            if !same_reason
+                || amount_for_replay(r.amount.is_some(), amount, *done_amount) != *done_amount
+            {
+                return error(
+                    StatusCode::CONFLICT,
+                    "reversal_id already used with different data",
+                );
+            }
+            let left = e.amount.amount_minor - e.reversed_minor;
+            return HttpResponse::Ok().json(json!({
+                "conversion_id": id,
+                "reversal_id": reversal_id,
+                "reversed": amount::format(&Money { amount_minor: *done_amount, currency: e.amount.currency }),
+                "remaining": amount::format(&Money { amount_minor: left, currency: e.amount.currency }),
+                "status": if left == 0 { "reversed" } else { "partially-reversed" },
+                "duplicate": true,
+            }));
+        }
         if remaining <= 0 {
             return error(StatusCode::CONFLICT, "conversion already fully reversed");
         }
@@ -890,7 +942,8 @@ async fn reverse(
             );
         }
         e.reversed_minor += amount;
-        let rev = ConversionReversal {
+        e.reversals.insert(reversal_id.clone(), (amount, reason));
+        let rev = ConversionReversalV2 {
             at_us: now_us(),
             conversion_id: id.clone(),
             reason,
@@ -900,6 +953,7 @@ async fn reverse(
             },
             actor: merchant.clone(),
             note,
+            reversal_id: reversal_id.clone(),
         };
         (rev, key)
     };
@@ -908,8 +962,8 @@ async fn reverse(
         .ingest
         .append(
             digest(&[&id]) as usize,
-            ConversionReversal::KIND as u16,
-            ConversionReversal::VERSION,
+            ConversionReversalV2::KIND as u16,
+            ConversionReversalV2::VERSION,
             &payload,
             true,
         )
@@ -921,6 +975,7 @@ async fn reverse(
             let left = e.amount.amount_minor - e.reversed_minor;
             HttpResponse::Ok().json(json!({
                 "conversion_id": id,
+                "reversal_id": reversal_id,
                 "reversed": amount::format(&rev.amount),
                 "remaining": amount::format(&Money { amount_minor: left, currency: e.amount.currency }),
                 "status": if left == 0 { "reversed" } else { "partially-reversed" },
@@ -931,6 +986,7 @@ async fn reverse(
             // its amount stays reserved. Anything else wrote nothing: give it back.
             if !matches!(err, AppendError::NotYetDurable { .. }) {
                 e.reversed_minor -= rev.amount.amount_minor;
+                e.reversals.remove(&reversal_id);
             }
             unavailable(&err.to_string())
         }

@@ -217,6 +217,41 @@ pub struct ConversionReversal {
     pub note: String,
 }
 
+/// A refund, chargeback or rejection of a conversion, v2: v1 plus the merchant's
+/// `reversal_id`, the idempotency key of reversals (a retried reversal is applied once).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConversionReversalV2 {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub reason: ReversalReason,
+    pub amount: Money,
+    pub actor: String,
+    pub note: String,
+    /// Unique per conversion; chosen by the merchant (or generated when it sends none).
+    pub reversal_id: String,
+}
+
+impl From<ConversionReversal> for ConversionReversalV2 {
+    fn from(v1: ConversionReversal) -> Self {
+        ConversionReversalV2 {
+            at_us: v1.at_us,
+            conversion_id: v1.conversion_id,
+            reason: v1.reason,
+            amount: v1.amount,
+            actor: v1.actor,
+            note: v1.note,
+            reversal_id: String::new(),
+        }
+    }
+}
+
+/// A reversal record of any version, as the current (v2) struct.
+pub fn reversal(rec: &Record<'_>) -> Option<ConversionReversalV2> {
+    rec.to_owned_event::<ConversionReversalV2>()
+        .or_else(|| rec.to_owned_event::<ConversionReversal>().map(Into::into))
+}
+
 /// What the fraud scorer decided.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -405,6 +440,7 @@ events! {
     Impression => Impression, 1;
     Conversion => Conversion, 1;
     ConversionReversal => ConversionReversal, 1;
+    ConversionReversalV2 => ConversionReversal, 2;
     FraudVerdict => FraudVerdict, 1;
     Attribution => Attribution, 1;
     LedgerEntry => LedgerEntry, 1;
@@ -547,6 +583,13 @@ pub mod samples {
             match_kind: MatchKind::ClickId,
             match_confidence_ppm: 1_000_000,
             metadata: vec![pair("coupon", "WINTER")],
+        }
+    }
+
+    pub fn reversal_v2() -> ConversionReversalV2 {
+        ConversionReversalV2 {
+            reversal_id: "refund-17".into(),
+            ..reversal().into()
         }
     }
 

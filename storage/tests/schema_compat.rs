@@ -114,3 +114,45 @@ fn v1_records_still_read() {
     );
     j.close().unwrap();
 }
+
+/// Schema v2 records (ConversionReversal v2 adds `reversal_id`) in `tests/fixtures/v2`,
+/// written once with `CLICKTRAIL_WRITE_FIXTURES_V2=1`; v1 reversals read as v2 with an
+/// empty id.
+#[test]
+fn v2_records_still_read_and_v1_reversals_upgrade() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2");
+    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V2").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), config()).unwrap();
+        let mut w = j.partition("events").unwrap().writer().unwrap();
+        w.append_event(None, &samples::reversal_v2()).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(tmp.path(), &dir);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&dir, tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let rec = r.next().unwrap().unwrap();
+    assert_eq!(
+        (rec.kind, rec.version),
+        (Kind::ConversionReversal as u16, 2)
+    );
+    assert_eq!(schema::reversal(&rec), Some(samples::reversal_v2()));
+    j.close().unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_dir(), tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let mut upgraded = None;
+    while let Some(rec) = r.next().unwrap() {
+        upgraded = upgraded.or(schema::reversal(&rec));
+    }
+    let v1 = upgraded.expect("the v1 fixture has a reversal");
+    assert_eq!(v1.reversal_id, "");
+    assert_eq!(v1.amount, samples::reversal().amount);
+    j.close().unwrap();
+}

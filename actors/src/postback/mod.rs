@@ -20,9 +20,7 @@
 use crate::catalog::{EntityStore, Method, Postback, Trigger};
 use crate::supervisor::{ChildCtx, Stop};
 use actix::prelude::*;
-use clicktrail_storage::schema::{
-    Conversion, ConversionReversal, DeliveryOutcome, PostbackAttempt,
-};
+use clicktrail_storage::schema::{Conversion, DeliveryOutcome, PostbackAttempt};
 use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -255,7 +253,7 @@ fn deliveries_of(
                 v,
                 c.at_us,
             )
-        } else if let Some(r) = rec.to_owned_event::<ConversionReversal>() {
+        } else if let Some(r) = clicktrail_storage::schema::reversal(rec) {
             // The reversed conversion's affiliate is not in the reversal record; only global
             // postbacks see reversals until the ledger links them.
             let mut v = BTreeMap::new();
