@@ -6,7 +6,7 @@ mod common;
 
 use clicktrail_storage::schema::{self, Conversion, ConversionReversalV2, MatchKind};
 use clicktrail_storage::{Journal, JournalConfig, RecordExt};
-use common::Server;
+use common::{agent, Server};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,14 +63,6 @@ key = "{PARTNER}"
     let p = dir.join("c.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 fn click(a: &ureq::Agent, addr: SocketAddr) -> String {

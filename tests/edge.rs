@@ -7,7 +7,7 @@ mod common;
 
 use clicktrail_storage::schema::{Click, Impression};
 use clicktrail_storage::{Journal, JournalConfig, RecordExt};
-use common::{get, Server};
+use common::{agent, get, Server};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -137,14 +137,6 @@ fn start(queue_max: usize) -> Fixture {
         data,
         server,
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 struct Reply {

@@ -7,7 +7,7 @@ mod common;
 
 use clicktrail_storage::schema::{DeliveryOutcome, PostbackAttempt};
 use clicktrail_storage::{Journal, JournalConfig, RecordExt};
-use common::Server;
+use common::{agent, Server};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -188,14 +188,6 @@ key = "{ADMIN}"
     let p = dir.join("c.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 fn post_json(a: &ureq::Agent, url: String, key: &str, body: Value) -> (u16, Value) {

@@ -103,3 +103,12 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// An HTTP client that shows redirects and error statuses instead of acting on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
