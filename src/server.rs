@@ -114,6 +114,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(edge.clone())
             .app_data(api.clone())
             .app_data(conversions.clone())
+            // The tracking paths first, as static prefixes: actix tries services in order
+            // and the API's `{param}` routes cost a regex match each per request.
+            .service(web::scope("/c").default_service(web::to(crate::edge::click)))
+            .service(web::scope("/i").default_service(web::to(crate::edge::impression)))
             .configure(routes)
             .configure(crate::convert::routes)
             .configure(crate::api::routes)

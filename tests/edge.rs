@@ -361,6 +361,11 @@ fn clicks_redirect_set_cookies_and_are_journaled_exactly() {
         ("/c/L1?sub2=a%0D%0ASet-Cookie:%20x=1".into(), vec![], 400),
         (format!("/c/L1?sub4={}", "z".repeat(300)), vec![], 400),
         ("/i/nope".into(), vec![], 404),
+        // The tracking scopes match whole segments only.
+        ("/c".into(), vec![], 404),
+        ("/c/".into(), vec![], 404),
+        ("/cL1".into(), vec![], 404),
+        ("/c/L1/extra".into(), vec![], 404),
     ];
     for (path, headers, want) in &cases {
         let r = call(&a, addr, path, headers);

@@ -43,9 +43,9 @@ pub fn with_params(base: &Url, params: &[(&str, &str)]) -> String {
     }
     for (n, v) in params {
         out.push(sep);
-        out.extend(url::form_urlencoded::byte_serialize(n.as_bytes()));
+        push_encoded(&mut out, n);
         out.push('=');
-        out.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+        push_encoded(&mut out, v);
         sep = '&';
     }
     if let Some(f) = base.fragment() {
@@ -53,6 +53,19 @@ pub fn with_params(base: &Url, params: &[(&str, &str)]) -> String {
         out.push_str(f);
     }
     out
+}
+
+/// `s` form-urlencoded onto `out`; the common case (a click id, plain utm values) has
+/// nothing to encode and is copied as is.
+fn push_encoded(out: &mut String, s: &str) {
+    let plain = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*'));
+    if plain {
+        out.push_str(s);
+    } else {
+        out.extend(url::form_urlencoded::byte_serialize(s.as_bytes()));
+    }
 }
 
 #[cfg(test)]
