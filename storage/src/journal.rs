@@ -8,7 +8,7 @@
 //!     consumers                                "<name> <position>" lines, for retention
 //! ```
 
-use crate::partition::{list_segments, scan_segment, Partition, SegmentReport};
+use crate::partition::{list_segments, scan_segment_with, Partition, SegmentReport};
 use crate::segment::Segment;
 use crate::{Error, JournalConfig, Result};
 use std::fs::File;
@@ -298,6 +298,16 @@ impl PartitionReport {
 /// Frames are checked against the hard ceiling on record size, not a configured limit, so a
 /// record written under a larger limit than today's is not called corrupt.
 pub fn scan(data_dir: &Path) -> Result<Vec<PartitionReport>> {
+    scan_records(data_dir, &mut |_, _| {})
+}
+
+/// [`scan`], handing every valid record (with its partition's name) to `visit`, partition
+/// by partition, in offset order. Read-only and lock-free like [`scan`]: tools use it to
+/// check what a journal holds (the load generator's verification mode).
+pub fn scan_records(
+    data_dir: &Path,
+    visit: &mut dyn FnMut(&str, &crate::Record<'_>),
+) -> Result<Vec<PartitionReport>> {
     let root = data_dir.join("journal");
     let mut out = Vec::new();
     for (id, name, dir) in list_partitions(&root)? {
@@ -324,7 +334,12 @@ pub fn scan(data_dir: &Path) -> Result<Vec<PartitionReport>> {
                             format!("starts at {base}, previous segment ends at {expected:?}"),
                         ));
                     }
-                    let r = scan_segment(&seg, crate::config::RECORD_SIZE_MAX_CEILING);
+                    let name = report.name.clone();
+                    let r = scan_segment_with(
+                        &seg,
+                        crate::config::RECORD_SIZE_MAX_CEILING,
+                        &mut |rec| visit(&name, rec),
+                    );
                     expected = Some(r.end);
                     report.segments.push(r);
                 }

@@ -24,7 +24,7 @@ pub mod segment;
 pub use config::JournalConfig;
 pub use error::{Error, Result};
 pub use frame::Source;
-pub use journal::{scan, Journal, PartitionReport, DURABLE_WAIT_DEFAULT};
+pub use journal::{scan, scan_records, Journal, PartitionReport, DURABLE_WAIT_DEFAULT};
 pub use partition::{
     Appended, Consumer, DataWait, DurableWait, Partition, Reader, Record, SegmentReport, Writer,
 };

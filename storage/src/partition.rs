@@ -98,6 +98,15 @@ pub struct SegmentReport {
 
 /// Scans the frames of one segment. Pure reading; never panics on any bytes.
 pub(crate) fn scan_segment(seg: &Segment, record_size_max: usize) -> SegmentReport {
+    scan_segment_with(seg, record_size_max, &mut |_| {})
+}
+
+/// [`scan_segment`], handing every valid record to `visit` in order.
+pub(crate) fn scan_segment_with(
+    seg: &Segment,
+    record_size_max: usize,
+    visit: &mut dyn FnMut(&Record<'_>),
+) -> SegmentReport {
     let cap = seg.capacity();
     // SAFETY: recovery and tools scan before any writer exists (or on a read-only map).
     let data = unsafe { seg.data(0, cap) };
@@ -116,6 +125,14 @@ pub(crate) fn scan_segment(seg: &Segment, record_size_max: usize) -> SegmentRepo
                 }
                 *kinds.entry(f.kind).or_insert(0) += 1;
                 records += 1;
+                visit(&Record {
+                    offset: seg.base + pos as u64,
+                    next: seg.base + (pos + total) as u64,
+                    kind: f.kind,
+                    version: f.version,
+                    source: f.source,
+                    payload: f.payload,
+                });
                 pos += total;
             }
             Probe::End => break None,
