@@ -54,6 +54,9 @@ pub struct Plan {
     pub scenario: Scenario,
     pub links: Vec<String>,
     pub seed: u64,
+    /// Part of every order and reversal id, so runs with the same seed do not collide
+    /// with each other's idempotency keys (default: the start time in milliseconds).
+    pub run_id: String,
     /// Keep the ids of acknowledged events for the journal check.
     pub keep_acks: bool,
 }
@@ -117,6 +120,8 @@ pub struct Recorded {
     pub dropped: u64,
     /// Responses recorded (after the warm-up).
     pub recorded: u64,
+    /// Seconds from the start of the last recorded response.
+    pub last_recorded: f64,
     pub acks: Acks,
 }
 
@@ -133,6 +138,7 @@ impl Recorded {
             late: 0,
             dropped: 0,
             recorded: 0,
+            last_recorded: 0.0,
             acks: Acks::default(),
         }
     }
@@ -166,6 +172,7 @@ impl Recorded {
         self.late += o.late;
         self.dropped += o.dropped;
         self.recorded += o.recorded;
+        self.last_recorded = self.last_recorded.max(o.last_recorded);
         self.acks.clicks.extend(o.acks.clicks);
         self.acks.impressions += o.acks.impressions;
         self.acks.conversions.extend(o.acks.conversions);
@@ -229,12 +236,6 @@ impl TimerFd {
         };
         // SAFETY: valid fd and spec.
         unsafe { libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-    }
-
-    fn clear(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into buf; EAGAIN when not expired is fine.
-        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
     }
 }
 
@@ -412,7 +413,7 @@ impl Thread<'_> {
             }
             for ev in events.iter() {
                 if ev.token() == TIMER {
-                    timer.clear();
+                    // Edge-triggered, and re-arming resets the expiry count: no read needed.
                     continue;
                 }
                 let c = ev.token().0;
@@ -458,8 +459,8 @@ impl Thread<'_> {
     fn next_id(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!(
-            "lt{}-{}-t{}-{}",
-            prefix, self.plan.seed, self.index, self.counter
+            "lt{}-{}-{}-t{}-{}",
+            prefix, self.plan.run_id, self.plan.seed, self.index, self.counter
         )
     }
 
@@ -569,6 +570,12 @@ impl Thread<'_> {
                     if !self.parse(c) {
                         return;
                     }
+                    // Answered and idle: nothing more is due on this connection (no
+                    // pipelining), so skip the read that would only say EAGAIN. Anything
+                    // the server sends unasked arrives as a new edge and is an error then.
+                    if self.conns[c].inflight.is_none() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -623,6 +630,7 @@ impl Thread<'_> {
                     .map_or(0, |s| s.segment_at(f.intended));
                 self.rec.phases[phase].saturating_record(corrected);
                 self.rec.recorded += 1;
+                self.rec.last_recorded = now.duration_since(self.start).as_secs_f64();
                 if let Ok(mut h) = self.live.latency.lock() {
                     h.saturating_record(corrected);
                 }

@@ -39,6 +39,8 @@ options:
                       (default clicks)
   --setup             create the scenario's [setup] affiliates and links first
   --seed N            random seed; the same seed sends the same requests (default 1)
+  --run-id ID         part of every order/reversal id (default: start time in ms), so
+                      repeated runs are new conversions, not replays; fix it to replay
   --timeout D         a request unanswered this long is an error (default 5s)
   --late-after D      a send this far behind its intended time counts as late (default 1ms)
   --json PATH         write the JSON summary
@@ -63,6 +65,7 @@ struct Args {
     scenario: String,
     setup: bool,
     seed: u64,
+    run_id: Option<String>,
     timeout: Duration,
     late_after: Duration,
     json: Option<PathBuf>,
@@ -115,6 +118,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         scenario: "clicks".into(),
         setup: false,
         seed: 1,
+        run_id: None,
         timeout: Duration::from_secs(5),
         late_after: Duration::from_millis(1),
         json: None,
@@ -149,6 +153,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--scenario" => a.scenario = val()?,
             "--setup" => a.setup = true,
             "--seed" => a.seed = val()?.parse().map_err(|_| "bad --seed")?,
+            "--run-id" => {
+                let v = val()?;
+                if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err("--run-id: 1-20 letters or digits".into());
+                }
+                a.run_id = Some(v);
+            }
             "--timeout" => a.timeout = Duration::from_secs_f64(parse_secs(&val()?)?),
             "--late-after" => a.late_after = Duration::from_secs_f64(parse_secs(&val()?)?),
             "--json" => a.json = Some(val()?.into()),
@@ -338,6 +349,12 @@ fn main() {
         scenario,
         links,
         seed: args.seed,
+        run_id: args.run_id.clone().unwrap_or_else(|| {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            ms.to_string()
+        }),
         keep_acks: args.verify.is_some(),
     };
     let live = Live::default();

@@ -135,8 +135,13 @@ impl Summary<'_> {
         self.rec.errors.values().sum()
     }
 
+    /// Recorded responses per second, over the measured time or, when answers for it came
+    /// in later (a backlog drained after the schedule ended), until the last one.
     pub fn achieved_rate(&self) -> f64 {
-        self.rec.recorded as f64 / self.measured_secs.max(1e-9)
+        let span = self
+            .measured_secs
+            .max(self.rec.last_recorded - self.plan.warmup);
+        self.rec.recorded as f64 / span.max(1e-9)
     }
 
     pub fn table(&self) -> String {
@@ -178,8 +183,8 @@ impl Summary<'_> {
         }
         let _ = writeln!(
             out,
-            "sent {} · answered {} · recorded {} in {:.1}s = {:.0}/s · errors {} · late {} (> {:?} behind schedule) · dropped {}",
-            self.rec.sent, self.rec.completed, self.rec.recorded, self.measured_secs, self.achieved_rate(), self.errors(), self.rec.late, p.late_after, self.rec.dropped
+            "sent {} · answered {} · recorded {} in {:.1}s = {:.0}/s achieved · errors {} · late {} (> {:?} behind schedule) · dropped {}",
+            self.rec.sent, self.rec.completed, self.rec.recorded, self.measured_secs.max(self.rec.last_recorded - p.warmup), self.achieved_rate(), self.errors(), self.rec.late, p.late_after, self.rec.dropped
         );
         let status: Vec<String> = self
             .rec
@@ -284,6 +289,7 @@ impl Summary<'_> {
             "connections": p.connections,
             "threads": p.threads,
             "seed": p.seed,
+            "run_id": p.run_id,
             "warmup_s": p.warmup,
             "elapsed_s": self.elapsed_secs,
             "measured_s": self.measured_secs,

@@ -512,3 +512,57 @@ fn lowering_record_size_max_keeps_larger_old_records() {
     drop(w);
     journal.close().unwrap();
 }
+
+#[test]
+fn background_syncs_stop_at_a_record_before_the_page_being_written_then_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        flush_interval: Duration::from_millis(1),
+        background_sync_interval: Duration::from_millis(5),
+        ..small_config()
+    };
+    let journal = Journal::open(dir.path(), config).unwrap();
+    let part = journal.partition("p").unwrap();
+    let mut w = part.writer().unwrap();
+    let mut ends = vec![0u64];
+    let page = 4096u64;
+    let mut rng = fastrand::Rng::with_seed(11);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut saw_partial = false;
+    // Appends keep the tail moving; every durable offset seen must be a record boundary,
+    // and while the writer is busy it stays at or below the page being written.
+    while std::time::Instant::now() < deadline && ends.len() < 3000 {
+        let len = rng.usize(1..300);
+        w.append(TEST_KIND, 1, None, &vec![3u8; len]).unwrap();
+        ends.push(part.end());
+        let durable = part.durable();
+        assert!(
+            ends.binary_search(&durable).is_ok(),
+            "durable {durable} is not a record boundary"
+        );
+        if durable < part.end() && durable / page < part.end() / page {
+            saw_partial = true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(part.durable() > 0, "background syncs ran");
+    assert!(
+        saw_partial,
+        "some background sync stopped short of the tail"
+    );
+    // Idle: the next background syncs take the tail too.
+    let end = part.end();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while part.durable() < end && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(part.durable(), end, "an idle tail becomes durable");
+    let mut r = part.reader().unwrap().durable_only();
+    let mut n = 0;
+    while r.next().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, ends.len() - 1);
+    drop(w);
+    journal.close().unwrap();
+}
