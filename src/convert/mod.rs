@@ -444,7 +444,7 @@ impl Conversions {
             }
             None if fingerprint_match.is_some() => {
                 let (click, campaign) = fingerprint_match.take().expect("checked");
-                matched_click = Some(click.click_id.clone());
+                matched_click = Some(click.click_id.to_string());
                 (campaign, Some(click.affiliate_id), MatchKind::Fingerprint)
             }
             None => {

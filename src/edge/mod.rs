@@ -272,8 +272,10 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         .then(|| request::fingerprint(&edge.fingerprint_key, ip, &[&user_agent, &accept_language]));
     let stored_ip = match (minimal, edge.tracking.ip_truncation) {
         (true, _) => String::new(),
-        (false, IpTruncation::Partial) => request::truncate_ip(ip).to_string(),
-        (false, IpTruncation::None) => ip.to_string(),
+        (false, IpTruncation::Partial) => request::IpText::default()
+            .format(request::truncate_ip(ip))
+            .to_string(),
+        (false, IpTruncation::None) => request::IpText::default().format(ip).to_string(),
     };
     // Every Cookie header, whole (HTTP/2 may split cookies over several headers).
     let existing_visitor = headers
@@ -408,7 +410,13 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
 }
 
 fn archive<E: Event>(e: &E) -> rkyv::util::AlignedVec {
-    clicktrail_actors::Output::event(e).payload
+    // Sized for a click with browser headers up front: growing from empty reallocated
+    // several times per click.
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
+        e,
+        rkyv::util::AlignedVec::with_capacity(1024),
+    )
+    .expect("archiving an in-memory event into a Vec cannot fail")
 }
 
 fn pixel() -> HttpResponse {

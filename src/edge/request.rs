@@ -262,6 +262,40 @@ pub fn truncate_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An IP address's text without `fmt` (which showed in the click profile): the same bytes
+/// as `Display`, formatted into a stack buffer.
+#[derive(Debug, Default)]
+pub struct IpText {
+    buf: [u8; 16],
+    len: usize,
+    long: String,
+}
+
+impl IpText {
+    pub fn format(&mut self, ip: IpAddr) -> &str {
+        match ip {
+            IpAddr::V4(v4) => {
+                self.len = 0;
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf[self.len] = b'.';
+                        self.len += 1;
+                    }
+                    let mut d = itoa::Buffer::new();
+                    let t = d.format(o).as_bytes();
+                    self.buf[self.len..self.len + t.len()].copy_from_slice(t);
+                    self.len += t.len();
+                }
+                std::str::from_utf8(&self.buf[..self.len]).expect("ASCII digits and dots")
+            }
+            IpAddr::V6(_) => {
+                self.long = ip.to_string();
+                &self.long
+            }
+        }
+    }
+}
+
 /// The value of cookie `name` in a `Cookie` header, if present.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|kv| {
@@ -301,7 +335,8 @@ pub fn fingerprint_key(click_id_key: &str) -> Hmac<Sha256> {
 /// bits. Keyed, so it cannot be recomputed from the stored fields.
 pub fn fingerprint(key: &Hmac<Sha256>, ip: IpAddr, parts: &[&str]) -> u64 {
     let mut mac = key.clone();
-    mac.update(ip.to_string().as_bytes());
+    let mut buf = IpText::default();
+    mac.update(buf.format(ip).as_bytes());
     for p in parts {
         mac.update(b"\n");
         mac.update(p.as_bytes());
@@ -312,6 +347,26 @@ pub fn fingerprint(key: &Hmac<Sha256>, ip: IpAddr, parts: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        let mut t = IpText::default();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..10_000 {
+            let v4 = IpAddr::V4(rng.u32(..).into());
+            assert_eq!(t.format(v4), v4.to_string());
+        }
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(t.format(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn parses_subs_deep_link_and_utm() {

@@ -450,7 +450,7 @@ impl Partition {
         while pos < floor {
             // SAFETY: [pos, limit) is below the published end.
             let buf = unsafe { seg.data(pos as usize, limit) };
-            match frame::probe(buf, crate::config::RECORD_SIZE_MAX_CEILING) {
+            match frame::probe_published(buf, crate::config::RECORD_SIZE_MAX_CEILING) {
                 Probe::Frame(total) if pos + total as u64 <= floor => pos += total as u64,
                 _ => break,
             }
@@ -862,7 +862,7 @@ impl Reader {
             let limit = ((end - self.seg.base) as usize).min(self.seg.capacity());
             // SAFETY: [pos, limit) is below the published end.
             let buf = unsafe { self.seg.data(self.pos.min(limit), limit) };
-            match frame::probe(buf, record_size_max) {
+            match frame::probe_published(buf, record_size_max) {
                 Probe::Frame(total) => break (self.pos, total),
                 Probe::End => self.enter_next_segment()?,
                 Probe::Corrupt(why) => {

@@ -488,11 +488,14 @@ impl<'a> RecordExt<'a> for Record<'a> {
         if self.kind != E::KIND as u16 || self.version != E::VERSION {
             return None;
         }
-        // SAFETY: the frame passed its CRC check, so these are exactly the bytes our writer
-        // archived for this kind and version (`append_event` is the only typed writer), in
-        // a buffer aligned to 8 (frames are 8-aligned in a page-aligned mapping and every
-        // archived type's alignment is at most 8, asserted above). Recovery additionally
-        // validated every payload with bytecheck when the journal was opened.
+        // SAFETY: a record reaches here either from a reader of an opened journal (recovery
+        // checked the CRC and validated the payload with bytecheck of everything on disk;
+        // later records were published by our writer only once written whole) or from a
+        // tool's scan, which checks the CRC and validates before handing records out. So
+        // these are exactly the bytes our writer archived for this kind and version
+        // (`append_event` is the only typed writer), in a buffer aligned to 8 (frames are
+        // 8-aligned in a page-aligned mapping and every archived type's alignment is at
+        // most 8, asserted above).
         Some(unsafe { rkyv::access_unchecked::<rkyv::Archived<E>>(self.payload) })
     }
 

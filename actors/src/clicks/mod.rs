@@ -18,7 +18,8 @@ pub const CLICKS_MAX: usize = 200_000;
 /// What a conversion or postback needs of a click.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClickInfo {
-    pub click_id: String,
+    /// Shared with the index's own maps (one allocation per click, not three).
+    pub click_id: Arc<str>,
     pub at_us: i64,
     pub affiliate_id: String,
     pub campaign_id: String,
@@ -29,11 +30,11 @@ pub struct ClickInfo {
 #[derive(Debug)]
 pub struct RecentClicks {
     capacity: usize,
-    by_id: HashMap<String, ClickInfo>,
+    by_id: HashMap<Arc<str>, ClickInfo>,
     /// Latest click per fingerprint: (click id, time).
-    by_fingerprint: HashMap<u64, (String, i64)>,
+    by_fingerprint: HashMap<u64, (Arc<str>, i64)>,
     /// Insertion order, for eviction: (click id, fingerprint).
-    order: VecDeque<(String, Option<u64>)>,
+    order: VecDeque<(Arc<str>, Option<u64>)>,
 }
 
 impl RecentClicks {
@@ -128,11 +129,11 @@ impl Processor for ClickIndexer {
             return Ok(());
         };
         let info = ClickInfo {
-            click_id: c.click_id.to_string(),
+            click_id: c.click_id.as_str().into(),
             at_us: c.at_us.to_native(),
-            affiliate_id: c.affiliate_id.to_string(),
-            campaign_id: c.campaign_id.to_string(),
-            sub_ids: c.sub_ids.iter().map(|s| s.to_string()).collect(),
+            affiliate_id: c.affiliate_id.as_str().to_string(),
+            campaign_id: c.campaign_id.as_str().to_string(),
+            sub_ids: c.sub_ids.iter().map(|s| s.as_str().to_string()).collect(),
         };
         let fp = if c.opted_out {
             None
@@ -164,13 +165,13 @@ mod tests {
         r.insert(info("c1", 100), Some(7));
         r.insert(info("c2", 200), Some(7));
         r.insert(info("c3", 300), None);
-        assert_eq!(r.by_fingerprint(7, 150).unwrap().click_id, "c2");
+        assert_eq!(&*r.by_fingerprint(7, 150).unwrap().click_id, "c2");
         assert!(r.by_fingerprint(7, 250).is_none(), "outside the window");
         assert!(r.by_fingerprint(8, 0).is_none());
         r.insert(info("c4", 400), Some(9));
         assert_eq!(r.len(), 3, "bounded");
         assert!(r.get("c1").is_none(), "oldest evicted");
-        assert_eq!(r.by_fingerprint(7, 0).unwrap().click_id, "c2");
+        assert_eq!(&*r.by_fingerprint(7, 0).unwrap().click_id, "c2");
         r.insert(info("c5", 500), None);
         assert!(
             r.by_fingerprint(7, 0).is_none(),

@@ -115,6 +115,14 @@ pub enum Dimension {
 }
 
 impl Dimension {
+    fn index(self) -> usize {
+        match self {
+            Dimension::Affiliate => 0,
+            Dimension::Campaign => 1,
+            Dimension::Sub(i) => 2 + (i as usize).min(4),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Dimension> {
         Some(match s {
             "affiliate" => Dimension::Affiliate,
@@ -133,7 +141,8 @@ impl Dimension {
 /// partner can be shown only its own numbers. Nested maps so a lookup needs no allocation.
 #[derive(Debug, Default)]
 pub struct LiveStats {
-    counters: HashMap<Dimension, Keys>,
+    /// Indexed by [`Dimension::index`].
+    counters: [Keys; 7],
 }
 
 /// One dimension's counters: affiliate -> key -> counter.
@@ -156,7 +165,7 @@ pub struct Row {
 
 impl LiveStats {
     fn bump(&mut self, dim: Dimension, affiliate: &str, key: &str, f: impl Fn(&mut Counter)) {
-        let keys = self.counters.entry(dim).or_default();
+        let keys = &mut self.counters[dim.index()];
         if !keys.by_affiliate.contains_key(affiliate) {
             keys.by_affiliate
                 .insert(affiliate.to_string(), HashMap::new());
@@ -207,7 +216,7 @@ impl LiveStats {
     pub fn rows(&self, dim: Dimension, affiliate: Option<&str>) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .counters
-            .get(&dim)
+            .get(dim.index())
             .into_iter()
             .flat_map(|k| k.by_affiliate.iter())
             .filter(|(a, _)| affiliate.is_none_or(|x| x == a.as_str()))
