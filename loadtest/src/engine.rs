@@ -252,6 +252,8 @@ struct Thread<'a> {
     click_pool: VecDeque<String>,
     conv_pool: VecDeque<String>,
     counter: u64,
+    /// Read buffer.
+    chunk: Vec<u8>,
 }
 
 /// Runs one thread's share of the plan until its schedule is sent and answered.
@@ -285,6 +287,7 @@ pub fn run_thread(plan: &Plan, index: usize, start: Instant, live: &Live) -> Rec
         click_pool: VecDeque::new(),
         conv_pool: VecDeque::new(),
         counter: 0,
+        chunk: vec![0; 16384],
     };
     for c in 0..n_conns {
         t.conns.push(Conn {
@@ -548,13 +551,19 @@ impl Thread<'_> {
     }
 
     fn read(&mut self, c: usize) {
-        let mut chunk = [0u8; 16384];
+        // Taken out for the loop (it is reused across reads, not zeroed per call).
+        let mut chunk = std::mem::take(&mut self.chunk);
+        self.read_with(c, &mut chunk);
+        self.chunk = chunk;
+    }
+
+    fn read_with(&mut self, c: usize, chunk: &mut [u8]) {
         loop {
             let conn = &mut self.conns[c];
             let Some(s) = conn.stream.as_mut() else {
                 return;
             };
-            match s.read(&mut chunk) {
+            match s.read(chunk) {
                 Ok(0) => {
                     // Closed by the server: a response may already be complete.
                     if self.parse(c) {

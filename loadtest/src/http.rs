@@ -26,7 +26,19 @@ pub enum Parse {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    // Scan for the first byte, then compare: most bytes of a response are not '\r'.
+    let (&first, rest) = needle.split_first()?;
+    let mut at = 0;
+    while at + needle.len() <= hay.len() {
+        let i = hay[at..hay.len() - rest.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        if &hay[at + i + 1..at + i + needle.len()] == rest {
+            return Some(at + i);
+        }
+        at += i + 1;
+    }
+    None
 }
 
 fn parse_usize(s: &[u8]) -> Option<usize> {
@@ -250,6 +262,23 @@ mod tests {
                 .map(|_| *rng.choice(b"HTP/1. 0239\r\n:cLhunkedx-").unwrap())
                 .collect();
             let _ = parse(&junk);
+        }
+    }
+
+    #[test]
+    fn find_matches_windows() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..5000 {
+            let hay: Vec<u8> = (0..rng.usize(0..40))
+                .map(|_| *rng.choice(b"\r\nab").unwrap())
+                .collect();
+            for needle in [&b"\r\n\r\n"[..], b"\r\n", b"a"] {
+                assert_eq!(
+                    find(&hay, needle),
+                    hay.windows(needle.len()).position(|w| w == needle),
+                    "{hay:?}"
+                );
+            }
         }
     }
 
