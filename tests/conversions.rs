@@ -4,7 +4,9 @@
 
 mod common;
 
-use clicktrail_storage::schema::{self, Conversion, ConversionReversalV2, MatchKind};
+use clicktrail_storage::schema::{
+    self, Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, MatchKind,
+};
 use clicktrail_storage::{Journal, JournalConfig, RecordExt};
 use common::{agent, Server};
 use serde_json::{json, Value};
@@ -16,6 +18,7 @@ use std::time::Duration;
 const M1: &str = "merchant-one-key-0123456789";
 const M2: &str = "merchant-two-key-0123456789";
 const PARTNER: &str = "partner-a1-key-0123456789";
+const ADMIN: &str = "admin-ops-key-0123456789";
 
 fn config(dir: &Path) -> PathBuf {
     let text = format!(
@@ -58,6 +61,10 @@ key = "{M2}"
 role = "partner"
 owner = "a1"
 key = "{PARTNER}"
+[[keys]]
+role = "admin"
+owner = "ops"
+key = "{ADMIN}"
 "#
     );
     let p = dir.join("c.toml");
@@ -91,7 +98,7 @@ fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversalV2>) {
+fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversalV3>) {
     let j = Journal::open(data, JournalConfig::default()).unwrap();
     let (mut cs, mut rs) = (Vec::new(), Vec::new());
     for p in j
@@ -512,5 +519,215 @@ fn sigkill_keeps_every_acknowledged_conversion_exactly_once() {
         "{} of {} acknowledged conversions lost",
         missing.len(),
         acked.len()
+    );
+}
+
+/// POST `body` to `path` with `key` (if any): (status, JSON answer).
+fn call(
+    a: &ureq::Agent,
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut req = a
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn status_of(a: &ureq::Agent, addr: SocketAddr, id: &str, key: &str) -> (u16, Value) {
+    let mut resp = a
+        .get(format!("http://{addr}/api/v1/conversions/{id}"))
+        .header("authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn conversions_are_approved_or_rejected_once_with_who_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path());
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let mut ids = Vec::new();
+    for order in ["rv-a", "rv-b", "rv-c"] {
+        let cid = click(&a, addr);
+        let body =
+            json!({"click_id": cid, "order_id": order, "amount": "20.00", "currency": "EUR"});
+        let (s, v) = post(&a, addr, Some(M1), &body.to_string());
+        assert_eq!((s, v["status"].as_str()), (201, Some("pending")), "{v}");
+        ids.push(v["conversion_id"].as_str().unwrap().to_string());
+    }
+    let path = |id: &str, what: &str| format!("/api/v1/conversions/{id}/{what}");
+
+    // The merchant approves one; the same decision again changes nothing; the other is a 409.
+    let (s, v) = call(
+        &a,
+        addr,
+        &path(&ids[0], "approve"),
+        Some(M1),
+        r#"{"reason":"delivered"}"#,
+    );
+    assert_eq!(
+        (s, v["status"].as_str(), v["actor"].as_str()),
+        (200, Some("approved"), Some("m1")),
+        "{v}"
+    );
+    let (s, v) = call(&a, addr, &path(&ids[0], "approve"), Some(M1), "");
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(
+        call(
+            &a,
+            addr,
+            &path(&ids[0], "reject"),
+            Some(M1),
+            r#"{"reason":"fraud"}"#
+        )
+        .0,
+        409
+    );
+
+    // An admin rejects another; a rejection needs a reason; rejected is final.
+    assert_eq!(
+        call(&a, addr, &path(&ids[1], "reject"), Some(ADMIN), "").0,
+        400
+    );
+    let (s, v) = call(
+        &a,
+        addr,
+        &path(&ids[1], "reject"),
+        Some(ADMIN),
+        r#"{"reason":"test order"}"#,
+    );
+    assert_eq!((s, v["status"].as_str()), (200, Some("rejected")), "{v}");
+    assert!(
+        v["actor"].as_str().unwrap().starts_with("admin-key:"),
+        "{v}"
+    );
+    assert_eq!(
+        call(&a, addr, &path(&ids[1], "approve"), Some(M1), "").0,
+        409
+    );
+    assert_eq!(
+        call(
+            &a,
+            addr,
+            &path(&ids[1], "reverse"),
+            Some(M1),
+            r#"{"reason":"refund"}"#
+        )
+        .0,
+        409
+    );
+
+    // Who may not, and what is not a decision: nothing written.
+    let long = format!(r#"{{"reason":"{}"}}"#, "r".repeat(501));
+    let cases: Vec<(String, Option<&str>, &str, u16)> = vec![
+        (path(&ids[2], "approve"), None, "", 401),
+        (path(&ids[2], "approve"), Some("nope"), "", 401),
+        (path(&ids[2], "approve"), Some(PARTNER), "", 403),
+        (path(&ids[2], "approve"), Some(M2), "", 404),
+        (path("cv_unknown", "approve"), Some(M1), "", 404),
+        (path(&ids[2], "approve"), Some(M1), "{not json", 400),
+        (
+            path(&ids[2], "approve"),
+            Some(M1),
+            r#"{"reason":"x","extra":1}"#,
+            400,
+        ),
+        (path(&ids[2], "reject"), Some(M1), &long, 400),
+        (
+            path(&ids[2], "reject"),
+            Some(M1),
+            r#"{"reason":"line\nbreak"}"#,
+            400,
+        ),
+    ];
+    for (p, key, body, want) in &cases {
+        let (s, v) = call(&a, addr, p, *key, body);
+        assert_eq!(s, *want, "{p} {key:?} {body} -> {v}");
+    }
+    assert_eq!(status_of(&a, addr, &ids[2], M1).1["status"], "pending");
+    assert_eq!(
+        status_of(&a, addr, &ids[0], M2).0,
+        404,
+        "another merchant's conversion"
+    );
+    assert_eq!(status_of(&a, addr, &ids[0], ADMIN).1["status"], "approved");
+
+    // Decisions survive a restart: status, replays and the journal's who-and-why.
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    assert_eq!(status_of(&a, addr, &ids[0], M1).1["status"], "approved");
+    assert_eq!(status_of(&a, addr, &ids[1], M1).1["status"], "rejected");
+    assert_eq!(status_of(&a, addr, &ids[2], M1).1["status"], "pending");
+    let replay = json!({"order_id": "rv-a", "amount": "20.00", "currency": "EUR"});
+    let (s, v) = post(&a, addr, Some(M1), &replay.to_string());
+    assert_eq!(
+        s, 409,
+        "a replay without the click id is different data: {v}"
+    );
+    assert_eq!(
+        call(
+            &a,
+            addr,
+            &path(&ids[0], "reject"),
+            Some(M1),
+            r#"{"reason":"late"}"#
+        )
+        .0,
+        409
+    );
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+
+    let j = Journal::open(&data, JournalConfig::default()).unwrap();
+    let mut changes = Vec::new();
+    for p in j
+        .partitions()
+        .iter()
+        .filter(|p| p.name().starts_with("ingest-"))
+    {
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            if let Some(c) = rec.to_owned_event::<ConversionStatusChange>() {
+                changes.push(c);
+            }
+        }
+    }
+    j.close().unwrap();
+    changes.sort_by_key(|c| c.at_us);
+    assert_eq!(changes.len(), 2, "one event per decision: {changes:?}");
+    assert_eq!(
+        (
+            changes[0].state,
+            changes[0].actor.as_str(),
+            changes[0].reason.as_str()
+        ),
+        (ConversionState::Approved, "m1", "delivered")
+    );
+    assert_eq!(
+        (
+            changes[0].order_id.as_str(),
+            changes[0].affiliate_id.as_deref()
+        ),
+        ("rv-a", Some("a1"))
+    );
+    assert_eq!(
+        (changes[1].state, changes[1].reason.as_str()),
+        (ConversionState::Rejected, "test order")
     );
 }

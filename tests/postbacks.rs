@@ -464,3 +464,100 @@ fn a_server_killed_mid_delivery_delivers_after_restart_with_the_same_id() {
     assert!(seen.iter().all(|s| s.signature_ok));
     drop(server);
 }
+
+#[test]
+fn approvals_and_reversals_reach_the_affiliates_own_postback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let rx = Receiver::start(0, None);
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}/life?e={{status}}&oid={{order_id}}&aff={{affiliate_id}}&amt={{amount}}&s1={{sub1}}", rx.addr),
+               "triggers": ["conversion.approved", "conversion.reversed"]}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(pb["secret"].as_str().unwrap().to_string());
+
+    let r = a
+        .get(format!("http://{addr}/c/L1?sub1=spring"))
+        .call()
+        .unwrap();
+    let cid = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .split("click_id=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut ids = Vec::new();
+    for order in ["life-1", "life-2"] {
+        let (s, conv) = post_json(
+            &a,
+            format!("http://{addr}/api/v1/conversions"),
+            M1,
+            json!({"click_id": cid, "order_id": order, "amount": "12.50", "currency": "EUR"}),
+        );
+        assert_eq!(s, 201, "{conv}");
+        ids.push(conv["conversion_id"].as_str().unwrap().to_string());
+    }
+    // The click reaches the recent-click index (for {sub1}) with the next background sync.
+    std::thread::sleep(Duration::from_millis(1500));
+    let review = |id: &str, what: &str, body: Value| {
+        post_json(
+            &a,
+            format!("http://{addr}/api/v1/conversions/{id}/{what}"),
+            M1,
+            body,
+        )
+        .0
+    };
+    assert_eq!(
+        review(&ids[0], "approve", json!({"reason": "shipped"})),
+        200
+    );
+    assert_eq!(
+        review(
+            &ids[0],
+            "reverse",
+            json!({"reason": "refund", "reversal_id": "rf-1"})
+        ),
+        200
+    );
+    assert_eq!(
+        review(&ids[1], "reject", json!({"reason": "test order"})),
+        200
+    );
+
+    wait_for("approval and reversal delivered", &server, || {
+        rx.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.status == 200)
+            .count()
+            >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500)); // a stray delivery would show
+    let seen = rx.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.signature_ok), "{seen:?}");
+    // Deliveries run concurrently: compare as a set.
+    let mut targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        vec![
+            "/life?e=approved&oid=life-1&aff=a1&amt=1250&s1=spring",
+            "/life?e=reversed&oid=life-1&aff=a1&amt=1250&s1=spring",
+        ],
+        "created and rejected are not subscribed; no repeats"
+    );
+    drop(server);
+}

@@ -29,7 +29,8 @@ use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
 use clicktrail_actors::clicks::SharedClicks;
 use clicktrail_actors::ingest::{AppendError, IngestShards};
 use clicktrail_storage::schema::{
-    Conversion, ConversionReversalV2, Currency, MatchKind, Money, Pair, ReversalReason,
+    Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, Currency, MatchKind,
+    Money, Pair, ReversalReason,
 };
 use clicktrail_storage::{Event, Journal, RecordExt};
 use hmac::{Hmac, Mac};
@@ -92,6 +93,10 @@ enum State {
 #[derive(Debug, Clone)]
 struct Entry {
     state: State,
+    /// pending until approved or rejected.
+    review: Review,
+    /// What a status-change record repeats of the conversion.
+    facts: Arc<Facts>,
     /// Digest of the request data that must match on a replay.
     digest: u64,
     merchant_id: String,
@@ -100,6 +105,55 @@ struct Entry {
     reversed_minor: i64,
     /// Reversals by their idempotency id: (amount in minor units, reason).
     reversals: HashMap<String, (i64, ReversalReason)>,
+}
+
+/// Where a conversion's review stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Review {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl Review {
+    fn name(self) -> &'static str {
+        match self {
+            Review::Pending => "pending",
+            Review::Approved => "approved",
+            Review::Rejected => "rejected",
+        }
+    }
+}
+
+impl From<ConversionState> for Review {
+    fn from(s: ConversionState) -> Review {
+        match s {
+            ConversionState::Approved => Review::Approved,
+            ConversionState::Rejected => Review::Rejected,
+        }
+    }
+}
+
+/// The conversion's own fields a status change or a reversal record carries along.
+#[derive(Debug)]
+struct Facts {
+    campaign_id: String,
+    order_id: String,
+    event: String,
+    click_id: Option<String>,
+    affiliate_id: Option<String>,
+}
+
+impl Facts {
+    fn of(c: &Conversion) -> Arc<Facts> {
+        Arc::new(Facts {
+            campaign_id: c.campaign_id.clone(),
+            order_id: c.order_id.clone(),
+            event: c.event.clone(),
+            click_id: c.click_id.clone(),
+            affiliate_id: c.affiliate_id.clone(),
+        })
+    }
 }
 
 /// The idempotency index: (merchant, order id) -> entry, and conversion id -> key.
@@ -287,7 +341,8 @@ impl Conversions {
         fingerprint_window: std::time::Duration,
     ) -> clicktrail_storage::Result<Conversions> {
         let mut index = Index::default();
-        let mut reversals: Vec<ConversionReversalV2> = Vec::new();
+        let mut reversals: Vec<ConversionReversalV3> = Vec::new();
+        let mut reviews: Vec<ConversionStatusChange> = Vec::new();
         for p in journal
             .partitions()
             .iter()
@@ -302,6 +357,8 @@ impl Conversions {
                         key,
                         Entry {
                             state: State::Recorded,
+                            review: Review::Pending,
+                            facts: Facts::of(&c),
                             digest: conversion_digest(&c),
                             merchant_id: c.merchant_id.clone(),
                             answer: answer(&c, "pending"),
@@ -312,6 +369,8 @@ impl Conversions {
                     );
                 } else if let Some(rv) = clicktrail_storage::schema::reversal(&rec) {
                     reversals.push(rv);
+                } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
+                    reviews.push(sc);
                 }
             }
         }
@@ -323,6 +382,14 @@ impl Conversions {
                         e.reversals
                             .insert(rv.reversal_id, (rv.amount.amount_minor, rv.reason));
                     }
+                }
+            }
+        }
+        for sc in reviews {
+            if let Some(key) = index.by_id.get(&sc.conversion_id).cloned() {
+                if let Some(e) = index.by_order.get_mut(&key) {
+                    e.review = sc.state.into();
+                    e.answer["status"] = json!(e.review.name());
                 }
             }
         }
@@ -570,6 +637,8 @@ impl Conversions {
                 key.clone(),
                 Entry {
                     state: State::Pending,
+                    review: Review::Pending,
+                    facts: Facts::of(&c),
                     digest,
                     merchant_id: merchant.clone(),
                     answer: answer(&c, "pending"),
@@ -676,6 +745,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reverse)),
     )
+    .service(
+        web::resource("/api/v1/conversions/{id}/approve")
+            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+            .route(web::post().to(approve)),
+    )
+    .service(
+        web::resource("/api/v1/conversions/{id}/reject")
+            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+            .route(web::post().to(reject)),
+    )
+    .route("/api/v1/conversions/{id}", web::get().to(get_conversion))
     .route("/postback", web::get().to(get_postback))
     .route("/p/conv", web::get().to(conversion_pixel));
 }
@@ -932,6 +1012,12 @@ async fn reverse(
                 "duplicate": true,
             }));
         }
+        if e.review == Review::Rejected {
+            return error(
+                StatusCode::CONFLICT,
+                "conversion was rejected: there is nothing to reverse",
+            );
+        }
         if remaining <= 0 {
             return error(StatusCode::CONFLICT, "conversion already fully reversed");
         }
@@ -943,7 +1029,11 @@ async fn reverse(
         }
         e.reversed_minor += amount;
         e.reversals.insert(reversal_id.clone(), (amount, reason));
-        let rev = ConversionReversalV2 {
+        let rev = ConversionReversalV3 {
+            affiliate_id: e.facts.affiliate_id.clone(),
+            order_id: e.facts.order_id.clone(),
+            click_id: e.facts.click_id.clone(),
+            campaign_id: e.facts.campaign_id.clone(),
             at_us: now_us(),
             conversion_id: id.clone(),
             reason,
@@ -962,8 +1052,8 @@ async fn reverse(
         .ingest
         .append(
             digest(&[&id]) as usize,
-            ConversionReversalV2::KIND as u16,
-            ConversionReversalV2::VERSION,
+            ConversionReversalV3::KIND as u16,
+            ConversionReversalV3::VERSION,
             &payload,
             true,
         )
@@ -991,6 +1081,207 @@ async fn reverse(
             unavailable(&err.to_string())
         }
     }
+}
+
+/// Who may review a conversion: its merchant (merchant key) or an admin. Returns the actor
+/// recorded with the decision and the merchant the key is limited to (`None`: admin).
+fn reviewer_of(
+    req: &HttpRequest,
+    store: &EntityStore,
+) -> Result<(String, Option<String>), HttpResponse> {
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let Some(secret) = bearer else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer <key>",
+        ));
+    };
+    match store.snapshot().key(secret) {
+        None => Err(error(StatusCode::UNAUTHORIZED, "unknown key")),
+        Some(k) if k.role == Role::Merchant => Ok((k.owner.clone(), Some(k.owner.clone()))),
+        Some(k) if k.role == Role::Admin => {
+            Ok((format!("admin-key:{}", &k.key_sha256[..12]), None))
+        }
+        Some(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "this needs a merchant or admin key",
+        )),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewRequest {
+    reason: Option<String>,
+}
+
+async fn approve(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    conv: web::Data<Conversions>,
+) -> HttpResponse {
+    review(
+        req,
+        path.into_inner(),
+        body,
+        conv,
+        ConversionState::Approved,
+    )
+    .await
+}
+
+async fn reject(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    conv: web::Data<Conversions>,
+) -> HttpResponse {
+    review(
+        req,
+        path.into_inner(),
+        body,
+        conv,
+        ConversionState::Rejected,
+    )
+    .await
+}
+
+/// pending -> approved or rejected, once; the decision (who, why) is a journal event,
+/// answered once durable. The same decision again answers the first one and writes
+/// nothing; the other one is a 409.
+async fn review(
+    req: HttpRequest,
+    id: String,
+    body: web::Bytes,
+    conv: web::Data<Conversions>,
+    to: ConversionState,
+) -> HttpResponse {
+    let (actor, limited_to) = match reviewer_of(&req, &conv.store) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let r: ReviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReviewRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad review: {e}")),
+        }
+    };
+    let reason = r.reason.unwrap_or_default();
+    if reason.len() > 500 || reason.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reason: at most 500 printable characters",
+        );
+    }
+    if to == ConversionState::Rejected && reason.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "a rejection needs a reason");
+    }
+    let want: Review = to.into();
+    let (change, key) = {
+        let mut index = conv.index.lock().unwrap();
+        let Some(key) = index.by_id.get(&id).cloned() else {
+            return error(StatusCode::NOT_FOUND, "unknown conversion");
+        };
+        let e = index.by_order.get_mut(&key).expect("indexed");
+        if limited_to.as_ref().is_some_and(|m| *m != e.merchant_id) {
+            return error(StatusCode::NOT_FOUND, "unknown conversion");
+        }
+        if e.review == want {
+            return HttpResponse::Ok()
+                .json(json!({ "conversion_id": id, "status": want.name(), "duplicate": true }));
+        }
+        if e.review != Review::Pending {
+            return error(
+                StatusCode::CONFLICT,
+                format!("conversion is already {}", e.review.name()),
+            );
+        }
+        if !matches!(e.state, State::Recorded) {
+            return in_progress();
+        }
+        e.review = want;
+        let f = &e.facts;
+        let change = ConversionStatusChange {
+            at_us: now_us(),
+            conversion_id: id.clone(),
+            state: to,
+            actor: actor.clone(),
+            reason: reason.clone(),
+            merchant_id: e.merchant_id.clone(),
+            campaign_id: f.campaign_id.clone(),
+            order_id: f.order_id.clone(),
+            event: f.event.clone(),
+            amount: e.amount,
+            click_id: f.click_id.clone(),
+            affiliate_id: f.affiliate_id.clone(),
+        };
+        (change, key)
+    };
+    let payload = clicktrail_actors::Output::event(&change).payload;
+    let result = conv
+        .ingest
+        .append(
+            digest(&[&id]) as usize,
+            ConversionStatusChange::KIND as u16,
+            ConversionStatusChange::VERSION,
+            &payload,
+            true,
+        )
+        .await;
+    let mut index = conv.index.lock().unwrap();
+    let e = index.by_order.get_mut(&key).expect("indexed");
+    match result {
+        Ok(_) => {
+            e.answer["status"] = json!(want.name());
+            HttpResponse::Ok().json(json!({ "conversion_id": id, "status": want.name(), "actor": actor, "reason": reason }))
+        }
+        Err(err) => {
+            // Written but not yet durable: the decision stands (it is in the journal).
+            if matches!(err, AppendError::NotYetDurable { .. }) {
+                e.answer["status"] = json!(want.name());
+            } else {
+                e.review = Review::Pending;
+            }
+            unavailable(&err.to_string())
+        }
+    }
+}
+
+/// A conversion as it stands: the creation answer with the current status and what has
+/// been reversed.
+async fn get_conversion(
+    req: HttpRequest,
+    path: web::Path<String>,
+    conv: web::Data<Conversions>,
+) -> HttpResponse {
+    let (_, limited_to) = match reviewer_of(&req, &conv.store) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let id = path.into_inner();
+    let index = conv.index.lock().unwrap();
+    let Some(e) = index.by_id.get(&id).and_then(|k| index.by_order.get(k)) else {
+        return error(StatusCode::NOT_FOUND, "unknown conversion");
+    };
+    if limited_to.as_ref().is_some_and(|m| *m != e.merchant_id) {
+        return error(StatusCode::NOT_FOUND, "unknown conversion");
+    }
+    let mut a = e.answer.clone();
+    a["status"] = json!(e.review.name());
+    a["reversed"] = json!(amount::format(&Money {
+        amount_minor: e.reversed_minor,
+        currency: e.amount.currency
+    }));
+    HttpResponse::Ok().json(a)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Event schema v1: the records every actor reads and writes, archived with rkyv 0.8.
+//! Event schema (v1, plus later versions of single kinds): the records every actor reads and writes, archived with rkyv 0.8.
 //!
 //! Each record kind has its own schema version, stored in the frame header beside the kind.
 //! Readers look at the archived form in place ([`Event`], [`RecordExt::event`]); tools and
@@ -37,10 +37,12 @@ pub enum Kind {
     Payout = 8,
     PostbackAttempt = 9,
     EntityChange = 10,
+    /// A conversion approved or rejected (the lifecycle after `pending`).
+    ConversionStatus = 11,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Click,
         Kind::Impression,
         Kind::Conversion,
@@ -51,6 +53,7 @@ impl Kind {
         Kind::Payout,
         Kind::PostbackAttempt,
         Kind::EntityChange,
+        Kind::ConversionStatus,
     ];
 
     pub fn from_u16(v: u16) -> Option<Kind> {
@@ -69,6 +72,7 @@ impl Kind {
             Kind::Payout => "payout",
             Kind::PostbackAttempt => "postback-attempt",
             Kind::EntityChange => "entity-change",
+            Kind::ConversionStatus => "conversion-status",
         }
     }
 }
@@ -246,10 +250,82 @@ impl From<ConversionReversal> for ConversionReversalV2 {
     }
 }
 
-/// A reversal record of any version, as the current (v2) struct.
-pub fn reversal(rec: &Record<'_>) -> Option<ConversionReversalV2> {
-    rec.to_owned_event::<ConversionReversalV2>()
-        .or_else(|| rec.to_owned_event::<ConversionReversal>().map(Into::into))
+/// A reversal, v3: v2 plus the reversed conversion's affiliate, order, click and campaign,
+/// so a per-affiliate postback can be told (and its macros filled) without looking the
+/// conversion up.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConversionReversalV3 {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub reason: ReversalReason,
+    pub amount: Money,
+    pub actor: String,
+    pub note: String,
+    pub reversal_id: String,
+    /// The conversion's affiliate (`None` when it was unattributed, or for older records).
+    pub affiliate_id: Option<String>,
+    /// The conversion's order id, click id and campaign (empty/`None` for older records).
+    pub order_id: String,
+    pub click_id: Option<String>,
+    pub campaign_id: String,
+}
+
+impl From<ConversionReversalV2> for ConversionReversalV3 {
+    fn from(v2: ConversionReversalV2) -> Self {
+        ConversionReversalV3 {
+            at_us: v2.at_us,
+            conversion_id: v2.conversion_id,
+            reason: v2.reason,
+            amount: v2.amount,
+            actor: v2.actor,
+            note: v2.note,
+            reversal_id: v2.reversal_id,
+            affiliate_id: None,
+            order_id: String::new(),
+            click_id: None,
+            campaign_id: String::new(),
+        }
+    }
+}
+
+/// A reversal record of any version, as the current (v3) struct.
+pub fn reversal(rec: &Record<'_>) -> Option<ConversionReversalV3> {
+    rec.to_owned_event::<ConversionReversalV3>()
+        .or_else(|| rec.to_owned_event::<ConversionReversalV2>().map(Into::into))
+        .or_else(|| {
+            rec.to_owned_event::<ConversionReversal>()
+                .map(|v1| ConversionReversalV2::from(v1).into())
+        })
+}
+
+/// Where a conversion's review ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum ConversionState {
+    Approved,
+    Rejected,
+}
+
+/// A conversion moved from pending to approved or rejected: who, why, and the conversion's
+/// facts a postback needs.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConversionStatusChange {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub state: ConversionState,
+    /// Who decided (key owner, e.g. the merchant or `admin-key:<digest>`).
+    pub actor: String,
+    pub reason: String,
+    pub merchant_id: String,
+    pub campaign_id: String,
+    pub order_id: String,
+    pub event: String,
+    pub amount: Money,
+    pub click_id: Option<String>,
+    pub affiliate_id: Option<String>,
 }
 
 /// What the fraud scorer decided.
@@ -441,12 +517,14 @@ events! {
     Conversion => Conversion, 1;
     ConversionReversal => ConversionReversal, 1;
     ConversionReversalV2 => ConversionReversal, 2;
+    ConversionReversalV3 => ConversionReversal, 3;
     FraudVerdict => FraudVerdict, 1;
     Attribution => Attribution, 1;
     LedgerEntry => LedgerEntry, 1;
     Payout => Payout, 1;
     PostbackAttempt => PostbackAttempt, 1;
     EntityChange => EntityChange, 1;
+    ConversionStatusChange => ConversionStatus, 1;
 }
 
 impl Writer {
@@ -593,6 +671,34 @@ pub mod samples {
         ConversionReversalV2 {
             reversal_id: "refund-17".into(),
             ..reversal().into()
+        }
+    }
+
+    pub fn reversal_v3() -> ConversionReversalV3 {
+        ConversionReversalV3 {
+            affiliate_id: Some("demo-affiliate".into()),
+            order_id: "order-1".into(),
+            click_id: Some("c1AbCdEfGh".into()),
+            campaign_id: "demo-campaign".into(),
+            ..reversal_v2().into()
+        }
+    }
+
+    pub fn status_change() -> ConversionStatusChange {
+        let c = conversion();
+        ConversionStatusChange {
+            at_us: 1_764_000_300_000_000,
+            conversion_id: c.conversion_id,
+            state: ConversionState::Approved,
+            actor: "demo-merchant".into(),
+            reason: "delivered".into(),
+            merchant_id: c.merchant_id,
+            campaign_id: c.campaign_id,
+            order_id: c.order_id,
+            event: c.event,
+            amount: c.amount,
+            click_id: c.click_id,
+            affiliate_id: c.affiliate_id,
         }
     }
 

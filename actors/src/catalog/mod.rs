@@ -168,6 +168,10 @@ pub enum Method {
 pub enum Trigger {
     #[serde(rename = "conversion.created")]
     ConversionCreated,
+    #[serde(rename = "conversion.approved")]
+    ConversionApproved,
+    #[serde(rename = "conversion.rejected")]
+    ConversionRejected,
     #[serde(rename = "conversion.reversed")]
     ConversionReversed,
 }
@@ -176,6 +180,8 @@ impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::ConversionCreated => "conversion.created",
+            Trigger::ConversionApproved => "conversion.approved",
+            Trigger::ConversionRejected => "conversion.rejected",
             Trigger::ConversionReversed => "conversion.reversed",
         }
     }

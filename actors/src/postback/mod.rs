@@ -1,8 +1,8 @@
 //! Postback dispatcher: tells affiliates (and the network, through global postbacks) about
 //! conversions, signed, retried, every attempt a journal event in `postback-attempts`.
 //!
-//! * Triggers: `conversion.created`, `conversion.reversed` (approval and commission
-//!   triggers come with the lifecycle and commission work).
+//! * Triggers: `conversion.created`, `conversion.approved`, `conversion.rejected`,
+//!   `conversion.reversed` (`commission.created` comes with the commission ledger).
 //! * Delivery id (`X-Clicktrail-Delivery`): a hash of postback, trigger and the input
 //!   record, the same on every attempt and after a restart, so receivers can deduplicate:
 //!   delivery is at least once.
@@ -20,7 +20,9 @@
 use crate::catalog::{EntityStore, Method, Postback, Trigger};
 use crate::supervisor::{ChildCtx, Stop};
 use actix::prelude::*;
-use clicktrail_storage::schema::{Conversion, DeliveryOutcome, PostbackAttempt};
+use clicktrail_storage::schema::{
+    Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, PostbackAttempt,
+};
 use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -240,13 +242,7 @@ fn deliveries_of(
     let (trigger, affiliate, mut values, at_us) =
         if let Some(c) = rec.to_owned_event::<Conversion>() {
             let mut v = conversion_values(&c, "pending");
-            // The click's sub-ids, while it is still in the recent-click index.
-            let subs = c.click_id.as_ref().and_then(|id| {
-                clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone()))
-            });
-            for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
-                v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
-            }
+            insert_subs(&mut v, c.click_id.as_deref(), clicks);
             (
                 Trigger::ConversionCreated,
                 c.affiliate_id.clone(),
@@ -254,14 +250,36 @@ fn deliveries_of(
                 c.at_us,
             )
         } else if let Some(r) = clicktrail_storage::schema::reversal(rec) {
-            // The reversed conversion's affiliate is not in the reversal record; only global
-            // postbacks see reversals until the ledger links them.
-            let mut v = BTreeMap::new();
+            // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
+            let mut v = blank_values();
             v.insert("conversion_id", r.conversion_id.clone());
             v.insert("amount", r.amount.amount_minor.to_string());
             v.insert("currency", r.amount.currency.as_str().to_string());
             v.insert("status", "reversed".to_string());
-            (Trigger::ConversionReversed, None, v, r.at_us)
+            v.insert("affiliate_id", r.affiliate_id.clone().unwrap_or_default());
+            v.insert("order_id", r.order_id.clone());
+            v.insert("click_id", r.click_id.clone().unwrap_or_default());
+            v.insert("campaign_id", r.campaign_id.clone());
+            insert_subs(&mut v, r.click_id.as_deref(), clicks);
+            (Trigger::ConversionReversed, r.affiliate_id, v, r.at_us)
+        } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
+            let (trigger, status) = match sc.state {
+                ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
+                ConversionState::Rejected => (Trigger::ConversionRejected, "rejected"),
+            };
+            let mut v = blank_values();
+            v.insert("conversion_id", sc.conversion_id.clone());
+            v.insert("order_id", sc.order_id.clone());
+            v.insert("event", sc.event.clone());
+            v.insert("amount", sc.amount.amount_minor.to_string());
+            v.insert("currency", sc.amount.currency.as_str().to_string());
+            v.insert("status", status.to_string());
+            v.insert("click_id", sc.click_id.clone().unwrap_or_default());
+            v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
+            v.insert("campaign_id", sc.campaign_id.clone());
+            v.insert("payout", String::new());
+            insert_subs(&mut v, sc.click_id.as_deref(), clicks);
+            (trigger, sc.affiliate_id, v, sc.at_us)
         } else {
             return Vec::new();
         };
@@ -637,8 +655,46 @@ impl Engine {
     }
 }
 
+/// The click's sub-ids as `{sub1}`..`{sub5}`, while it is still in the recent-click index.
+fn insert_subs(
+    v: &mut BTreeMap<&'static str, String>,
+    click_id: Option<&str>,
+    clicks: Option<&crate::clicks::SharedClicks>,
+) {
+    let subs = click_id
+        .and_then(|id| clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone())));
+    for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
+        v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
+    }
+}
+
+/// Every macro a postback template may use, empty: a value a trigger does not know is
+/// rendered empty rather than left as `{name}` (the renderer keeps unknown braces as is).
+fn blank_values() -> BTreeMap<&'static str, String> {
+    [
+        "click_id",
+        "conversion_id",
+        "order_id",
+        "event",
+        "amount",
+        "currency",
+        "payout",
+        "status",
+        "affiliate_id",
+        "campaign_id",
+        "sub1",
+        "sub2",
+        "sub3",
+        "sub4",
+        "sub5",
+    ]
+    .into_iter()
+    .map(|k| (k, String::new()))
+    .collect()
+}
+
 fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, String> {
-    let mut v = BTreeMap::new();
+    let mut v = blank_values();
     v.insert("click_id", c.click_id.clone().unwrap_or_default());
     v.insert("conversion_id", c.conversion_id.clone());
     v.insert("order_id", c.order_id.clone());
@@ -649,9 +705,6 @@ fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, Str
     v.insert("status", status.to_string());
     v.insert("affiliate_id", c.affiliate_id.clone().unwrap_or_default());
     v.insert("campaign_id", c.campaign_id.clone());
-    for s in ["sub1", "sub2", "sub3", "sub4", "sub5"] {
-        v.insert(s, String::new());
-    }
     v
 }
 
