@@ -12,7 +12,9 @@
 //!   anything else retries with exponential backoff and jitter until `max-age`, then is
 //!   dead-lettered. At most `concurrency` requests in flight, at most `per-host` per host.
 //! * Destinations resolving to loopback, private, link-local or unspecified addresses are
-//!   refused unless `allow-private-destinations` is set.
+//!   refused unless `allow-private-destinations` is set, both before an attempt and at
+//!   connect time: the client connects only to addresses its own resolver checked, so a
+//!   name that re-resolves to a private address (DNS rebinding) gets nowhere.
 //!
 //! Restart: the dispatcher reads its own output (finished deliveries), then its inputs from
 //! the start (durable records only), and queues again every delivery not finished.
@@ -708,14 +710,61 @@ fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, Str
     v
 }
 
-/// The dispatcher thread: reads, dispatches, settles until `stop`.
-fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_storage::Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(e.config.timeout))
+/// The resolver the delivery agent connects through: unless private destinations are
+/// allowed, it drops loopback/private/link-local answers, so the address that was checked is
+/// the address connected to. (Checking a name first and letting the client resolve it again
+/// would let a DNS server answer public the first time and private the second: DNS
+/// rebinding.)
+#[derive(Debug)]
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl ureq::unversioned::resolver::Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let all = ureq::unversioned::resolver::DefaultResolver::default()
+            .resolve(uri, config, timeout)?;
+        if self.allow_private {
+            return Ok(all);
+        }
+        let mut public = self.empty();
+        public.truncate(0);
+        for a in all.iter().filter(|a| !is_private(a.ip())) {
+            public.push(*a);
+        }
+        if public.is_empty() {
+            return Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} resolves to a private address", uri.host().unwrap_or("")),
+            )));
+        }
+        Ok(public)
+    }
+}
+
+/// The delivery agent: no redirects followed, statuses are outcomes, not errors, and every
+/// connection goes through [`GuardedResolver`].
+fn delivery_agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
-        .build()
-        .into();
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        GuardedResolver { allow_private },
+    )
+}
+
+/// The dispatcher thread: reads, dispatches, settles until `stop`.
+fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_storage::Result<()> {
+    let agent = delivery_agent(e.config.timeout, e.config.allow_private_destinations);
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Delivery>(e.config.concurrency);
     let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
@@ -909,6 +958,42 @@ mod tests {
         assert_eq!(backoff(&c, 4, 0.0), Duration::from_secs(8));
         assert_eq!(backoff(&c, 40, 0.0), Duration::from_secs(600));
         assert!(backoff(&c, 2, 0.999) < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_delivery_agent_never_connects_to_a_private_address() {
+        // A live listener on loopback: the guarded agent must not even connect, whatever
+        // checks ran before (this is where a rebinding name would land).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let guarded = delivery_agent(Duration::from_secs(2), false);
+        for url in [
+            format!("http://127.0.0.1:{port}/x"),
+            format!("http://localhost:{port}/x"),
+        ] {
+            let err = guarded.get(&url).call().unwrap_err().to_string();
+            assert!(err.contains("private address"), "{url}: {err}");
+        }
+        assert!(listener.accept().is_err(), "no connection was made");
+        // Allowed (as in tests): it connects.
+        let open = delivery_agent(Duration::from_secs(2), true);
+        let server = std::thread::spawn(move || {
+            listener.set_nonblocking(false).unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            );
+        });
+        let r = open
+            .get(&format!("http://127.0.0.1:{port}/x"))
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        server.join().unwrap();
     }
 
     #[test]
