@@ -40,6 +40,8 @@ pub struct Api {
     pub journal: clicktrail_storage::Journal,
     /// Test and redelivery requests for the postback dispatcher.
     pub postback_commands: clicktrail_actors::postback::Commands,
+    /// The delivery log, kept current from the attempts partition.
+    pub deliveries: std::sync::Mutex<DeliveryLog>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -555,52 +557,128 @@ fn delivery_items(
     api: &Api,
     owns: impl Fn(&str) -> bool,
 ) -> Result<Vec<serde_json::Value>, clicktrail_storage::Error> {
-    use clicktrail_storage::schema::{ArchivedDeliveryOutcome as O, PostbackAttempt};
-    use clicktrail_storage::RecordExt;
-    let Some(p) = api
-        .journal
-        .get(clicktrail_actors::system::POSTBACK_ATTEMPTS)
-    else {
-        return Ok(Vec::new());
-    };
-    let mut last: std::collections::HashMap<String, serde_json::Value> = Default::default();
-    let mut order: Vec<String> = Vec::new();
-    let read = (|| -> clicktrail_storage::Result<()> {
-        let mut r = p.reader()?;
+    let mut log = api.deliveries.lock().unwrap();
+    log.catch_up(&api.journal)?;
+    Ok(log.list(owns, DELIVERIES_LIST_MAX))
+}
+
+/// Deliveries the log remembers (the newest; older ones stay in the journal).
+pub const DELIVERY_LOG_MAX: usize = 100_000;
+
+/// The latest state of each delivery, built incrementally from the `postback-attempts`
+/// partition: a request reads only the attempts written since the previous one, instead
+/// of the whole partition on a server worker thread.
+pub struct DeliveryLog {
+    /// Most deliveries remembered ([`DELIVERY_LOG_MAX`]).
+    cap: usize,
+    reader: Option<clicktrail_storage::Reader>,
+    items: std::collections::HashMap<String, DeliverySummary>,
+    /// Delivery ids, oldest first (first attempt order).
+    order: std::collections::VecDeque<String>,
+}
+
+impl Default for DeliveryLog {
+    fn default() -> Self {
+        DeliveryLog {
+            cap: DELIVERY_LOG_MAX,
+            reader: None,
+            items: Default::default(),
+            order: Default::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeliveryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryLog")
+            .field("deliveries", &self.items.len())
+            .finish()
+    }
+}
+
+/// One delivery's latest attempt.
+#[derive(Debug, Clone)]
+struct DeliverySummary {
+    postback_id: String,
+    trigger: String,
+    url: String,
+    attempts: u32,
+    status_code: u16,
+    latency_us: u64,
+    error: Option<String>,
+    outcome: &'static str,
+    at_us: i64,
+}
+
+impl DeliveryLog {
+    fn catch_up(
+        &mut self,
+        journal: &clicktrail_storage::Journal,
+    ) -> clicktrail_storage::Result<()> {
+        use clicktrail_storage::schema::{ArchivedDeliveryOutcome as O, PostbackAttempt};
+        use clicktrail_storage::RecordExt;
+        if self.reader.is_none() {
+            let Some(p) = journal.get(clicktrail_actors::system::POSTBACK_ATTEMPTS) else {
+                return Ok(());
+            };
+            self.reader = Some(p.reader()?);
+        }
+        let r = self.reader.as_mut().expect("set above");
         while let Some(rec) = r.next()? {
             let Some(a) = rec.event::<PostbackAttempt>() else {
                 continue;
             };
-            if !owns(a.postback_id.as_str()) {
-                continue;
-            }
             let outcome = match a.outcome {
                 O::Delivered => "delivered",
                 O::Retrying => "retrying",
                 O::DeadLettered => "dead-lettered",
                 O::Refused => "refused",
             };
-            let id = a.delivery_id.to_string();
-            if !last.contains_key(&id) {
-                order.push(id.clone());
+            let summary = DeliverySummary {
+                postback_id: a.postback_id.as_str().to_string(),
+                trigger: a.trigger.as_str().to_string(),
+                url: a.url.as_str().to_string(),
+                attempts: a.attempt.to_native(),
+                status_code: a.status_code.to_native(),
+                latency_us: a.latency_us.to_native(),
+                error: a.error.as_ref().map(|e| e.as_str().to_string()),
+                outcome,
+                at_us: a.at_us.to_native(),
+            };
+            let id = a.delivery_id.as_str();
+            if let Some(s) = self.items.get_mut(id) {
+                *s = summary;
+                continue;
             }
-            last.insert(id.clone(), json!({
-                "delivery_id": id, "postback_id": a.postback_id.as_str(),
-                "trigger": a.trigger.as_str(), "url": a.url.as_str(), "attempts": a.attempt.to_native(),
-                "status_code": a.status_code.to_native(), "latency_us": a.latency_us.to_native(),
-                "error": a.error.as_ref().map(|e| e.as_str()), "outcome": outcome,
-                "at_us": a.at_us.to_native(),
-            }));
+            if self.order.len() >= self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.items.remove(&old);
+                }
+            }
+            self.order.push_back(id.to_string());
+            self.items.insert(id.to_string(), summary);
         }
         Ok(())
-    })();
-    read?;
-    Ok(order
-        .iter()
-        .rev()
-        .take(DELIVERIES_LIST_MAX)
-        .map(|id| last[id].clone())
-        .collect())
+    }
+
+    /// The newest `limit` deliveries of the postbacks `owns` accepts.
+    fn list(&self, owns: impl Fn(&str) -> bool, limit: usize) -> Vec<serde_json::Value> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|id| self.items.get(id).map(|s| (id, s)))
+            .filter(|(_, s)| owns(&s.postback_id))
+            .take(limit)
+            .map(|(id, s)| {
+                json!({
+                    "delivery_id": id, "postback_id": s.postback_id, "trigger": s.trigger,
+                    "url": s.url, "attempts": s.attempts, "status_code": s.status_code,
+                    "latency_us": s.latency_us, "error": s.error, "outcome": s.outcome,
+                    "at_us": s.at_us,
+                })
+            })
+            .collect()
+    }
 }
 
 fn postback_owner(api: &Api, id: &str) -> Option<Option<String>> {
@@ -727,4 +805,71 @@ async fn my_redeliver(
             delivery_id: path.into_inner(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clicktrail_storage::schema::{samples, DeliveryOutcome, PostbackAttempt};
+
+    #[test]
+    fn the_delivery_log_reads_only_new_attempts_keeps_the_latest_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = clicktrail_storage::Journal::open(dir.path(), Default::default()).unwrap();
+        let mut log = DeliveryLog {
+            cap: 3,
+            ..Default::default()
+        };
+        log.catch_up(&j).unwrap();
+        assert!(log.list(|_| true, 10).is_empty(), "no partition yet");
+        let p = j
+            .partition(clicktrail_actors::system::POSTBACK_ATTEMPTS)
+            .unwrap();
+        let mut w = p.writer().unwrap();
+        let attempt = |id: &str, n: u32, outcome: DeliveryOutcome| PostbackAttempt {
+            delivery_id: id.into(),
+            attempt: n,
+            outcome,
+            postback_id: if id == "d9" {
+                "other".into()
+            } else {
+                "pb1".into()
+            },
+            ..samples::postback_attempt()
+        };
+        w.append_event(None, &attempt("d1", 1, DeliveryOutcome::Retrying))
+            .unwrap();
+        w.append_event(None, &attempt("d2", 1, DeliveryOutcome::Delivered))
+            .unwrap();
+        log.catch_up(&j).unwrap();
+        w.append_event(None, &attempt("d1", 2, DeliveryOutcome::Delivered))
+            .unwrap();
+        log.catch_up(&j).unwrap();
+        let items = log.list(|_| true, 10);
+        let ids: Vec<&str> = items
+            .iter()
+            .map(|i| i["delivery_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["d2", "d1"], "newest first by first attempt");
+        assert_eq!(
+            (items[1]["attempts"].as_u64(), items[1]["outcome"].as_str()),
+            (Some(2), Some("delivered"))
+        );
+        for id in ["d3", "d9"] {
+            w.append_event(None, &attempt(id, 1, DeliveryOutcome::Delivered))
+                .unwrap();
+        }
+        log.catch_up(&j).unwrap();
+        let ids: Vec<String> = log
+            .list(|_| true, 10)
+            .iter()
+            .map(|i| i["delivery_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["d9", "d3", "d2"], "bounded: the oldest went");
+        let mine = log.list(|pb| pb == "pb1", 10);
+        assert_eq!(mine.len(), 2, "scoped by owner");
+        assert_eq!(log.list(|_| true, 1).len(), 1, "limited");
+        drop(w);
+        j.close().unwrap();
+    }
 }

@@ -90,6 +90,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stats: handles.stats.clone(),
         journal: journal.clone(),
         postback_commands: handles.postback_commands.clone(),
+        deliveries: Default::default(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),
