@@ -81,6 +81,8 @@ pub struct Live {
     pub dropped: AtomicU64,
     /// Corrected latency of every recorded response so far, all kinds.
     pub latency: Mutex<Histogram<u64>>,
+    /// The same since the progress line last took it (the current second).
+    pub interval: Mutex<Histogram<u64>>,
 }
 
 impl Default for Live {
@@ -92,6 +94,7 @@ impl Default for Live {
             late: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
+            interval: Mutex::new(histogram()),
         }
     }
 }
@@ -641,6 +644,9 @@ impl Thread<'_> {
                 self.rec.recorded += 1;
                 self.rec.last_recorded = now.duration_since(self.start).as_secs_f64();
                 if let Ok(mut h) = self.live.latency.lock() {
+                    h.saturating_record(corrected);
+                }
+                if let Ok(mut h) = self.live.interval.lock() {
                     h.saturating_record(corrected);
                 }
             }

@@ -459,16 +459,23 @@ fn progress(plan: &Plan, live: &Live, done: &AtomicUsize, start: Instant, quiet:
             let (p50, p99) = live.latency.lock().map_or((0, 0), |h| {
                 (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
             });
+            let (s99, smax) = live.interval.lock().map_or((0, 0), |mut h| {
+                let v = (h.value_at_quantile(0.99), h.max());
+                h.reset();
+                v
+            });
             let phase = if (tick as f64) <= plan.warmup {
                 " (warm-up)"
             } else {
                 ""
             };
             eprintln!(
-                "[{tick:>4}s] {:>8} req/s · p50 {:>8.3} ms · p99 {:>8.3} ms · errors {} · late {} · dropped {}{phase}",
+                "[{tick:>4}s] {:>8} req/s · so far p50 {:.3} p99 {:.3} ms · this second p99 {:.3} max {:.3} ms · errors {} · late {} · dropped {}{phase}",
                 completed - last,
                 p50 as f64 / 1e6,
                 p99 as f64 / 1e6,
+                s99 as f64 / 1e6,
+                smax as f64 / 1e6,
                 live.errors.load(Relaxed),
                 live.late.load(Relaxed),
                 live.dropped.load(Relaxed),
