@@ -3,6 +3,8 @@
 //! commission issue; until then there is no plan to apply, so it writes nothing, but it
 //! runs, tails its input and resumes under supervision like every other concern.
 
+pub mod commission;
+
 use crate::worker::{Output, Processor};
 use clicktrail_storage::Record;
 
