@@ -95,6 +95,8 @@ struct Entry {
     state: State,
     /// pending until approved or rejected.
     review: Review,
+    /// Where the decision's own record stands (`Pending` while it is being written).
+    review_state: State,
     /// What a status-change record repeats of the conversion.
     facts: Arc<Facts>,
     /// Digest of the request data that must match on a replay.
@@ -358,6 +360,7 @@ impl Conversions {
                         Entry {
                             state: State::Recorded,
                             review: Review::Pending,
+                            review_state: State::Recorded,
                             facts: Facts::of(&c),
                             digest: conversion_digest(&c),
                             merchant_id: c.merchant_id.clone(),
@@ -638,6 +641,7 @@ impl Conversions {
                 Entry {
                     state: State::Pending,
                     review: Review::Pending,
+                    review_state: State::Recorded,
                     facts: Facts::of(&c),
                     digest,
                     merchant_id: merchant.clone(),
@@ -958,6 +962,9 @@ async fn reverse(
         .clone()
         .unwrap_or_else(|| format!("rv_{:016x}", fastrand::u64(..)));
     let id = path.into_inner();
+    if let Err(r) = confirm_durable(&conv, &id).await {
+        return r;
+    }
     // Reserve the reversal under the lock so two concurrent ones cannot exceed the amount.
     let (rev, key) = {
         let mut index = conv.index.lock().unwrap();
@@ -1011,6 +1018,10 @@ async fn reverse(
                 "status": if left == 0 { "reversed" } else { "partially-reversed" },
                 "duplicate": true,
             }));
+        }
+        if !matches!(e.state, State::Recorded) || !matches!(e.review_state, State::Recorded) {
+            // The conversion itself, or a decision on it, is still being made durable.
+            return in_progress();
         }
         if e.review == Review::Rejected {
             return error(
@@ -1186,6 +1197,9 @@ async fn review(
         return error(StatusCode::BAD_REQUEST, "a rejection needs a reason");
     }
     let want: Review = to.into();
+    if let Err(r) = confirm_durable(&conv, &id).await {
+        return r;
+    }
     let (change, key) = {
         let mut index = conv.index.lock().unwrap();
         let Some(key) = index.by_id.get(&id).cloned() else {
@@ -1194,6 +1208,9 @@ async fn review(
         let e = index.by_order.get_mut(&key).expect("indexed");
         if limited_to.as_ref().is_some_and(|m| *m != e.merchant_id) {
             return error(StatusCode::NOT_FOUND, "unknown conversion");
+        }
+        if !matches!(e.state, State::Recorded) || !matches!(e.review_state, State::Recorded) {
+            return in_progress(); // the conversion, or a decision on it, is being written
         }
         if e.review == want {
             return HttpResponse::Ok()
@@ -1205,10 +1222,8 @@ async fn review(
                 format!("conversion is already {}", e.review.name()),
             );
         }
-        if !matches!(e.state, State::Recorded) {
-            return in_progress();
-        }
         e.review = want;
+        e.review_state = State::Pending;
         let f = &e.facts;
         let change = ConversionStatusChange {
             at_us: now_us(),
@@ -1241,19 +1256,63 @@ async fn review(
     let e = index.by_order.get_mut(&key).expect("indexed");
     match result {
         Ok(_) => {
+            e.review_state = State::Recorded;
             e.answer["status"] = json!(want.name());
             HttpResponse::Ok().json(json!({ "conversion_id": id, "status": want.name(), "actor": actor, "reason": reason }))
         }
+        Err(AppendError::NotYetDurable { shard, end }) => {
+            // Written: the decision stands (it is in the journal) but is confirmed to no one
+            // before it is durable; a retry waits for that.
+            e.review_state = State::Written { shard, end };
+            e.answer["status"] = json!(want.name());
+            unavailable("written but not yet durable")
+        }
         Err(err) => {
-            // Written but not yet durable: the decision stands (it is in the journal).
-            if matches!(err, AppendError::NotYetDurable { .. }) {
-                e.answer["status"] = json!(want.name());
-            } else {
-                e.review = Review::Pending;
-            }
+            e.review = Review::Pending;
+            e.review_state = State::Recorded;
             unavailable(&err.to_string())
         }
     }
+}
+
+/// Confirms whatever of conversion `id` (its own record, or a decision on it) was written
+/// but not yet known durable, before anything more is done or answered about it.
+async fn confirm_durable(conv: &Conversions, id: &str) -> Result<(), HttpResponse> {
+    for _ in 0..2 {
+        let unconfirmed = {
+            let index = conv.index.lock().unwrap();
+            let Some(e) = index.by_id.get(id).and_then(|k| index.by_order.get(k)) else {
+                return Err(error(StatusCode::NOT_FOUND, "unknown conversion"));
+            };
+            match (&e.state, &e.review_state) {
+                (State::Written { shard, end }, _) | (_, State::Written { shard, end }) => {
+                    Some((*shard, *end))
+                }
+                _ => None,
+            }
+        };
+        let Some((shard, end)) = unconfirmed else {
+            break;
+        };
+        if !conv.ingest.wait_durable(shard, end).await {
+            return Err(unavailable(
+                "an earlier record of this conversion is not yet durable",
+            ));
+        }
+        let mut index = conv.index.lock().unwrap();
+        if let Some(key) = index.by_id.get(id).cloned() {
+            let e = index.by_order.get_mut(&key).expect("indexed");
+            // Only the record just confirmed: the other may be at another shard's offset.
+            let confirmed = |st: &State| matches!(st, State::Written { shard: s, end: n } if *s == shard && *n == end);
+            if confirmed(&e.state) {
+                e.state = State::Recorded;
+            }
+            if confirmed(&e.review_state) {
+                e.review_state = State::Recorded;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A conversion as it stands: the creation answer with the current status and what has

@@ -411,7 +411,16 @@ fn attempt(agent: &ureq::Agent, d: Delivery, allow_private: bool) -> Outcome {
     out.latency_us = started.elapsed().as_micros() as u64;
     match result {
         Ok(r) => out.status = r.status().as_u16(),
-        Err(e) => out.error = Some(e.to_string()),
+        Err(e) => {
+            // The guarded resolver's refusal: the name now points somewhere private.
+            // Refused like the check before the attempt, not retried until max-age.
+            if let ureq::Error::Io(io) = &e {
+                if io.kind() == std::io::ErrorKind::PermissionDenied {
+                    out.refused = true;
+                }
+            }
+            out.error = Some(e.to_string());
+        }
     }
     out
 }
@@ -754,6 +763,10 @@ fn delivery_agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
+        // No proxy from the environment (ALL_PROXY, HTTP(S)_PROXY): through a proxy the
+        // client resolves only the proxy's name, and the proxy connects wherever the
+        // destination's name points, around the guard.
+        .proxy(None)
         .build();
     ureq::Agent::with_parts(
         config,
@@ -976,6 +989,21 @@ mod tests {
             assert!(err.contains("private address"), "{url}: {err}");
         }
         assert!(listener.accept().is_err(), "no connection was made");
+        // A proxy in the environment is ignored (through a proxy only the proxy's name
+        // would be resolved by our guard).
+        // SAFETY: tests in this module do not read these variables concurrently.
+        unsafe { std::env::set_var("HTTP_PROXY", "http://203.0.113.9:3128") };
+        let guarded = delivery_agent(Duration::from_secs(2), false);
+        unsafe { std::env::remove_var("HTTP_PROXY") };
+        let err = guarded
+            .get(&format!("http://127.0.0.1:{port}/x"))
+            .call()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("private address"),
+            "the guard ran, not the proxy: {err}"
+        );
         // Allowed (as in tests): it connects.
         let open = delivery_agent(Duration::from_secs(2), true);
         let server = std::thread::spawn(move || {
