@@ -333,6 +333,10 @@ fn main() {
     } else if args.setup {
         fail("--setup: the scenario has no [setup] section");
     }
+    let m = &scenario.mix;
+    if links.is_empty() && (m.click > 0.0 || m.impression > 0.0) {
+        fail("the scenario sends clicks or impressions but has no link codes (and no [setup] making any)");
+    }
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
         fail(&format!("nothing listens on {addr}"));
     }
@@ -368,9 +372,16 @@ fn main() {
                 std::thread::Builder::new()
                     .name(format!("load-{i}"))
                     .spawn_scoped(scope, move || {
-                        let r = engine::run_thread(plan, i, start, live);
-                        done.fetch_add(1, Relaxed);
-                        r
+                        // Counted done even if the thread panics, so the progress loop ends
+                        // and the panic surfaces at the join instead of a silent hang.
+                        struct Done<'a>(&'a AtomicUsize);
+                        impl Drop for Done<'_> {
+                            fn drop(&mut self) {
+                                self.0.fetch_add(1, Relaxed);
+                            }
+                        }
+                        let _done = Done(done);
+                        engine::run_thread(plan, i, start, live)
                     })
                     .expect("spawn")
             })

@@ -329,9 +329,11 @@ impl Summary<'_> {
                     (s.clone(), !h.is_empty() && actual <= *limit_us, actual)
                 }
                 Slo::Errors { limit, percent } => {
-                    let e = self.errors() as f64;
+                    // Requests the schedule called for but that were never sent count as
+                    // failed: they are exactly the ones a stalled server made wait longest.
+                    let e = (self.errors() + self.rec.dropped) as f64;
                     let actual = if *percent {
-                        100.0 * e / (self.rec.completed.max(1) as f64)
+                        100.0 * e / ((self.rec.completed + self.rec.dropped).max(1) as f64)
                     } else {
                         e
                     };

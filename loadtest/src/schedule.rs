@@ -88,7 +88,14 @@ impl Schedule {
         } else {
             (-s.from + (s.from * s.from + 2.0 * slope * r).max(0.0).sqrt()) / slope
         };
-        (t < s.secs).then_some(self.starts[i] + t)
+        if t < s.secs {
+            Some(self.starts[i] + t)
+        } else if i + 1 < self.segs.len() {
+            // Rounding put it at the end of a segment that is not the last: the boundary.
+            Some(self.starts[i + 1])
+        } else {
+            None
+        }
     }
 
     /// Index of the segment a time (seconds from start) falls in.
