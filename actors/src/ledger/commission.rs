@@ -15,8 +15,10 @@
 //!   largest remainders (earlier touchpoint first on ties): the parts add up exactly.
 //! * Tier and bonus volume count for the conversion's primary (largest-weight) affiliate.
 //! * A reversal takes back the same share of a conversion's commission as of its amount
-//!   (everything once the whole amount is reversed); a monthly bonus, once reached, is not
-//!   taken back.
+//!   (everything once the whole amount is reversed); under a tiered plan the month is then
+//!   priced again on what still stands and the difference goes to the month's affiliate. A
+//!   monthly bonus, once reached, is not taken back, but reversed volume no longer counts
+//!   towards reaching it.
 //! * A returning customer's charge (same merchant and `customer_id`) earns the plan's
 //!   recurring share inside its window instead of the acquisition commission.
 //!
@@ -38,7 +40,15 @@ pub fn div_round_half_even(n: i128, d: i128) -> i128 {
 
 /// `amount * bps / 10_000`, rounded half to even.
 pub fn percent_of(amount_minor: i64, bps: u32) -> i64 {
-    div_round_half_even(amount_minor as i128 * bps as i128, 10_000) as i64
+    to_i64(div_round_half_even(
+        amount_minor as i128 * bps as i128,
+        10_000,
+    ))
+}
+
+/// Saturating narrowing (amounts that large are refused long before they get here).
+fn to_i64(v: i128) -> i64 {
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 /// Splits `total` by `weights` into parts that add up to exactly `total` (largest
@@ -129,9 +139,11 @@ impl Tiers {
             .map_or(0, |b| b.bps)
     }
 
-    /// Commission owed for a month with `count` conversions totalling `revenue` whose
-    /// amounts (for the conversions basis in bracket mode) are `amounts`, in order.
-    pub fn month_commission(&self, count: u64, revenue: i64, amounts: &[i64]) -> i64 {
+    /// Commission owed for a month with `count` standing conversions totalling `revenue`;
+    /// `amounts` are the month's conversions in order with whether each still stands (a
+    /// fully reversed one gives up its place in the count), for the conversions basis in
+    /// bracket mode.
+    pub fn month_commission(&self, count: u64, revenue: i64, amounts: &[(i64, bool)]) -> i64 {
         let revenue_u = revenue.max(0) as u64;
         match (self.mode, self.basis) {
             (TierMode::WholeMonth, TierBasis::Conversions) => {
@@ -143,10 +155,11 @@ impl Tiers {
             (TierMode::Bracket, TierBasis::Conversions) => {
                 let scaled: i128 = amounts
                     .iter()
+                    .filter(|a| a.1)
                     .enumerate()
-                    .map(|(i, &a)| a as i128 * self.rate_at(i as u64 + 1) as i128)
+                    .map(|(i, &(a, _))| a as i128 * self.rate_at(i as u64 + 1) as i128)
                     .sum();
-                div_round_half_even(scaled, 10_000) as i64
+                to_i64(div_round_half_even(scaled, 10_000))
             }
             (TierMode::Bracket, TierBasis::Revenue) => {
                 let mut lower = 0u64;
@@ -162,7 +175,7 @@ impl Tiers {
                         break;
                     }
                 }
-                div_round_half_even(scaled, 10_000) as i64
+                to_i64(div_round_half_even(scaled, 10_000))
             }
         }
     }
@@ -299,8 +312,8 @@ pub struct Sale<'a> {
 struct Month {
     count: u64,
     revenue: i64,
-    /// Amounts in order (for per-conversion brackets).
-    amounts: Vec<i64>,
+    /// Amounts in order and whether each still stands (for per-conversion brackets).
+    amounts: Vec<(i64, bool)>,
     /// Tiered commission already credited for the month.
     credited: i64,
 }
@@ -311,8 +324,12 @@ struct Booked {
     credits: Vec<Credit>,
     amount_minor: i64,
     reversed_minor: i64,
-    /// The tier month it counted in (primary affiliate, campaign, month).
-    month: Option<(String, String, i64)>,
+    fully_reversed: bool,
+    /// The tier month it counted in (primary affiliate, campaign, month) and its place in
+    /// that month's amounts.
+    month: Option<((String, String, i64), usize)>,
+    /// The bonus month it counted in (primary affiliate, month).
+    bonus: Option<(String, i64)>,
 }
 
 /// What each affiliate earns, conversion by conversion: tier state per (primary affiliate,
@@ -372,7 +389,8 @@ impl Commissions {
                 let m = self.months.entry(key.clone()).or_default();
                 m.count += 1;
                 m.revenue += s.amount_minor;
-                m.amounts.push(s.amount_minor);
+                m.amounts.push((s.amount_minor, true));
+                let slot = m.amounts.len() - 1;
                 let amount = match &plan.pricing {
                     Pricing::Flat { per_event, default } => {
                         per_event.get(s.event).copied().or(*default).unwrap_or(0)
@@ -385,11 +403,13 @@ impl Commissions {
                         delta
                     }
                 };
-                month_key = Some(key);
+                month_key = Some((key, slot));
                 wholes.push((CreditKind::Commission, amount));
             }
         }
+        let mut bonus_key = None;
         if let Some(b) = plan.bonus {
+            bonus_key = Some((primary.to_string(), month));
             let v = self
                 .bonus_volume
                 .entry((primary.to_string(), month))
@@ -422,52 +442,86 @@ impl Commissions {
                 credits: credits.clone(),
                 amount_minor: s.amount_minor,
                 reversed_minor: 0,
+                fully_reversed: false,
                 month: month_key,
+                bonus: bonus_key,
             },
         );
         credits
     }
 
     /// What reversing `reversed_minor` more of conversion `id` takes back: the same share of
-    /// its commission and recurring credits as of its amount (everything still credited
-    /// once the whole amount is reversed, so a full reversal returns every balance to where
-    /// it was). A bonus, once reached, stays. The conversion's tier month loses the
-    /// reversed volume and the commission taken back.
-    pub fn on_reversal(&mut self, id: &str, reversed_minor: i64) -> Vec<Credit> {
+    /// its commission and recurring credits as of its amount (everything once the whole
+    /// amount is reversed; a conversion without an amount, such as a flat-priced lead, is
+    /// reversed whole at once). Under a tiered plan the month is then priced again on what
+    /// still stands, and the difference is credited to (or taken from) the month's
+    /// affiliate, so a refund that drops the month below a bracket takes the top-up back.
+    /// A monthly bonus, once reached, stays; the reversed volume no longer counts towards
+    /// reaching it.
+    pub fn on_reversal(&mut self, plan: &Plan, id: &str, reversed_minor: i64) -> Vec<Credit> {
         let Some(b) = self.booked.get_mut(id) else {
             return Vec::new();
         };
+        if b.fully_reversed {
+            return Vec::new();
+        }
         let before = b.reversed_minor;
-        let after = (before + reversed_minor.max(0)).min(b.amount_minor.max(0));
-        if after == before && b.amount_minor > 0 {
+        let (after, full) = if b.amount_minor <= 0 {
+            (0, true)
+        } else {
+            let after = (before + reversed_minor.max(0)).min(b.amount_minor);
+            (after, after >= b.amount_minor)
+        };
+        if !full && after == before {
             return Vec::new();
         }
         b.reversed_minor = after;
-        let full = after >= b.amount_minor;
-        // Cumulative share taken back after this reversal, minus what earlier ones took.
-        let taken = |original: i64, reversed: i64| -> i64 {
-            if reversed >= b.amount_minor {
+        b.fully_reversed = full;
+        let amount = b.amount_minor;
+        // Cumulative share taken back at `reversed`; everything once full.
+        let taken = |original: i64, reversed: i64, full: bool| -> i64 {
+            if full {
                 original
+            } else if reversed <= 0 || amount <= 0 {
+                0
             } else {
-                div_round_half_even(original as i128 * reversed as i128, b.amount_minor as i128)
-                    as i64
+                to_i64(div_round_half_even(
+                    original as i128 * reversed as i128,
+                    amount as i128,
+                ))
             }
         };
-        let out: Vec<Credit> = b
+        let mut out: Vec<Credit> = b
             .credits
             .iter()
             .filter(|c| c.kind != CreditKind::Bonus)
             .filter_map(|c| {
-                let back = taken(c.amount_minor, after) - taken(c.amount_minor, before);
+                let back =
+                    taken(c.amount_minor, after, full) - taken(c.amount_minor, before, false);
                 (back != 0).then(|| Credit {
                     amount_minor: -back,
                     ..c.clone()
                 })
             })
             .collect();
-        if let Some(key) = b.month.clone() {
+        let (month, bonus) = (b.month.clone(), b.bonus.clone());
+        if let Some(key) = bonus {
+            if let Some(v) = self.bonus_volume.get_mut(&key) {
+                v.1 -= after - before;
+                if full {
+                    v.0 = v.0.saturating_sub(1);
+                }
+            }
+        }
+        if let Some((key, slot)) = month {
             if let Some(m) = self.months.get_mut(&key) {
                 m.revenue -= after - before;
+                if let Some(a) = m.amounts.get_mut(slot) {
+                    a.0 -= after - before;
+                    if full {
+                        a.1 = false;
+                    }
+                }
                 if full {
                     m.count = m.count.saturating_sub(1);
                 }
@@ -476,9 +530,50 @@ impl Commissions {
                     .filter(|c| c.kind == CreditKind::Commission)
                     .map(|c| c.amount_minor)
                     .sum::<i64>();
+                if let Pricing::Tiered(t) = &plan.pricing {
+                    let owed = t.month_commission(m.count, m.revenue, &m.amounts);
+                    let delta = owed - m.credited;
+                    m.credited = owed;
+                    if delta != 0 {
+                        out.push(Credit {
+                            affiliate_id: key.0.clone(),
+                            kind: CreditKind::Commission,
+                            amount_minor: delta,
+                        });
+                    }
+                }
             }
         }
         out
+    }
+}
+
+impl Plan {
+    /// Refuses rates and amounts no program means (a typo would pay out real money).
+    pub fn validate(&self) -> Result<(), String> {
+        const BPS_MAX: u32 = 100_000;
+        match &self.pricing {
+            Pricing::Percent { bps } if *bps > BPS_MAX => {
+                return Err("a rate above 1000% is a typo".into())
+            }
+            Pricing::Flat { per_event, default }
+                if per_event.values().chain(default.iter()).any(|&a| a < 0) =>
+            {
+                return Err("flat amounts cannot be negative".into())
+            }
+            Pricing::Tiered(t) => t.validate()?,
+            _ => {}
+        }
+        if self.recurring.is_some_and(|r| r.bps > BPS_MAX) {
+            return Err("a recurring rate above 1000% is a typo".into());
+        }
+        if self
+            .bonus
+            .is_some_and(|b| b.amount_minor < 0 || b.threshold == 0)
+        {
+            return Err("a bonus needs a threshold above zero and an amount not below zero".into());
+        }
+        Ok(())
     }
 }
 
@@ -798,26 +893,40 @@ mod tests {
     #[test]
     fn reversing_everything_returns_every_balance_to_zero() {
         let mut rng = fastrand::Rng::with_seed(7);
+        let tiers = |basis, mode| {
+            plan(Pricing::Tiered(Tiers {
+                basis,
+                mode,
+                brackets: vec![
+                    Bracket {
+                        up_to: Some(if basis == TierBasis::Revenue {
+                            50_000
+                        } else {
+                            5
+                        }),
+                        bps: 1000,
+                    },
+                    Bracket {
+                        up_to: Some(if basis == TierBasis::Revenue {
+                            200_000
+                        } else {
+                            12
+                        }),
+                        bps: 1500,
+                    },
+                    Bracket {
+                        up_to: None,
+                        bps: 2000,
+                    },
+                ],
+            }))
+        };
         let plans = [
             plan(Pricing::Percent { bps: 1000 }),
             plan(Pricing::Flat {
                 per_event: BTreeMap::from([("sale".to_string(), 250)]),
                 default: Some(40),
             }),
-            plan(Pricing::Tiered(Tiers {
-                basis: TierBasis::Revenue,
-                mode: TierMode::Bracket,
-                brackets: vec![
-                    Bracket {
-                        up_to: Some(50_000),
-                        bps: 800,
-                    },
-                    Bracket {
-                        up_to: None,
-                        bps: 1200,
-                    },
-                ],
-            })),
             Plan {
                 pricing: Pricing::Percent { bps: 1000 },
                 recurring: Some(Recurring {
@@ -826,60 +935,65 @@ mod tests {
                 }),
                 bonus: None,
             },
-            plan(Pricing::Tiered(Tiers {
-                basis: TierBasis::Conversions,
-                mode: TierMode::WholeMonth,
-                brackets: vec![
-                    Bracket {
-                        up_to: Some(5),
-                        bps: 1000,
-                    },
-                    Bracket {
-                        up_to: Some(12),
-                        bps: 1500,
-                    },
-                    Bracket {
-                        up_to: None,
-                        bps: 2000,
-                    },
-                ],
-            })),
+            tiers(TierBasis::Revenue, TierMode::Bracket),
+            tiers(TierBasis::Revenue, TierMode::WholeMonth),
+            tiers(TierBasis::Conversions, TierMode::Bracket),
+            tiers(TierBasis::Conversions, TierMode::WholeMonth),
         ];
         for (pi, p) in plans.iter().enumerate() {
-            for round in 0..30 {
+            p.validate().unwrap();
+            for round in 0..25 {
                 let mut c = Commissions::default();
                 let mut balance: BTreeMap<String, i64> = BTreeMap::new();
-                let mut sales = Vec::new();
-                let affiliates = ["a", "b", "c"];
-                for i in 0..40 {
-                    let id = format!("p{pi}-{round}-{i}");
-                    let n = rng.usize(1..4);
-                    let tps: Vec<(&str, u64)> = (0..n)
-                        .map(|k| (affiliates[k], rng.u64(1..1_000_000)))
-                        .collect();
-                    let amount = rng.i64(1..100_000);
-                    let mut s = sale(&id, amount, JAN + rng.i64(0..90) * DAY, tps);
-                    let cust = format!("cust{}", rng.u8(0..5));
-                    s.customer_id = rng.bool().then_some(cust.as_str());
-                    let credits = c.on_sale(p, &s);
-                    // The parts of each kind add up to that kind's whole for the conversion.
+                let mut book = |credits: Vec<Credit>| {
                     for k in credits {
                         *balance.entry(k.affiliate_id).or_default() += k.amount_minor;
                     }
-                    sales.push((id, amount));
-                }
-                // Reverse each in one to three partial steps, in random order.
-                rng.shuffle(&mut sales);
-                for (id, amount) in &sales {
-                    let mut left = *amount;
-                    while left > 0 {
-                        let part = if rng.bool() { left } else { rng.i64(1..=left) };
-                        left -= part;
-                        for k in c.on_reversal(id, part) {
-                            *balance.entry(k.affiliate_id).or_default() += k.amount_minor;
+                };
+                // (id, amount, left to reverse)
+                let mut open: Vec<(String, i64, i64)> = Vec::new();
+                let affiliates = ["a", "b", "c"];
+                // Sales and (partial) reversals interleaved, then everything left reversed.
+                for i in 0..60 {
+                    if !open.is_empty() && rng.u8(0..3) == 0 {
+                        let k = rng.usize(0..open.len());
+                        let left = open[k].2;
+                        let part = if left <= 0 || rng.bool() {
+                            left.max(1)
+                        } else {
+                            rng.i64(1..=left)
+                        };
+                        book(c.on_reversal(p, &open[k].0.clone(), part));
+                        open[k].2 -= part;
+                        if open[k].2 <= 0 {
+                            open.swap_remove(k);
                         }
+                        continue;
                     }
-                    assert!(c.on_reversal(id, 1).is_empty(), "nothing left to reverse");
+                    let id = format!("p{pi}-{round}-{i}");
+                    let n = rng.usize(1..4);
+                    let tps: Vec<(&str, u64)> = (0..n)
+                        .map(|k| (affiliates[(k + i) % 3], rng.u64(1..1_000_000)))
+                        .collect();
+                    // Some leads without an amount (flat plans price them anyway).
+                    let amount = if rng.u8(0..8) == 0 {
+                        0
+                    } else {
+                        rng.i64(1..100_000)
+                    };
+                    let mut s = sale(&id, amount, JAN + rng.i64(0..60) * DAY, tps);
+                    let cust = format!("cust{}", rng.u8(0..5));
+                    s.customer_id = rng.bool().then_some(cust.as_str());
+                    book(c.on_sale(p, &s));
+                    open.push((id, amount, amount));
+                }
+                rng.shuffle(&mut open);
+                for (id, _, left) in &open {
+                    book(c.on_reversal(p, id, (*left).max(1)));
+                    assert!(
+                        c.on_reversal(p, id, 1).is_empty(),
+                        "nothing left to reverse"
+                    );
                 }
                 assert!(
                     balance.values().all(|&b| b == 0),
@@ -887,5 +1001,90 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_refund_that_drops_the_month_below_a_bracket_takes_the_top_up_back() {
+        let t = Tiers {
+            basis: TierBasis::Revenue,
+            mode: TierMode::WholeMonth,
+            brackets: vec![
+                Bracket {
+                    up_to: Some(10_000),
+                    bps: 1000,
+                },
+                Bracket {
+                    up_to: None,
+                    bps: 2000,
+                },
+            ],
+        };
+        let p = plan(Pricing::Tiered(t));
+        let mut c = Commissions::default();
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("x1", 8_000, JAN, vec![("a", 1)]))),
+            800
+        );
+        // 120.00 in the month: all of it at 20% = 24.00, so +16.00 for this one.
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("x2", 4_000, JAN + 1, vec![("a", 1)]))),
+            1600
+        );
+        // Refunding x2 leaves 80.00 at 10% = 8.00: 16.00 comes back, no more, no less.
+        assert_eq!(total(&c.on_reversal(&p, "x2", 4_000)), -1600);
+        // A later sale in the month is priced on what stands.
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("x3", 1_000, JAN + 2, vec![("a", 1)]))),
+            100
+        );
+        // Bracket mode, conversions: a fully refunded sale gives up its place.
+        let t = Tiers {
+            basis: TierBasis::Conversions,
+            mode: TierMode::Bracket,
+            brackets: vec![
+                Bracket {
+                    up_to: Some(1),
+                    bps: 1000,
+                },
+                Bracket {
+                    up_to: None,
+                    bps: 2000,
+                },
+            ],
+        };
+        let p = plan(Pricing::Tiered(t));
+        let mut c = Commissions::default();
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("y1", 10_000, JAN, vec![("a", 1)]))),
+            1000
+        );
+        assert_eq!(total(&c.on_reversal(&p, "y1", 10_000)), -1000);
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("y2", 10_000, JAN + 1, vec![("a", 1)]))),
+            1000,
+            "first standing sale of the month"
+        );
+        assert_eq!(
+            total(&c.on_sale(&p, &sale("y3", 10_000, JAN + 2, vec![("a", 1)]))),
+            2000
+        );
+        // A flat-priced lead without an amount is reversed whole, once.
+        let p = plan(Pricing::Flat {
+            per_event: BTreeMap::from([("lead".to_string(), 300)]),
+            default: None,
+        });
+        let mut c = Commissions::default();
+        let mut lead = sale("z1", 0, JAN, vec![("a", 1)]);
+        lead.event = "lead";
+        assert_eq!(total(&c.on_sale(&p, &lead)), 300);
+        assert_eq!(total(&c.on_reversal(&p, "z1", 0)), -300);
+        assert!(c.on_reversal(&p, "z1", 0).is_empty());
+        assert!(Plan {
+            pricing: Pricing::Percent { bps: 100_001 },
+            recurring: None,
+            bonus: None
+        }
+        .validate()
+        .is_err());
     }
 }
