@@ -558,7 +558,11 @@ fn delivery_items(
     owns: impl Fn(&str) -> bool,
 ) -> Result<Vec<serde_json::Value>, clicktrail_storage::Error> {
     let mut log = api.deliveries.lock().unwrap();
-    log.catch_up(&api.journal)?;
+    if let Err(e) = log.catch_up(&api.journal) {
+        // Start the reader afresh next time (re-reading only updates entries it has).
+        log.reader = None;
+        return Err(e);
+    }
     Ok(log.list(owns, DELIVERIES_LIST_MAX))
 }
 

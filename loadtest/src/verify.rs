@@ -51,7 +51,7 @@ impl Verdict {
 
     pub fn line(&self) -> String {
         format!(
-            "verify: {} · clicks {} acknowledged, {} missing · impressions {} acknowledged, {} in journal · conversions {} acknowledged, {} missing, {} twice · reversals {} acknowledged, {} missing, {} twice{}",
+            "verify: {} · clicks {} acknowledged, {} missing · impressions {} acknowledged, {} in the journal (all runs: a weak check) · conversions {} acknowledged, {} missing, {} twice · reversals {} acknowledged, {} missing, {} twice{}",
             if self.ok() { "OK" } else { "FAILED" },
             self.clicks_acked, self.clicks_missing, self.impressions_acked, self.impressions_in_journal,
             self.conversions_acked, self.conversions_missing, self.conversions_twice,
