@@ -204,6 +204,8 @@ struct Conn {
     inflight: Option<InFlight>,
     /// Down (connect failed): retry after this.
     retry_at: Option<Instant>,
+    /// A non-blocking connect in progress since then.
+    connecting: Option<Instant>,
 }
 
 struct TimerFd(OwnedFd);
@@ -300,6 +302,7 @@ pub fn run_thread(plan: &Plan, index: usize, start: Instant, live: &Live) -> Rec
             rbuf: Vec::with_capacity(16384),
             inflight: None,
             retry_at: None,
+            connecting: None,
         });
         t.connect(c);
     }
@@ -326,24 +329,50 @@ impl Thread<'_> {
         conn.wpos = 0;
         conn.rbuf.clear();
         self.idle.retain(|&i| i != c);
-        match std::net::TcpStream::connect_timeout(&self.plan.addr, Duration::from_secs(1)) {
-            Ok(s) => {
+        // Non-blocking: a server that is down or whose accept queue is full must not stall
+        // this thread's other connections (that would be charged as server latency).
+        conn.retry_at = None;
+        match TcpStream::connect(self.plan.addr) {
+            Ok(mut s) => {
                 let _ = s.set_nodelay(true);
-                let _ = s.set_nonblocking(true);
-                let mut s = TcpStream::from_std(s);
                 self.poll
                     .registry()
                     .register(&mut s, Token(c), Interest::READABLE | Interest::WRITABLE)
                     .expect("register socket");
                 conn.stream = Some(s);
-                conn.retry_at = None;
-                self.idle.push(c);
+                conn.connecting = Some(Instant::now());
             }
             Err(_) => {
                 conn.retry_at = Some(Instant::now() + Duration::from_millis(100));
                 self.error("connect");
             }
         }
+    }
+
+    /// A connect in progress has an answer (writable or error): up, or down for a while.
+    fn connected(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        let Some(s) = conn.stream.as_ref() else {
+            return;
+        };
+        let failed = matches!(s.take_error(), Ok(Some(_)) | Err(_));
+        if !failed && s.peer_addr().is_ok() {
+            conn.connecting = None;
+            self.idle.push(c);
+        } else if failed {
+            self.connect_failed(c);
+        }
+        // Otherwise still in progress (spurious wake-up): wait for the next event.
+    }
+
+    fn connect_failed(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        if let Some(mut s) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        conn.connecting = None;
+        conn.retry_at = Some(Instant::now() + Duration::from_millis(100));
+        self.error("connect");
     }
 
     /// The request failed on this connection: count it, start afresh.
@@ -423,6 +452,10 @@ impl Thread<'_> {
                     continue;
                 }
                 let c = ev.token().0;
+                if self.conns[c].connecting.is_some() {
+                    self.connected(c);
+                    continue;
+                }
                 if ev.is_writable() {
                     self.flush(c);
                 }
@@ -452,6 +485,11 @@ impl Thread<'_> {
             let conn = &self.conns[c];
             if conn.retry_at.is_some_and(|t| t <= now) {
                 self.connect(c);
+            } else if conn
+                .connecting
+                .is_some_and(|t| now.duration_since(t) > self.plan.timeout)
+            {
+                self.connect_failed(c);
             } else if conn
                 .inflight
                 .as_ref()
