@@ -795,12 +795,7 @@ fn merchant_of(
     secret: Option<&str>,
     store: &EntityStore,
 ) -> Result<String, HttpResponse> {
-    let bearer = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(secret) = bearer.or(secret).map(str::trim).filter(|s| !s.is_empty()) else {
+    let Some(secret) = bearer(req).or(secret.map(str::trim).filter(|s| !s.is_empty())) else {
         return Err(error(StatusCode::UNAUTHORIZED, "missing merchant key"));
     };
     match store.snapshot().key(secret) {
@@ -1132,17 +1127,7 @@ async fn reverse(
         };
         (rev, key)
     };
-    let payload = clicktrail_actors::Output::event(&rev).payload;
-    let result = conv
-        .ingest
-        .append(
-            digest(&[&id]) as usize,
-            ConversionReversalV3::KIND as u16,
-            ConversionReversalV3::VERSION,
-            &payload,
-            true,
-        )
-        .await;
+    let result = append_about(&conv, &id, &rev).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
     match result {
@@ -1168,20 +1153,42 @@ async fn reverse(
     }
 }
 
+/// Appends a record about conversion `id` (a reversal, a decision) durably, to the shard
+/// its id picks (every record about one conversion on one shard, in order).
+async fn append_about<E: clicktrail_storage::Event>(
+    conv: &Conversions,
+    id: &str,
+    event: &E,
+) -> Result<clicktrail_storage::Appended, AppendError> {
+    let payload = clicktrail_actors::Output::event(event).payload;
+    conv.ingest
+        .append(
+            digest(&[id]) as usize,
+            E::KIND as u16,
+            E::VERSION,
+            &payload,
+            true,
+        )
+        .await
+}
+
+/// The key of `Authorization: Bearer <key>`, if any.
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// Who may review a conversion: its merchant (merchant key) or an admin. Returns the actor
 /// recorded with the decision and the merchant the key is limited to (`None`: admin).
 fn reviewer_of(
     req: &HttpRequest,
     store: &EntityStore,
 ) -> Result<(String, Option<String>), HttpResponse> {
-    let bearer = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let Some(secret) = bearer else {
+    let Some(secret) = bearer(req) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "missing Authorization: Bearer <key>",
@@ -1315,17 +1322,7 @@ async fn review(
         };
         (change, key)
     };
-    let payload = clicktrail_actors::Output::event(&change).payload;
-    let result = conv
-        .ingest
-        .append(
-            digest(&[&id]) as usize,
-            ConversionStatusChange::KIND as u16,
-            ConversionStatusChange::VERSION,
-            &payload,
-            true,
-        )
-        .await;
+    let result = append_about(&conv, &id, &change).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
     match result {
