@@ -123,6 +123,7 @@ fn kind_of(path: &str) -> Option<&'static str> {
         "affiliates" => "affiliate",
         "campaigns" => "campaign",
         "links" => "link",
+        "plans" => "plan",
         _ => return None,
     })
 }
@@ -138,6 +139,7 @@ fn entity_json(e: &Entity) -> serde_json::Value {
             "id": x.id, "affiliate_id": x.affiliate_id, "url": x.url,
             "method": x.method, "triggers": x.triggers,
         }),
+        Entity::Plan(x) => json!(x),
     }
 }
 
@@ -153,6 +155,7 @@ async fn list(req: HttpRequest, path: web::Path<String>, api: web::Data<Api>) ->
         "merchant" => c.merchants.values().map(|x| json!(x)).collect(),
         "affiliate" => c.affiliates.values().map(|x| json!(x)).collect(),
         "campaign" => c.campaigns.values().map(|x| json!(x.campaign)).collect(),
+        "plan" => c.plans.values().map(|x| json!(x)).collect(),
         _ => c.links.values().map(|x| json!(x.link)).collect(),
     };
     items.sort_by_key(|v| v.get("id").or(v.get("code")).map(|v| v.to_string()));
@@ -193,6 +196,7 @@ async fn upsert(
         "merchant" => serde_json::from_slice::<Merchant>(&body).map(Entity::Merchant),
         "affiliate" => serde_json::from_slice::<Affiliate>(&body).map(Entity::Affiliate),
         "campaign" => serde_json::from_slice::<Campaign>(&body).map(Entity::Campaign),
+        "plan" => serde_json::from_slice::<catalog::CommissionPlan>(&body).map(Entity::Plan),
         _ => serde_json::from_slice::<Link>(&body).map(Entity::Link),
     };
     let entity = match parsed {

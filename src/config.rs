@@ -7,7 +7,7 @@
 
 use crate::edge::request::Cidr;
 use clicktrail_actors::catalog::{
-    Affiliate, ApiKey, Campaign, Catalog, Entity, Link, Merchant, Role,
+    Affiliate, ApiKey, Campaign, Catalog, CommissionPlan, Entity, Link, Merchant, Role,
 };
 use clicktrail_actors::system::{SystemConfig, INGEST_SHARDS_MAX};
 use clicktrail_actors::SupervisorConfig;
@@ -335,6 +335,8 @@ pub struct Config {
     pub affiliates: Vec<Affiliate>,
     pub campaigns: Vec<Campaign>,
     pub links: Vec<Link>,
+    /// Commission plans (`[[plans]]`).
+    pub plans: Vec<CommissionPlan>,
     pub keys: Vec<KeyConfig>,
 }
 
@@ -524,6 +526,7 @@ impl Config {
         out.extend(self.affiliates.iter().cloned().map(Entity::Affiliate));
         out.extend(self.campaigns.iter().cloned().map(Entity::Campaign));
         out.extend(self.links.iter().cloned().map(Entity::Link));
+        out.extend(self.plans.iter().cloned().map(Entity::Plan));
         for a in &self.affiliates {
             for c in &self.campaigns {
                 out.push(Entity::Link(Link {

@@ -102,6 +102,32 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     assert!(metrics.contains("clicktrail_ready 1"));
     assert_eq!(get(server.addr, "/nope").unwrap().0, 404);
 
+    // The demo campaign pays 10%: its plan is a journal-backed entity, and a plan that
+    // names no pricing is refused.
+    let a = common::agent();
+    let plans = format!("http://{}/api/v1/plans", server.addr);
+    let mut r = a
+        .get(&plans)
+        .header("authorization", "Bearer demo-admin-key")
+        .call()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["items"][0]["id"], "demo-10-percent", "{v}");
+    assert_eq!(v["items"][0]["percent-bps"], 1000, "{v}");
+    let r = a
+        .post(&plans)
+        .header("authorization", "Bearer demo-admin-key")
+        .send(r#"{"id":"x","campaign-id":"demo-campaign"}"#)
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = a
+        .post(&plans)
+        .header("authorization", "Bearer demo-partner-key")
+        .send(r#"{"id":"x","campaign-id":"demo-campaign","percent-bps":9000}"#)
+        .unwrap();
+    assert_eq!(r.status(), 403, "partners do not set their own rates");
+
     server.signal(libc::SIGTERM);
     let (code, log) = server.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{log}");

@@ -13,7 +13,7 @@ use clicktrail_storage::{Journal, Partition, RecordExt, Writer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -210,6 +210,129 @@ pub struct Postback {
     pub created_at_us: i64,
 }
 
+/// What a tier bracket counts, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierBasisSpec {
+    Conversions,
+    Revenue,
+}
+
+/// How a tier rate applies, as configured (see `ledger::commission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierModeSpec {
+    WholeMonth,
+    Bracket,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BracketSpec {
+    /// Upper bound (inclusive) of the month's volume; absent on the last bracket.
+    #[serde(default)]
+    pub up_to: Option<u64>,
+    pub bps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TierSpec {
+    pub basis: TierBasisSpec,
+    pub mode: TierModeSpec,
+    pub brackets: Vec<BracketSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BonusSpec {
+    pub basis: TierBasisSpec,
+    pub threshold: u64,
+    pub amount_minor: i64,
+}
+
+/// A commission plan for a campaign (or, with `affiliate-id`, one affiliate's override),
+/// effective from `effective-from` (Unix seconds). Exactly one of `percent-bps`,
+/// `flat-minor` (per event, in the conversion's currency's minor units) and `tiers`;
+/// optionally a recurring share and a monthly bonus. Rates are basis points (1000 = 10%).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CommissionPlan {
+    pub id: String,
+    pub campaign_id: String,
+    #[serde(default)]
+    pub affiliate_id: Option<String>,
+    #[serde(default)]
+    pub effective_from: i64,
+    #[serde(default)]
+    pub percent_bps: Option<u32>,
+    #[serde(default)]
+    pub flat_minor: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub tiers: Option<TierSpec>,
+    #[serde(default)]
+    pub recurring_bps: Option<u32>,
+    /// Months of recurring commission after a customer's first conversion; absent for
+    /// the customer's lifetime.
+    #[serde(default)]
+    pub recurring_months: Option<u32>,
+    #[serde(default)]
+    pub bonus: Option<BonusSpec>,
+}
+
+impl CommissionPlan {
+    /// The plan as the commission engine applies it, or why it makes no sense.
+    pub fn to_plan(&self) -> std::result::Result<crate::ledger::commission::Plan, String> {
+        use crate::ledger::commission as c;
+        let basis = |b: TierBasisSpec| match b {
+            TierBasisSpec::Conversions => c::TierBasis::Conversions,
+            TierBasisSpec::Revenue => c::TierBasis::Revenue,
+        };
+        let pricing = match (self.percent_bps, self.flat_minor.is_empty(), &self.tiers) {
+            (Some(bps), true, None) => c::Pricing::Percent { bps },
+            (None, false, None) => c::Pricing::Flat {
+                per_event: self.flat_minor.clone(),
+                default: None,
+            },
+            (None, true, Some(t)) => c::Pricing::Tiered(c::Tiers {
+                basis: basis(t.basis),
+                mode: match t.mode {
+                    TierModeSpec::WholeMonth => c::TierMode::WholeMonth,
+                    TierModeSpec::Bracket => c::TierMode::Bracket,
+                },
+                brackets: t
+                    .brackets
+                    .iter()
+                    .map(|b| c::Bracket {
+                        up_to: b.up_to,
+                        bps: b.bps,
+                    })
+                    .collect(),
+            }),
+            _ => {
+                return Err("a plan needs exactly one of percent-bps, flat-minor and tiers".into())
+            }
+        };
+        if self.recurring_months.is_some() && self.recurring_bps.is_none() {
+            return Err("recurring-months without recurring-bps".into());
+        }
+        let plan = c::Plan {
+            pricing,
+            recurring: self.recurring_bps.map(|bps| c::Recurring {
+                bps,
+                months: self.recurring_months,
+            }),
+            bonus: self.bonus.as_ref().map(|b| c::Bonus {
+                basis: basis(b.basis),
+                threshold: b.threshold,
+                amount_minor: b.amount_minor,
+            }),
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
 /// Any entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entity {
@@ -219,6 +342,7 @@ pub enum Entity {
     Link(Link),
     Key(ApiKey),
     Postback(Postback),
+    Plan(CommissionPlan),
 }
 
 impl Entity {
@@ -230,6 +354,7 @@ impl Entity {
             Entity::Link(_) => "link",
             Entity::Key(_) => "key",
             Entity::Postback(_) => "postback",
+            Entity::Plan(_) => "plan",
         }
     }
 
@@ -241,6 +366,7 @@ impl Entity {
             Entity::Link(l) => &l.code,
             Entity::Key(k) => &k.key_sha256,
             Entity::Postback(p) => &p.id,
+            Entity::Plan(p) => &p.id,
         }
     }
 
@@ -252,6 +378,7 @@ impl Entity {
             Entity::Link(x) => serde_json::to_string(x),
             Entity::Key(x) => serde_json::to_string(x),
             Entity::Postback(x) => serde_json::to_string(x),
+            Entity::Plan(x) => serde_json::to_string(x),
         }
         .expect("entities serialise")
     }
@@ -265,6 +392,7 @@ impl Entity {
             "link" => Entity::Link(serde_json::from_str(json).map_err(e)?),
             "key" => Entity::Key(serde_json::from_str(json).map_err(e)?),
             "postback" => Entity::Postback(serde_json::from_str(json).map_err(e)?),
+            "plan" => Entity::Plan(serde_json::from_str(json).map_err(e)?),
             other => return Err(format!("unknown entity kind {other:?}")),
         })
     }
@@ -341,6 +469,7 @@ pub struct Catalog {
     pub link_numbers: Vec<String>,
     pub keys: HashMap<String, ApiKey>,
     pub postbacks: HashMap<String, Postback>,
+    pub plans: HashMap<String, CommissionPlan>,
 }
 
 impl Catalog {
@@ -460,6 +589,21 @@ impl Catalog {
                 }
                 Ok(())
             }
+            Entity::Plan(p) => {
+                check_id("plan id", &p.id)?;
+                if !self.campaigns.contains_key(&p.campaign_id) {
+                    return invalid(format!("unknown campaign {:?}", p.campaign_id));
+                }
+                if let Some(a) = &p.affiliate_id {
+                    if !self.affiliates.contains_key(a) {
+                        return invalid(format!("unknown affiliate {a:?}"));
+                    }
+                }
+                if p.effective_from < 0 {
+                    return invalid("effective-from is Unix seconds, not negative");
+                }
+                p.to_plan().map(|_| ()).map_err(Error::Invalid)
+            }
             Entity::Key(k) => {
                 if k.key_sha256.len() != 64 || !k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit())
                 {
@@ -543,6 +687,9 @@ impl Catalog {
             Entity::Postback(p) => {
                 self.postbacks.insert(p.id.clone(), p);
             }
+            Entity::Plan(p) => {
+                self.plans.insert(p.id.clone(), p);
+            }
         }
     }
 
@@ -554,6 +701,7 @@ impl Catalog {
             "link" => drop(self.links.remove(id)),
             "key" => drop(self.keys.remove(id)),
             "postback" => drop(self.postbacks.remove(id)),
+            "plan" => drop(self.plans.remove(id)),
             _ => {}
         }
     }
@@ -567,8 +715,31 @@ impl Catalog {
             "link" => Entity::Link(self.links.get(id)?.link.clone()),
             "key" => Entity::Key(self.keys.get(id)?.clone()),
             "postback" => Entity::Postback(self.postbacks.get(id)?.clone()),
+            "plan" => Entity::Plan(self.plans.get(id)?.clone()),
             _ => return None,
         })
+    }
+
+    /// The plan a conversion of `affiliate` in `campaign` at `at_s` (Unix seconds) earns
+    /// under: the affiliate's own override if one is in effect, else the campaign's; of
+    /// several in effect, the one effective latest (then the greatest id).
+    pub fn plan_for(&self, campaign: &str, affiliate: &str, at_s: i64) -> Option<&CommissionPlan> {
+        let in_effect = |own: bool| {
+            self.plans
+                .values()
+                .filter(move |p| {
+                    p.campaign_id == campaign
+                        && p.effective_from <= at_s
+                        && (p.affiliate_id.as_deref() == Some(affiliate)) == own
+                        && (own || p.affiliate_id.is_none())
+                })
+                .max_by(|a, b| {
+                    a.effective_from
+                        .cmp(&b.effective_from)
+                        .then(a.id.cmp(&b.id))
+                })
+        };
+        in_effect(true).or_else(|| in_effect(false))
     }
 
     /// The default link code of an affiliate in a campaign.
@@ -786,6 +957,88 @@ mod tests {
         );
         assert!(snap.key("secret-admin").is_some());
         assert!(snap.key("wrong").is_none());
+        j.close().unwrap();
+    }
+
+    #[test]
+    fn plans_are_validated_journaled_and_chosen_by_override_then_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Default::default()).unwrap();
+        let store = EntityStore::open(&j).unwrap();
+        for e in demo() {
+            block_on(store.upsert("test", e)).unwrap();
+        }
+        let plan = |id: &str, json: &str| -> Entity {
+            let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+            v["id"] = id.into();
+            Entity::Plan(serde_json::from_value(v).unwrap())
+        };
+        let good = [
+            plan("base", r#"{"campaign-id":"c","percent-bps":1000}"#),
+            plan(
+                "base-2027",
+                r#"{"campaign-id":"c","percent-bps":1200,"effective-from":1798761600}"#,
+            ),
+            plan(
+                "a-own",
+                r#"{"campaign-id":"c","affiliate-id":"a","flat-minor":{"sale":500},"effective-from":1000}"#,
+            ),
+            plan(
+                "tiered",
+                r#"{"campaign-id":"c","effective-from":5,"tiers":{"basis":"conversions","mode":"bracket","brackets":[{"up-to":50,"bps":1000},{"bps":1500}]},"recurring-bps":500,"recurring-months":12,"bonus":{"basis":"revenue","threshold":100000,"amount-minor":5000}}"#,
+            ),
+        ];
+        for p in good {
+            assert!(block_on(store.upsert("test", p)).unwrap());
+        }
+        let bad = [
+            r#"{"campaign-id":"nope","percent-bps":1000}"#,
+            r#"{"campaign-id":"c","affiliate-id":"nobody","percent-bps":1000}"#,
+            r#"{"campaign-id":"c"}"#,
+            r#"{"campaign-id":"c","percent-bps":1000,"flat-minor":{"sale":1}}"#,
+            r#"{"campaign-id":"c","percent-bps":100001}"#,
+            r#"{"campaign-id":"c","flat-minor":{"sale":-1}}"#,
+            r#"{"campaign-id":"c","percent-bps":10,"recurring-months":3}"#,
+            r#"{"campaign-id":"c","tiers":{"basis":"revenue","mode":"bracket","brackets":[{"up-to":5,"bps":1}]}}"#,
+            r#"{"campaign-id":"c","percent-bps":10,"effective-from":-1}"#,
+        ];
+        for json in bad {
+            assert!(
+                matches!(
+                    block_on(store.upsert("t", plan("bad", json))),
+                    Err(Error::Invalid(_))
+                ),
+                "{json}"
+            );
+        }
+        let snap = store.snapshot();
+        assert!(
+            snap.get("plan", "bad").is_none(),
+            "nothing recorded for a refused plan"
+        );
+        let pick = |aff: &str, at: i64| snap.plan_for("c", aff, at).map(|p| p.id.clone());
+        assert_eq!(pick("other", 0), Some("base".into()));
+        assert_eq!(
+            pick("other", 10),
+            Some("tiered".into()),
+            "the latest in effect"
+        );
+        assert_eq!(pick("other", 1_798_761_600), Some("base-2027".into()));
+        assert_eq!(
+            pick("a", 999),
+            Some("tiered".into()),
+            "override not yet in effect"
+        );
+        assert_eq!(
+            pick("a", 1000),
+            Some("a-own".into()),
+            "the affiliate's override first"
+        );
+        assert_eq!(snap.plan_for("elsewhere", "a", 0), None);
+        assert!(snap.plans["tiered"].to_plan().unwrap().recurring.is_some());
+        drop(store);
+        let store = EntityStore::open(&j).unwrap();
+        assert_eq!(store.snapshot().plans.len(), 4, "replayed from the journal");
         j.close().unwrap();
     }
 
