@@ -89,14 +89,7 @@ fn error(status: actix_web::http::StatusCode, msg: impl Into<String>) -> HttpRes
 /// The caller's key, if it has `role`.
 fn authorize(req: &HttpRequest, api: &Api, role: Role) -> Result<ApiKey, HttpResponse> {
     use actix_web::http::StatusCode;
-    let secret = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let Some(secret) = secret else {
+    let Some(secret) = crate::convert::bearer(req) else {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "missing Authorization: Bearer <key>",

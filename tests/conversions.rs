@@ -79,16 +79,7 @@ fn click(a: &ureq::Agent, addr: SocketAddr) -> String {
 }
 
 fn post(a: &ureq::Agent, addr: SocketAddr, key: Option<&str>, body: &str) -> (u16, Value) {
-    let mut req = a
-        .post(format!("http://{addr}/api/v1/conversions"))
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", &format!("Bearer {k}"));
-    }
-    let mut resp = req.send(body).unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    call(a, addr, "/api/v1/conversions", key, body)
 }
 
 fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {

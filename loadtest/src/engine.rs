@@ -656,7 +656,7 @@ impl Thread<'_> {
         *self.rec.status.entry(resp.status).or_default() += 1;
         if ok {
             let record = f.intended >= self.plan.warmup;
-            self.learn(&f, &rbuf, &resp, record);
+            self.learn(&f, &rbuf, &resp);
             if record {
                 let corrected =
                     (now.duration_since(self.start).as_secs_f64() - f.intended).max(0.0);
@@ -711,7 +711,7 @@ impl Thread<'_> {
     }
 
     /// Keeps what later requests need (click ids, conversion ids) and what `--verify` checks.
-    fn learn(&mut self, f: &InFlight, buf: &[u8], resp: &http::Response, _recorded: bool) {
+    fn learn(&mut self, f: &InFlight, buf: &[u8], resp: &http::Response) {
         let keep = self.plan.keep_acks;
         match f.kind {
             Kind::Click => {

@@ -648,7 +648,12 @@ impl Conversions {
         let ip: std::net::IpAddr = req.ip.as_deref()?.parse().ok()?;
         let ua = req.user_agent.as_deref()?;
         let lang = req.accept_language.as_deref().unwrap_or("");
-        let fp = request::fingerprint(&self.fingerprint_key, ip.to_canonical(), &[ua, lang]);
+        let mut ip_text = request::IpText::default();
+        let fp = request::fingerprint(
+            &self.fingerprint_key,
+            ip_text.format(ip.to_canonical()),
+            &[ua, lang],
+        );
         let since = now_us - self.fingerprint_window_us;
         let click = self
             .clicks
@@ -1172,8 +1177,8 @@ async fn append_about<E: clicktrail_storage::Event>(
         .await
 }
 
-/// The key of `Authorization: Bearer <key>`, if any.
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The key of `Authorization: Bearer <key>`, if any (every keyed endpoint reads it here).
+pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

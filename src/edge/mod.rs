@@ -268,14 +268,21 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             })
         })
         .collect();
-    let fingerprint = (!opted_out)
-        .then(|| request::fingerprint(&edge.fingerprint_key, ip, &[&user_agent, &accept_language]));
+    let mut ip_buf = request::IpText::default();
+    let ip_text = ip_buf.format(ip);
+    let fingerprint = (!opted_out).then(|| {
+        request::fingerprint(
+            &edge.fingerprint_key,
+            ip_text,
+            &[&user_agent, &accept_language],
+        )
+    });
     let stored_ip = match (minimal, edge.tracking.ip_truncation) {
         (true, _) => String::new(),
         (false, IpTruncation::Partial) => request::IpText::default()
             .format(request::truncate_ip(ip))
             .to_string(),
-        (false, IpTruncation::None) => request::IpText::default().format(ip).to_string(),
+        (false, IpTruncation::None) => ip_text.to_string(),
     };
     // Every Cookie header, whole (HTTP/2 may split cookies over several headers).
     let existing_visitor = headers

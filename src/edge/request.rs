@@ -332,11 +332,11 @@ pub fn fingerprint_key(click_id_key: &str) -> Hmac<Sha256> {
 
 /// Keyed fingerprint of a browser: HMAC-SHA256 over the full IP, the user agent and
 /// `Accept-Language` (what a merchant can also pass server-to-server), truncated to 64
-/// bits. Keyed, so it cannot be recomputed from the stored fields.
-pub fn fingerprint(key: &Hmac<Sha256>, ip: IpAddr, parts: &[&str]) -> u64 {
+/// bits. Keyed, so it cannot be recomputed from the stored fields. `ip` is the address's
+/// text ([`IpText`]), which the click path formats once for this and the stored IP.
+pub fn fingerprint(key: &Hmac<Sha256>, ip: &str, parts: &[&str]) -> u64 {
     let mut mac = key.clone();
-    let mut buf = IpText::default();
-    mac.update(buf.format(ip).as_bytes());
+    mac.update(ip.as_bytes());
     for p in parts {
         mac.update(b"\n");
         mac.update(p.as_bytes());

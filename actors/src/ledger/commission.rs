@@ -605,6 +605,24 @@ mod tests {
         }
     }
 
+    /// Revenue tiers: 10% up to 100.00, 20% above.
+    fn ten_then_twenty(mode: TierMode) -> Tiers {
+        Tiers {
+            basis: TierBasis::Revenue,
+            mode,
+            brackets: vec![
+                Bracket {
+                    up_to: Some(10_000),
+                    bps: 1000,
+                },
+                Bracket {
+                    up_to: None,
+                    bps: 2000,
+                },
+            ],
+        }
+    }
+
     fn total(credits: &[Credit]) -> i64 {
         credits.iter().map(|c| c.amount_minor).sum()
     }
@@ -719,20 +737,7 @@ mod tests {
             }
         }
         // Revenue basis, marginal: 10% up to 100.00, 20% above; a sale straddling the bound.
-        let t = Tiers {
-            basis: TierBasis::Revenue,
-            mode: TierMode::Bracket,
-            brackets: vec![
-                Bracket {
-                    up_to: Some(10_000),
-                    bps: 1000,
-                },
-                Bracket {
-                    up_to: None,
-                    bps: 2000,
-                },
-            ],
-        };
+        let t = ten_then_twenty(TierMode::Bracket);
         let p = plan(Pricing::Tiered(t));
         let mut c = Commissions::default();
         assert_eq!(
@@ -1005,20 +1010,7 @@ mod tests {
 
     #[test]
     fn a_refund_that_drops_the_month_below_a_bracket_takes_the_top_up_back() {
-        let t = Tiers {
-            basis: TierBasis::Revenue,
-            mode: TierMode::WholeMonth,
-            brackets: vec![
-                Bracket {
-                    up_to: Some(10_000),
-                    bps: 1000,
-                },
-                Bracket {
-                    up_to: None,
-                    bps: 2000,
-                },
-            ],
-        };
+        let t = ten_then_twenty(TierMode::WholeMonth);
         let p = plan(Pricing::Tiered(t));
         let mut c = Commissions::default();
         assert_eq!(

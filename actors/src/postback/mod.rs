@@ -12,9 +12,9 @@
 //!   anything else retries with exponential backoff and jitter until `max-age`, then is
 //!   dead-lettered. At most `concurrency` requests in flight, at most `per-host` per host.
 //! * Destinations resolving to loopback, private, link-local or unspecified addresses are
-//!   refused unless `allow-private-destinations` is set, both before an attempt and at
-//!   connect time: the client connects only to addresses its own resolver checked, so a
-//!   name that re-resolves to a private address (DNS rebinding) gets nowhere.
+//!   refused unless `allow-private-destinations` is set, at connect time: the client
+//!   connects only to addresses its own resolver checked, so a name that re-resolves to a
+//!   private address (DNS rebinding) gets nowhere.
 //!
 //! Restart: the dispatcher reads its own output (finished deliveries), then its inputs from
 //! the start (durable records only), and queues again every delivery not finished.
@@ -30,7 +30,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -354,7 +354,9 @@ impl Commands {
     }
 }
 
-fn attempt(agent: &ureq::Agent, d: Delivery, allow_private: bool) -> Outcome {
+/// One attempt through `agent` (see [`delivery_agent`]: its resolver is where private
+/// destinations are refused, once, at connect time).
+fn attempt(agent: &ureq::Agent, d: Delivery) -> Outcome {
     let started = Instant::now();
     let parsed = url::Url::parse(&d.url);
     let mut out = Outcome {
@@ -369,23 +371,6 @@ fn attempt(agent: &ureq::Agent, d: Delivery, allow_private: bool) -> Outcome {
         out.refused = true;
         return out;
     };
-    if !allow_private {
-        let host = u.host_str().unwrap_or("");
-        let port = u.port_or_known_default().unwrap_or(80);
-        match (host, port).to_socket_addrs() {
-            Ok(addrs) => {
-                if addrs.into_iter().any(|a| is_private(a.ip())) {
-                    out.error = Some(format!("{host} resolves to a private address"));
-                    out.refused = true;
-                    return out;
-                }
-            }
-            Err(e) => {
-                out.error = Some(format!("cannot resolve {host}: {e}"));
-                return out;
-            }
-        }
-    }
     let t = now_us() / 1_000_000;
     let payload = match &out.delivery.body {
         Some(b) => b.clone(),
@@ -781,14 +766,13 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Delivery>(e.config.concurrency);
     let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
-    let allow = e.config.allow_private_destinations;
     let workers: Vec<_> = (0..e.config.concurrency)
         .map(|_| {
             let (rx, tx, agent) = (jobs_rx.clone(), done_tx.clone(), agent.clone());
             std::thread::spawn(move || loop {
                 let job = rx.lock().unwrap().recv();
                 let Ok(d) = job else { return };
-                if tx.send(attempt(&agent, d, allow)).is_err() {
+                if tx.send(attempt(&agent, d)).is_err() {
                     return;
                 }
             })
@@ -988,6 +972,22 @@ mod tests {
             let err = guarded.get(&url).call().unwrap_err().to_string();
             assert!(err.contains("private address"), "{url}: {err}");
         }
+        // Through `attempt`: refused (not retried), nothing connected.
+        let d = Delivery {
+            id: "d".into(),
+            postback_id: "p".into(),
+            trigger: Trigger::ConversionCreated,
+            method: Method::Get,
+            url: format!("http://127.0.0.1:{port}/pb?x=1"),
+            body: None,
+            secret: "s".repeat(16),
+            attempts: 0,
+            first_us: 0,
+            source: None,
+        };
+        let out = attempt(&guarded, d);
+        assert!(out.refused && out.status == 0, "{:?}", out.error);
+        assert!(out.error.unwrap().contains("private address"));
         assert!(listener.accept().is_err(), "no connection was made");
         // A proxy in the environment is ignored (through a proxy only the proxy's name
         // would be resolved by our guard).
