@@ -68,11 +68,22 @@ pub trait Processor: Send + 'static {
     fn inputs(&self) -> Vec<String>;
     /// The partition it alone writes.
     fn output(&self) -> String;
+    /// Whether retention must keep all of its output (its state is rebuilt from all of it).
+    fn keeps_output(&self) -> bool {
+        false
+    }
     /// Rebuilds state from one of its own earlier outputs (called in order at start).
     fn restore(&mut self, _record: &Record<'_>) {}
     /// Handles one input; pushes the records to write for it (possibly none).
     fn process(&mut self, input: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String>;
+    /// Called about once a second with the wall clock: pushes records that time alone
+    /// causes (a hold period ending). They carry no source; `restore` must apply them
+    /// like any other output, so a tick after a restart does not repeat them.
+    fn tick(&mut self, _now_us: i64, _out: &mut Vec<Output>) {}
 }
+
+/// How often [`Processor::tick`] runs at most.
+pub const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Input {
     partition: Partition,
@@ -97,6 +108,8 @@ pub struct WorkerCore {
     /// (output end, input positions): a consumer position may only be committed (letting
     /// retention remove the input) once every output derived before it is durable.
     pending_commits: std::collections::VecDeque<(u64, Vec<u64>)>,
+    /// When the processor's tick last ran.
+    last_tick: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for WorkerCore {
@@ -113,6 +126,9 @@ impl WorkerCore {
     /// input it finished.
     pub fn open(journal: &Journal, mut processor: Box<dyn Processor>) -> Result<WorkerCore> {
         let output = journal.partition(&processor.output())?;
+        if processor.keeps_output() {
+            output.keep_forever();
+        }
         // Last source seen per input partition id.
         let mut last: HashMap<u32, Source> = HashMap::new();
         {
@@ -176,6 +192,7 @@ impl WorkerCore {
             writer,
             outputs: Vec::new(),
             pending_commits: std::collections::VecDeque::new(),
+            last_tick: None,
         })
     }
 
@@ -229,10 +246,25 @@ impl WorkerCore {
             }
             done += n;
         }
+        if self.last_tick.is_none_or(|t| t.elapsed() >= TICK_INTERVAL) {
+            self.last_tick = Some(std::time::Instant::now());
+            self.tick_now(now_us())?;
+        }
         self.writer.publish();
         self.queue_commit();
         self.commit_durable();
         Ok(done)
+    }
+
+    /// Runs the processor's tick at `now_us` and writes what it produced (no source).
+    pub fn tick_now(&mut self, now_us: i64) -> Result<()> {
+        self.outputs.clear();
+        self.processor.tick(now_us, &mut self.outputs);
+        for out in &self.outputs {
+            self.writer
+                .write(out.kind, out.version, None, &out.payload)?;
+        }
+        Ok(())
     }
 
     fn queue_commit(&mut self) {
@@ -263,6 +295,12 @@ impl WorkerCore {
     pub fn wait_any(&self) -> WaitAny {
         WaitAny(self.inputs.iter().map(|i| i.reader.wait_async()).collect())
     }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Resolves when any of its waits does. `'static`, so the actor can spawn it.

@@ -19,7 +19,7 @@
 // Handlers return a ready `HttpResponse` as their error: it is the answer.
 #![allow(clippy::result_large_err)]
 
-pub mod amount;
+pub use clicktrail_storage::money as amount;
 
 use crate::edge::click_id::{ClickIdCodec, ClickIdError};
 use crate::edge::request;

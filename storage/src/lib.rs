@@ -16,6 +16,7 @@ mod error;
 pub mod fault;
 pub mod frame;
 mod journal;
+pub mod money;
 mod notify;
 mod partition;
 pub mod schema;

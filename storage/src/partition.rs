@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     /// First offset still held (retention moves it up).
     start: AtomicU64,
     writer_taken: AtomicBool,
+    /// Never removed by retention (a record of money or of entities: its owner rebuilds
+    /// its state from all of it).
+    kept: AtomicBool,
     readers: AtomicUsize,
     /// Woken when `end` moves.
     data: Notifier,
@@ -286,6 +289,7 @@ impl Partition {
                 durable: AtomicU64::new(end),
                 start: AtomicU64::new(start),
                 writer_taken: AtomicBool::new(false),
+                kept: AtomicBool::new(false),
                 readers: AtomicUsize::new(0),
                 data: Notifier::default(),
                 durability: Notifier::default(),
@@ -538,9 +542,18 @@ impl Partition {
         segment::sync_dir(&self.shared.dir)
     }
 
+    /// Keeps every segment of this partition whatever its consumers have read (for
+    /// partitions whose owner rebuilds its state from all of them: ledger, payouts).
+    pub fn keep_forever(&self) {
+        self.shared.kept.store(true, Ordering::Release);
+    }
+
     /// Removes whole segments that every registered consumer has passed. Returns how many
-    /// were removed. Without registered consumers nothing is removed.
+    /// were removed. Without registered consumers, or once kept forever, nothing is removed.
     pub fn retain(&self) -> Result<usize> {
+        if self.shared.kept.load(Ordering::Acquire) {
+            return Ok(0);
+        }
         let min = {
             let map = self.shared.consumers.lock().unwrap();
             match map.values().map(|p| p.load(Ordering::Acquire)).min() {

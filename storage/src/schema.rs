@@ -374,6 +374,122 @@ pub struct Attribution {
     pub touchpoints: Vec<Touchpoint>,
 }
 
+/// A conversion's credit split over touchpoints, v2: v1 plus the conversion's facts, so the
+/// commission ledger prices it without another lookup.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AttributionV2 {
+    pub at_us: i64,
+    pub conversion_id: String,
+    pub model: String,
+    pub touchpoints: Vec<Touchpoint>,
+    pub merchant_id: String,
+    pub campaign_id: String,
+    pub order_id: String,
+    pub event: String,
+    pub amount: Money,
+    pub customer_id: Option<String>,
+    pub occurred_at_us: i64,
+}
+
+/// Why a ledger transaction was posted.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum LedgerCause {
+    /// An attributed conversion earned commissions (pending).
+    Sale,
+    /// A refund or chargeback took (part of) them back.
+    Reversal,
+    /// Pending commissions became approved (hold period over, or the merchant approved).
+    Approval,
+    /// The merchant or the fraud review rejected the conversion.
+    Rejection,
+    /// The fraud review holds the conversion (no postings).
+    Hold,
+    /// The fraud review released it (no postings).
+    Release,
+    /// A decision about a conversion the ledger has not priced yet, kept for when it is
+    /// (no postings).
+    Deferred,
+    /// A payout item was paid: approved -> paid, less the provider's fee.
+    Payout,
+}
+
+/// One leg of a ledger transaction: a signed amount on one account, credit positive. The
+/// legs of a transaction add up to zero.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Posting {
+    /// `merchant:<id>`, `partner:<id>:pending|approved|paid`, `fees:<provider>`.
+    pub account: String,
+    /// What the amount is: `commission`, `recurring`, `bonus`, `fee`, `payout`.
+    pub detail: String,
+    pub amount_minor: i64,
+}
+
+/// One double-entry ledger transaction, v2 of the ledger-entry kind: balanced postings in
+/// one currency and, for the commission engine's restart, the operation that produced them.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LedgerTxn {
+    pub at_us: i64,
+    pub txn_id: String,
+    pub cause: LedgerCause,
+    /// Empty for payouts.
+    pub conversion_id: String,
+    pub currency: Currency,
+    pub postings: Vec<Posting>,
+    pub memo: String,
+    /// The operation as JSON, replayed on restart to rebuild the engine's state.
+    pub op_json: String,
+}
+
+/// Where a payout item stands (v2 of the payout kind).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum PayoutItemStatus {
+    /// In a new batch, waiting for approval.
+    Proposed,
+    /// Approved (automatically or by an admin); will be dispatched.
+    Approved,
+    /// About to call the provider; written durably first. Its item id is the idempotency
+    /// key of every call for it, so a retry or restart never pays twice.
+    Intent,
+    /// The provider confirmed it.
+    Paid,
+    /// No confirmation yet (timeout, 5xx, 429): retried with the same key; the amount stays
+    /// reserved.
+    Retrying,
+    /// Refused for good (or rejected by an admin before dispatch); the amount is payable
+    /// again.
+    Cancelled,
+}
+
+/// A payout item's state change, v2: one item per partner and currency in a batch.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PayoutItem {
+    pub at_us: i64,
+    pub batch_id: String,
+    pub item_id: String,
+    pub affiliate_id: String,
+    /// What leaves the partner's approved balance.
+    pub amount: Money,
+    /// The provider's fee, deducted from `amount` (the partner receives the difference).
+    pub fee_minor: i64,
+    pub provider: String,
+    /// The partner's account at the provider.
+    pub destination: String,
+    pub status: PayoutItemStatus,
+    pub attempt: u32,
+    pub provider_ref: Option<String>,
+    pub error: Option<String>,
+    /// Who moved it (scheduler, admin key owner).
+    pub actor: String,
+}
+
 /// State of a commission in the ledger.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -520,8 +636,11 @@ events! {
     ConversionReversalV3 => ConversionReversal, 3;
     FraudVerdict => FraudVerdict, 1;
     Attribution => Attribution, 1;
+    AttributionV2 => Attribution, 2;
     LedgerEntry => LedgerEntry, 1;
+    LedgerTxn => LedgerEntry, 2;
     Payout => Payout, 1;
+    PayoutItem => Payout, 2;
     PostbackAttempt => PostbackAttempt, 1;
     EntityChange => EntityChange, 1;
     ConversionStatusChange => ConversionStatus, 1;
@@ -764,6 +883,65 @@ pub mod samples {
             status: PayoutStatus::Intent,
             provider_ref: None,
             error: None,
+        }
+    }
+
+    pub fn attribution_v2() -> AttributionV2 {
+        let (a, c) = (attribution(), conversion());
+        AttributionV2 {
+            at_us: a.at_us,
+            conversion_id: a.conversion_id,
+            model: a.model,
+            touchpoints: a.touchpoints,
+            merchant_id: c.merchant_id,
+            campaign_id: c.campaign_id,
+            order_id: c.order_id,
+            event: c.event,
+            amount: c.amount,
+            customer_id: c.customer_id,
+            occurred_at_us: c.occurred_at_us,
+        }
+    }
+
+    pub fn ledger_txn() -> LedgerTxn {
+        LedgerTxn {
+            at_us: 1_764_000_100_000_200,
+            txn_id: "sale:cv1".into(),
+            cause: LedgerCause::Sale,
+            conversion_id: "cv1".into(),
+            currency: Currency(*b"EUR"),
+            postings: vec![
+                Posting {
+                    account: "merchant:demo-merchant".into(),
+                    detail: "commission".into(),
+                    amount_minor: -499,
+                },
+                Posting {
+                    account: "partner:demo-affiliate:pending".into(),
+                    detail: "commission".into(),
+                    amount_minor: 499,
+                },
+            ],
+            memo: "plan demo-10-percent".into(),
+            op_json: "{}".into(),
+        }
+    }
+
+    pub fn payout_item() -> PayoutItem {
+        PayoutItem {
+            at_us: 1_764_100_000_000_000,
+            batch_id: "b-20251201-1".into(),
+            item_id: "b-20251201-1-demo-affiliate-EUR".into(),
+            affiliate_id: "demo-affiliate".into(),
+            amount: eur(10_000),
+            fee_minor: 50,
+            provider: "stripe".into(),
+            destination: "acct_1Demo".into(),
+            status: PayoutItemStatus::Intent,
+            attempt: 1,
+            provider_ref: None,
+            error: None,
+            actor: "payout-scheduler".into(),
         }
     }
 

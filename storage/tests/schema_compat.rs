@@ -212,3 +212,48 @@ fn v3_records_still_read_and_v2_reversals_upgrade() {
     assert_eq!(v2.affiliate_id, None);
     j.close().unwrap();
 }
+
+/// Schema v4 records (attribution v2 with the conversion's facts, ledger transactions,
+/// payout items) in `tests/fixtures/v4`, written once with `CLICKTRAIL_WRITE_FIXTURES_V4=1`.
+#[test]
+fn v4_records_still_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4");
+    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V4").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), config()).unwrap();
+        let mut w = j.partition("events").unwrap().writer().unwrap();
+        w.append_event(None, &samples::attribution_v2()).unwrap();
+        w.append_event(None, &samples::ledger_txn()).unwrap();
+        w.append_event(None, &samples::payout_item()).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(tmp.path(), &dir);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&dir, tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let expect = [
+        (Kind::Attribution, 2),
+        (Kind::LedgerEntry, 2),
+        (Kind::Payout, 2),
+    ];
+    let mut recs = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        assert_eq!(
+            schema::validate(rec.kind, rec.version, rec.payload),
+            Some(Ok(()))
+        );
+        recs.push((rec.kind, rec.version));
+        match recs.len() {
+            1 => assert_eq!(rec.to_owned_event(), Some(samples::attribution_v2())),
+            2 => assert_eq!(rec.to_owned_event(), Some(samples::ledger_txn())),
+            3 => assert_eq!(rec.to_owned_event(), Some(samples::payout_item())),
+            _ => panic!("more records than written"),
+        }
+    }
+    let want: Vec<(u16, u16)> = expect.iter().map(|(k, v)| (*k as u16, *v)).collect();
+    assert_eq!(recs, want);
+    j.close().unwrap();
+}

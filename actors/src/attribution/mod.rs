@@ -1,12 +1,13 @@
 //! Attribution aggregator: turns each attributed conversion into an attribution record
-//! (conversion -> weighted touchpoints) in `attributions`.
+//! (conversion -> weighted touchpoints, with the conversion's facts the ledger prices) in
+//! `attributions`.
 //!
 //! Until the attribution issue brings multi-touch models, a conversion matched to a click
 //! gets that one touchpoint with the whole weight (last click); unmatched conversions get
 //! no attribution (they are kept and reported as unattributed).
 
 use crate::worker::{Output, Processor};
-use clicktrail_storage::schema::{Attribution, Conversion, Touchpoint};
+use clicktrail_storage::schema::{AttributionV2, Conversion, Touchpoint};
 use clicktrail_storage::{Record, RecordExt};
 
 /// The full weight of a conversion, in parts per million.
@@ -45,7 +46,7 @@ impl Processor for Aggregator {
         else {
             return Ok(());
         };
-        out.push(Output::event(&Attribution {
+        out.push(Output::event(&AttributionV2 {
             at_us: c.at_us.to_native(),
             conversion_id: c.conversion_id.to_string(),
             model: "last-click".into(),
@@ -55,6 +56,16 @@ impl Processor for Aggregator {
                 at_us: c.occurred_at_us.to_native(),
                 weight_ppm: WEIGHT_WHOLE_PPM,
             }],
+            merchant_id: c.merchant_id.to_string(),
+            campaign_id: c.campaign_id.to_string(),
+            order_id: c.order_id.to_string(),
+            event: c.event.to_string(),
+            amount: clicktrail_storage::schema::Money {
+                amount_minor: c.amount.amount_minor.to_native(),
+                currency: clicktrail_storage::schema::Currency(c.amount.currency.0),
+            },
+            customer_id: c.customer_id.as_ref().map(|s| s.to_string()),
+            occurred_at_us: c.occurred_at_us.to_native(),
         }));
         Ok(())
     }

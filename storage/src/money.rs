@@ -1,7 +1,7 @@
 //! Exact money parsing: decimal strings ("49.90") into integer minor units, per ISO 4217
 //! currency exponent. No floating point anywhere.
 
-use clicktrail_storage::schema::{Currency, Money};
+use crate::schema::{Currency, Money};
 
 /// Longest integer part accepted (keeps every amount far inside `i64`).
 pub const INTEGER_DIGITS_MAX: usize = 13;
