@@ -9,6 +9,7 @@
 //! | `GET /api/v1/stats?by=affiliate\|campaign\|sub1..sub5[&affiliate_id=]` | admin | live counters |
 //! | `GET /api/v1/me/stats?by=...` | partner | the partner's own counters |
 //! | `GET /api/v1/me/links` | partner | the partner's links |
+//! | balances, statements, payouts | | see [`crate::ledger_api`] |
 //!
 //! Creating an affiliate or a campaign also creates the default link of every affiliate and
 //! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400
@@ -42,11 +43,16 @@ pub struct Api {
     pub postback_commands: clicktrail_actors::postback::Commands,
     /// The delivery log, kept current from the attempts partition.
     pub deliveries: std::sync::Mutex<DeliveryLog>,
+    /// The commission ledger's balances and statements.
+    pub ledger: clicktrail_actors::ledger::SharedBook,
+    /// Payout items, and requests to the payout scheduler.
+    pub payouts: clicktrail_actors::payout::SharedPayouts,
+    pub payout_commands: clicktrail_actors::payout::Commands,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::scope("/api/v1")
+        crate::ledger_api::routes(web::scope("/api/v1"))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route("/me/stats", web::get().to(my_stats))
             .route("/me/links", web::get().to(my_links))
@@ -82,12 +88,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn error(status: actix_web::http::StatusCode, msg: impl Into<String>) -> HttpResponse {
+pub(crate) fn error(status: actix_web::http::StatusCode, msg: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": msg.into() }))
 }
 
 /// The caller's key, if it has `role`.
-fn authorize(req: &HttpRequest, api: &Api, role: Role) -> Result<ApiKey, HttpResponse> {
+pub(crate) fn authorize(req: &HttpRequest, api: &Api, role: Role) -> Result<ApiKey, HttpResponse> {
     use actix_web::http::StatusCode;
     let Some(secret) = crate::convert::bearer(req) else {
         let mut r = error(

@@ -13,6 +13,7 @@ use clicktrail_actors::system::{SystemConfig, INGEST_SHARDS_MAX};
 use clicktrail_actors::SupervisorConfig;
 use clicktrail_storage::JournalConfig;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -290,6 +291,183 @@ impl Default for PostbacksSection {
     }
 }
 
+/// `[program]`: how commissions are approved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProgramSection {
+    /// Days a commission stays pending before it is approved (refunds come back in that
+    /// time). Default: 30. Bounds: 0 ..= 365.
+    pub hold_days: u32,
+    /// `hold`: the hold period or the merchant's approval approves; `performance`: only a
+    /// retention window of `hold-days` without a full reversal does. Default: hold.
+    pub verification: clicktrail_actors::ledger::Verification,
+}
+
+impl Default for ProgramSection {
+    fn default() -> Self {
+        ProgramSection {
+            hold_days: clicktrail_actors::ledger::HOLD_DAYS_DEFAULT,
+            verification: Default::default(),
+        }
+    }
+}
+
+/// `[payouts.stripe]`, `[payouts.paypal]`, `[payouts.wise]`: a provider's API and fee.
+/// Only configured providers pay; a partner of another provider waits (logged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Default: the provider's live API.
+    pub base_url: Option<String>,
+    /// Stripe: the secret key (`env:STRIPE_SECRET_KEY`).
+    pub secret_key: Option<String>,
+    /// PayPal: REST app credentials.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Wise: API token and business profile id.
+    pub api_token: Option<String>,
+    pub profile_id: Option<String>,
+    /// Fee in basis points of the payout, plus a fixed part, capped (0: no cap). Defaults:
+    /// Stripe 25 bps + 25; PayPal 200 bps capped at 100; Wise 50 bps.
+    pub fee_bps: Option<u32>,
+    pub fee_fixed_minor: Option<i64>,
+    pub fee_cap_minor: Option<i64>,
+}
+
+/// `[payouts]`: when and how partners are paid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PayoutsSection {
+    /// `net-15`, `net-30`, `day-1` .. `day-28` or `manual`. Default: net-30.
+    pub schedule: String,
+    /// The program's time zone as a UTC offset (`UTC`, `+02:00`). Default: UTC.
+    pub time_zone: String,
+    /// `auto` or `admin` (each batch waits for `POST /api/v1/payouts/batches/{id}/approve`).
+    /// Default: auto.
+    pub approval: String,
+    /// Smallest payout per currency in minor units, e.g. `{ EUR = 5000 }`. Default: none.
+    pub minimum: BTreeMap<String, i64>,
+    /// Per provider call. Default: 30000 ms. Bounds: 100 ..= 300000.
+    pub timeout_ms: u64,
+    /// First retry delay of an unsettled payout, doubling. Default: 5000 ms.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay. Default: 3600000 ms.
+    pub backoff_max_ms: u64,
+    pub stripe: Option<ProviderSection>,
+    pub paypal: Option<ProviderSection>,
+    pub wise: Option<ProviderSection>,
+}
+
+impl Default for PayoutsSection {
+    fn default() -> Self {
+        PayoutsSection {
+            schedule: "net-30".into(),
+            time_zone: "UTC".into(),
+            approval: "auto".into(),
+            minimum: BTreeMap::new(),
+            timeout_ms: 30_000,
+            backoff_initial_ms: 5000,
+            backoff_max_ms: 3_600_000,
+            stripe: None,
+            paypal: None,
+            wise: None,
+        }
+    }
+}
+
+impl PayoutsSection {
+    /// The scheduler's settings, secrets resolved, or why they make no sense.
+    pub fn to_config(&self) -> Result<clicktrail_actors::payout::PayoutConfig, ConfigError> {
+        use clicktrail_actors::payout::{self, providers::ProviderConfig, providers::ProviderKind};
+        let bad = |m: String| ConfigError::Invalid(format!("payouts: {m}"));
+        let schedule = payout::Schedule::parse(&self.schedule).map_err(bad)?;
+        let utc_offset_s = payout::parse_offset(&self.time_zone).map_err(bad)?;
+        let admin_approval = match self.approval.as_str() {
+            "auto" => false,
+            "admin" => true,
+            other => return Err(bad(format!("approval {other:?}: auto or admin"))),
+        };
+        for (c, m) in &self.minimum {
+            if clicktrail_storage::money::exponent(c).is_none() || *m < 0 {
+                return Err(bad(format!(
+                    "minimum {c} = {m}: a known currency and a non-negative amount"
+                )));
+            }
+        }
+        if !(100..=300_000).contains(&self.timeout_ms)
+            || self.backoff_initial_ms == 0
+            || self.backoff_max_ms < self.backoff_initial_ms
+        {
+            return Err(bad(
+                "timeout-ms must be 100..=300000 and backoff-initial-ms 1..=backoff-max-ms".into(),
+            ));
+        }
+        let mut providers = BTreeMap::new();
+        for (kind, section) in [
+            (ProviderKind::Stripe, &self.stripe),
+            (ProviderKind::Paypal, &self.paypal),
+            (ProviderKind::Wise, &self.wise),
+        ] {
+            let Some(p) = section else { continue };
+            let name = kind.name();
+            let mut c = ProviderConfig::default_for(kind);
+            if let Some(u) = &p.base_url {
+                clicktrail_actors::catalog::parse_web_url(u)
+                    .map_err(|e| bad(format!("{name}.base-url: {e}")))?;
+                c.base_url = u.clone();
+            }
+            let secret = |field: &str, v: &Option<String>| -> Result<String, ConfigError> {
+                let v = v
+                    .as_deref()
+                    .ok_or_else(|| bad(format!("{name}.{field} is required")))?;
+                resolve_secret(&format!("payouts.{name}.{field}"), v)
+            };
+            match kind {
+                ProviderKind::Stripe => c.credentials = secret("secret-key", &p.secret_key)?,
+                ProviderKind::Paypal => {
+                    c.credentials = format!(
+                        "{}:{}",
+                        secret("client-id", &p.client_id)?,
+                        secret("client-secret", &p.client_secret)?
+                    )
+                }
+                ProviderKind::Wise => {
+                    c.credentials = secret("api-token", &p.api_token)?;
+                    c.profile_id = secret("profile-id", &p.profile_id)?;
+                    if !c.profile_id.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad("wise.profile-id must be numeric".into()));
+                    }
+                }
+            }
+            if let Some(v) = p.fee_bps {
+                c.fee_bps = v;
+            }
+            if let Some(v) = p.fee_fixed_minor {
+                c.fee_fixed_minor = v;
+            }
+            if let Some(v) = p.fee_cap_minor {
+                c.fee_cap_minor = v;
+            }
+            if c.fee_bps > 10_000 || c.fee_fixed_minor < 0 || c.fee_cap_minor < 0 {
+                return Err(bad(format!(
+                    "{name}: fees must be 0..=10000 bps and non-negative"
+                )));
+            }
+            providers.insert(kind, c);
+        }
+        Ok(payout::PayoutConfig {
+            schedule,
+            utc_offset_s,
+            admin_approval,
+            minimum: self.minimum.clone(),
+            providers,
+            timeout: Duration::from_millis(self.timeout_ms),
+            backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+        })
+    }
+}
+
 /// `[conversions]`: matching.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -330,6 +508,8 @@ pub struct Config {
     pub tracking: TrackingSection,
     pub postbacks: PostbacksSection,
     pub conversions: ConversionsSection,
+    pub program: ProgramSection,
+    pub payouts: PayoutsSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -474,6 +654,11 @@ impl Config {
             (1..=720).contains(&self.conversions.fingerprint_window_hours),
             || "conversions.fingerprint-window-hours must be 1..=720".into(),
         )?;
+        check(
+            self.program.hold_days <= clicktrail_actors::ledger::HOLD_DAYS_MAX,
+            || "program.hold-days must be 0..=365".into(),
+        )?;
+        self.payouts.to_config()?;
         let pb = &self.postbacks;
         check((100..=60_000).contains(&pb.timeout_ms), || {
             "postbacks.timeout-ms must be 100..=60000".into()
@@ -579,6 +764,14 @@ impl Config {
                 backoff_max: Duration::from_millis(self.postbacks.backoff_max_ms),
                 max_age: Duration::from_secs(self.postbacks.max_age_s),
             },
+            ledger: clicktrail_actors::ledger::LedgerConfig {
+                hold_days: self.program.hold_days,
+                verification: self.program.verification,
+            },
+            payouts: self
+                .payouts
+                .to_config()
+                .expect("validated when the configuration was loaded"),
         }
     }
 }

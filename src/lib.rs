@@ -7,5 +7,6 @@ pub mod config;
 pub mod convert;
 pub mod edge;
 pub mod journal_cmd;
+pub mod ledger_api;
 pub mod metrics;
 pub mod server;

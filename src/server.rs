@@ -91,6 +91,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         journal: journal.clone(),
         postback_commands: handles.postback_commands.clone(),
         deliveries: Default::default(),
+        ledger: handles.ledger.clone(),
+        payouts: handles.payouts.clone(),
+        payout_commands: handles.payout_commands.clone(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),

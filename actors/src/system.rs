@@ -44,6 +44,8 @@ pub struct SystemConfig {
     pub ingest_queue_max: usize,
     pub supervisor: SupervisorConfig,
     pub postbacks: postback::DispatcherConfig,
+    pub ledger: ledger::LedgerConfig,
+    pub payouts: payout::PayoutConfig,
 }
 
 impl Default for SystemConfig {
@@ -53,6 +55,8 @@ impl Default for SystemConfig {
             ingest_queue_max: 4096,
             supervisor: SupervisorConfig::default(),
             postbacks: postback::DispatcherConfig::default(),
+            ledger: ledger::LedgerConfig::default(),
+            payouts: payout::PayoutConfig::default(),
         }
     }
 }
@@ -68,6 +72,11 @@ pub struct Handles {
     pub postback_commands: postback::Commands,
     /// Recent clicks, for fingerprint matching and postback sub-ids.
     pub clicks: SharedClicks,
+    /// The commission ledger's balances and statements.
+    pub ledger: ledger::SharedBook,
+    /// Payout items, and the admin's requests to the scheduler.
+    pub payouts: payout::SharedPayouts,
+    pub payout_commands: payout::Commands,
 }
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
@@ -93,8 +102,36 @@ pub fn build(
     sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
     let i = inputs.clone();
     sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
-    sup = sup.worker(|| Box::new(ledger::Ledger));
-    sup = sup.worker(|| Box::new(payout::Scheduler));
+    let book = ledger::SharedBook::default();
+    let (mut i, b, s, lc) = (
+        ledger::Ledger::own_inputs().map(String::from).to_vec(),
+        book.clone(),
+        store.clone(),
+        config.ledger,
+    );
+    i.extend(inputs.iter().cloned());
+    sup = sup.worker(move || Box::new(ledger::Ledger::new(i.clone(), s.clone(), b.clone(), lc)));
+    let payouts = payout::SharedPayouts::default();
+    let payout_commands = payout::Commands::default();
+    let (s, pc, cmds, items) = (
+        store.clone(),
+        config.payouts.clone(),
+        payout_commands.clone(),
+        payouts.clone(),
+    );
+    sup = sup.child(
+        "payout-scheduler",
+        Arc::new(move |arbiter, ctx| {
+            payout::Scheduler::start(
+                arbiter,
+                ctx,
+                s.clone(),
+                pc.clone(),
+                cmds.clone(),
+                items.clone(),
+            )
+        }),
+    );
     let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(CLICKS_MAX)));
     let (i, c) = (inputs.clone(), clicks.clone());
     sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));
@@ -118,6 +155,9 @@ pub fn build(
             stats,
             postback_commands,
             clicks,
+            ledger: book,
+            payouts,
+            payout_commands,
         },
     )
 }

@@ -62,6 +62,16 @@ pub struct Affiliate {
     pub name: String,
     #[serde(default)]
     pub status: Status,
+    /// Who pays this partner: stripe, paypal or wise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_provider: Option<crate::payout::providers::ProviderKind>,
+    /// The partner's account there: a Stripe connected account (`acct_...`), a PayPal
+    /// e-mail address, a Wise recipient id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_account: Option<String>,
+    /// Payouts held (a fraud review of the partner); commissions still accrue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payout_hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -488,7 +498,12 @@ impl Catalog {
         match e {
             Entity::Affiliate(a) => {
                 check_id("affiliate id", &a.id)?;
-                check_name(&a.name)
+                check_name(&a.name)?;
+                match (a.payout_provider, &a.payout_account) {
+                    (Some(p), Some(acct)) => p.check_account(acct).map_err(Error::Invalid),
+                    (None, None) => Ok(()),
+                    _ => invalid("payout-provider and payout-account go together"),
+                }
             }
             Entity::Merchant(m) => {
                 check_id("merchant id", &m.id)?;
@@ -787,6 +802,7 @@ impl EntityStore {
     /// Rebuilds the catalog from the journal and takes the partition's writer.
     pub fn open(journal: &Journal) -> Result<EntityStore> {
         let partition = journal.partition(ENTITIES)?;
+        partition.keep_forever();
         let mut catalog = Catalog::default();
         let mut reader = partition.reader()?;
         while let Some(rec) = reader.next()? {
@@ -892,6 +908,9 @@ mod tests {
                 id: "a".into(),
                 name: "A".into(),
                 status: Status::Active,
+                payout_provider: None,
+                payout_account: None,
+                payout_hold: false,
             }),
             Entity::Campaign(Campaign {
                 id: "c".into(),

@@ -1,28 +1,828 @@
-//! Payout scheduler: reads the ledger and will write payout batches, intents and provider
-//! results to `payouts` (Stripe Connect, PayPal, Wise; the payouts issue). It has nothing to
-//! schedule until the ledger posts entries.
+//! Payout scheduler: reads the ledger, and on schedule (or when an admin asks) creates a
+//! batch with one item per partner and currency whose payable balance reaches the
+//! currency's minimum; items are approved (automatically or by an admin), then paid
+//! through the partner's provider. Everything it decides is a [`PayoutItem`] record in
+//! `payouts`; the ledger reads the paid ones and moves the money from approved to paid.
+//!
+//! Exactly once: before any provider call the scheduler writes the item's `intent` and
+//! waits until it is durable; every call for the item uses the item id as the provider's
+//! idempotency key (Stripe `Idempotency-Key`, PayPal `sender_batch_id`, Wise
+//! `customerTransactionId`). A timeout, 409, 429 or 5xx leaves the item reserved and
+//! retried with backoff under the same key, forever if need be (the outcome is unknown, so
+//! the money must not be offered again); only a definite refusal (other 4xx) or an admin's
+//! cancel before dispatch releases it. After a crash the scheduler rebuilds its items from
+//! `payouts` and retries every item whose last record is an intent or a retry.
+//!
+//! Payable, per partner and currency: the ledger's approved balance, less approvals newer
+//! than the run's cutoff (negative movements, refunds after payout, always count), less
+//! items still reserved and not yet seen paid in the ledger.
+//!
+//! Schedules (in the program's UTC offset): `net-15` / `net-30` pay what was approved in
+//! a calendar month 15 / 30 days after it ends; `day-N` pays on day N (1-28) of every
+//! month what was approved before it; `manual` only when an admin asks
+//! (`POST /api/v1/payouts/run`).
 
-use crate::worker::{Output, Processor};
-use clicktrail_storage::Record;
+pub mod providers;
 
-/// See the module docs.
+use crate::catalog::EntityStore;
+use crate::ledger::commission::{civil_from_days, days_from_civil};
+use crate::ledger::{parse_partner_account, Bucket, Op};
+use crate::supervisor::{ChildCtx, Stop};
+use actix::prelude::*;
+use clicktrail_storage::schema::{
+    ArchivedLedgerCause, ArchivedPayoutItemStatus, Currency, LedgerTxn, Money, PayoutItem,
+    PayoutItemStatus,
+};
+use clicktrail_storage::{Journal, Reader, RecordExt, Writer};
+use providers::{Outcome, Payment, ProviderConfig, ProviderKind};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DAY_US: i64 = 86_400_000_000;
+/// Who the scheduler's own records name.
+pub const ACTOR: &str = "payout-scheduler";
+
+/// When batches are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Manual,
+    /// Pay a month's approvals this many days after the month ends.
+    Net(u32),
+    /// Pay on this day of every month.
+    DayOfMonth(u32),
+}
+
+impl Schedule {
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let bad = || format!("schedule {s:?}: expected manual, net-15, net-30 or day-1 .. day-28");
+        match s {
+            "manual" => Ok(Schedule::Manual),
+            "net-15" => Ok(Schedule::Net(15)),
+            "net-30" => Ok(Schedule::Net(30)),
+            _ => {
+                let d: u32 = s
+                    .strip_prefix("day-")
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
+                if (1..=28).contains(&d) {
+                    Ok(Schedule::DayOfMonth(d))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+
+    /// The latest scheduled run at or before `now_us`: (run time, cutoff), in UTC
+    /// microseconds, for a program at `offset_s` seconds east of UTC.
+    pub fn latest_run(self, now_us: i64, offset_s: i32) -> Option<(i64, i64)> {
+        let off = offset_s as i64 * 1_000_000;
+        let local = now_us + off;
+        let (y, m, d) = civil_from_days(local.div_euclid(DAY_US));
+        let month_start = |y: i64, m: u32| days_from_civil(y, m, 1) * DAY_US - off;
+        let prev = |y: i64, m: u32| if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+        match self {
+            Schedule::Manual => None,
+            Schedule::DayOfMonth(n) => {
+                let (ry, rm) = if d >= n { (y, m) } else { prev(y, m) };
+                let run = days_from_civil(ry, rm, n) * DAY_US - off;
+                Some((run, run))
+            }
+            Schedule::Net(n) => {
+                // Months whose payday has come: this month's start + n days, or the last.
+                let this = month_start(y, m) + n as i64 * DAY_US;
+                let (start, run) = if now_us >= this {
+                    (month_start(y, m), this)
+                } else {
+                    let (py, pm) = prev(y, m);
+                    (month_start(py, pm), month_start(py, pm) + n as i64 * DAY_US)
+                };
+                Some((run, start))
+            }
+        }
+    }
+}
+
+/// Parses `UTC`, `Z` or `+HH:MM` / `-HH:MM` into seconds east of UTC.
+pub fn parse_offset(s: &str) -> Result<i32, String> {
+    if matches!(s, "UTC" | "Z" | "+00:00") {
+        return Ok(0);
+    }
+    let bad = || format!("time-zone {s:?}: expected UTC or an offset like +02:00");
+    let sign = match s.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(bad()),
+    };
+    let (h, m) = s[1..].split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 || s.len() != 6 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutConfig {
+    pub schedule: Schedule,
+    /// Seconds east of UTC of the program's time zone.
+    pub utc_offset_s: i32,
+    /// Items wait for an admin's approval (otherwise they are approved at once).
+    pub admin_approval: bool,
+    /// Smallest payout per currency (minor units); a currency not listed: 1.
+    pub minimum: BTreeMap<String, i64>,
+    pub providers: BTreeMap<ProviderKind, ProviderConfig>,
+    pub timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for PayoutConfig {
+    fn default() -> Self {
+        PayoutConfig {
+            schedule: Schedule::Net(30),
+            utc_offset_s: 0,
+            admin_approval: false,
+            minimum: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl PartialOrd for ProviderKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProviderKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+/// What an admin asks of the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create a batch now with everything payable (cutoff: now).
+    Run {
+        actor: String,
+    },
+    Approve {
+        batch_id: String,
+        actor: String,
+    },
+    /// Cancel a batch's items that were not dispatched yet.
+    Cancel {
+        batch_id: String,
+        actor: String,
+    },
+}
+
+/// The API's queue of commands to the scheduler. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Commands(Arc<Mutex<VecDeque<Command>>>);
+
+impl Commands {
+    /// Queues a command; false when 100 are already waiting.
+    pub fn send(&self, c: Command) -> bool {
+        let mut q = self.0.lock().expect("payout commands");
+        if q.len() >= 100 {
+            return false;
+        }
+        q.push_back(c);
+        true
+    }
+
+    fn take(&self) -> Vec<Command> {
+        self.0.lock().expect("payout commands").drain(..).collect()
+    }
+}
+
+/// One item as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemView {
+    pub batch_id: String,
+    pub item_id: String,
+    pub affiliate_id: String,
+    pub amount: Money,
+    pub fee_minor: i64,
+    pub provider: String,
+    pub destination: String,
+    pub status: PayoutItemStatus,
+    pub attempt: u32,
+    pub provider_ref: Option<String>,
+    pub error: Option<String>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+/// Every payout item, for the API.
+pub type SharedPayouts = Arc<Mutex<BTreeMap<String, ItemView>>>;
+
+pub fn status_name(s: PayoutItemStatus) -> &'static str {
+    match s {
+        PayoutItemStatus::Proposed => "proposed",
+        PayoutItemStatus::Approved => "approved",
+        PayoutItemStatus::Intent => "intent",
+        PayoutItemStatus::Paid => "paid",
+        PayoutItemStatus::Retrying => "retrying",
+        PayoutItemStatus::Cancelled => "cancelled",
+    }
+}
+
+fn status_of(a: &ArchivedPayoutItemStatus) -> PayoutItemStatus {
+    match a {
+        ArchivedPayoutItemStatus::Proposed => PayoutItemStatus::Proposed,
+        ArchivedPayoutItemStatus::Approved => PayoutItemStatus::Approved,
+        ArchivedPayoutItemStatus::Intent => PayoutItemStatus::Intent,
+        ArchivedPayoutItemStatus::Paid => PayoutItemStatus::Paid,
+        ArchivedPayoutItemStatus::Retrying => PayoutItemStatus::Retrying,
+        ArchivedPayoutItemStatus::Cancelled => PayoutItemStatus::Cancelled,
+    }
+}
+
+/// The ledger as the scheduler needs it, per (partner, currency).
 #[derive(Debug, Default)]
-pub struct Scheduler;
+struct Payable {
+    approved: i64,
+    /// Positive movements into approved (not payouts), oldest first: (at, amount).
+    approvals: Vec<(i64, i64)>,
+}
 
-impl Processor for Scheduler {
-    fn name(&self) -> &str {
-        "payout-scheduler"
+struct Engine {
+    store: Arc<EntityStore>,
+    config: PayoutConfig,
+    ledger: Reader,
+    writer: Writer,
+    payable: HashMap<(String, [u8; 3]), Payable>,
+    /// Items the ledger shows paid.
+    in_ledger: std::collections::HashSet<String>,
+    items: SharedPayouts,
+    batches: u64,
+    /// Cutoff of the last scheduled run done (runs are created once).
+    last_run: i64,
+    /// When each item may be tried again.
+    next_try: HashMap<String, Instant>,
+    agent: ureq::Agent,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Engine {
+    fn open(
+        journal: Journal,
+        store: Arc<EntityStore>,
+        config: PayoutConfig,
+        items: SharedPayouts,
+    ) -> clicktrail_storage::Result<Engine> {
+        let output = journal.partition(crate::system::PAYOUTS)?;
+        output.keep_forever();
+        let mut map = BTreeMap::new();
+        let mut batches = 0u64;
+        let mut last_run = i64::MIN;
+        let mut r = output.reader()?;
+        while let Some(rec) = r.next()? {
+            let Some(p) = rec.event::<PayoutItem>() else {
+                continue;
+            };
+            let status = status_of(&p.status);
+            let at = p.at_us.to_native();
+            let e = map
+                .entry(p.item_id.to_string())
+                .or_insert_with(|| ItemView {
+                    batch_id: p.batch_id.to_string(),
+                    item_id: p.item_id.to_string(),
+                    affiliate_id: p.affiliate_id.to_string(),
+                    amount: Money {
+                        amount_minor: p.amount.amount_minor.to_native(),
+                        currency: Currency(p.amount.currency.0),
+                    },
+                    fee_minor: p.fee_minor.to_native(),
+                    provider: p.provider.to_string(),
+                    destination: p.destination.to_string(),
+                    status,
+                    attempt: 0,
+                    provider_ref: None,
+                    error: None,
+                    created_at_us: at,
+                    updated_at_us: at,
+                });
+            e.status = status;
+            e.attempt = p.attempt.to_native();
+            e.provider_ref = p.provider_ref.as_ref().map(|s| s.to_string());
+            e.error = p.error.as_ref().map(|s| s.to_string());
+            e.updated_at_us = at;
+            if let Some((seq, cutoff)) = parse_batch(p.batch_id.as_str()) {
+                batches = batches.max(seq);
+                if let Some(c) = cutoff {
+                    last_run = last_run.max(c);
+                }
+            }
+        }
+        *items.lock().expect("payouts") = map;
+        let ledger = journal
+            .partition(crate::system::LEDGER)?
+            .reader()?
+            .durable_only();
+        Ok(Engine {
+            writer: output.writer()?,
+            store,
+            agent: providers::agent(config.timeout),
+            config,
+            ledger,
+            payable: HashMap::new(),
+            in_ledger: Default::default(),
+            items,
+            batches,
+            last_run,
+            next_try: HashMap::new(),
+        })
     }
 
-    fn inputs(&self) -> Vec<String> {
-        vec![crate::system::LEDGER.into()]
+    /// Reads new ledger transactions.
+    fn read_ledger(&mut self) -> clicktrail_storage::Result<usize> {
+        let mut n = 0;
+        while let Some(rec) = self.ledger.next()? {
+            n += 1;
+            let Some(t) = rec.event::<LedgerTxn>() else {
+                continue;
+            };
+            let at = t.at_us.to_native();
+            let cur = t.currency.0;
+            let payout = matches!(t.cause, ArchivedLedgerCause::Payout);
+            if payout {
+                if let Ok(Op::Payout { item_id, .. }) = serde_json::from_str(t.op_json.as_str()) {
+                    self.in_ledger.insert(item_id);
+                }
+            }
+            for p in t.postings.iter() {
+                let Some((affiliate, Bucket::Approved)) = parse_partner_account(p.account.as_str())
+                else {
+                    continue;
+                };
+                let amount = p.amount_minor.to_native();
+                let e = self
+                    .payable
+                    .entry((affiliate.to_string(), cur))
+                    .or_default();
+                e.approved += amount;
+                if amount > 0 && !payout {
+                    e.approvals.push((at, amount));
+                }
+            }
+        }
+        Ok(n)
     }
 
-    fn output(&self) -> String {
-        crate::system::PAYOUTS.into()
+    /// What `affiliate` can be paid in `currency` for approvals up to `cutoff`.
+    fn payable(&self, key: &(String, [u8; 3]), cutoff: i64) -> i64 {
+        let Some(p) = self.payable.get(key) else {
+            return 0;
+        };
+        let newer: i64 = p
+            .approvals
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at >= cutoff)
+            .map(|(_, a)| a)
+            .sum();
+        let reserved: i64 = self
+            .items
+            .lock()
+            .expect("payouts")
+            .values()
+            .filter(|i| {
+                i.affiliate_id == key.0
+                    && i.amount.currency.0 == key.1
+                    && i.status != PayoutItemStatus::Cancelled
+                    && !self.in_ledger.contains(&i.item_id)
+            })
+            .map(|i| i.amount.amount_minor)
+            .sum();
+        p.approved - newer - reserved
     }
 
-    fn process(&mut self, _input: &Record<'_>, _out: &mut Vec<Output>) -> Result<(), String> {
+    fn record(
+        &mut self,
+        v: &ItemView,
+        actor: &str,
+        durable: bool,
+    ) -> clicktrail_storage::Result<()> {
+        let rec = PayoutItem {
+            at_us: now_us(),
+            batch_id: v.batch_id.clone(),
+            item_id: v.item_id.clone(),
+            affiliate_id: v.affiliate_id.clone(),
+            amount: v.amount,
+            fee_minor: v.fee_minor,
+            provider: v.provider.clone(),
+            destination: v.destination.clone(),
+            status: v.status,
+            attempt: v.attempt,
+            provider_ref: v.provider_ref.clone(),
+            error: v.error.clone(),
+            actor: actor.into(),
+        };
+        let appended = self.writer.append_event(None, &rec)?;
+        self.writer.publish();
+        if durable {
+            self.writer
+                .partition()
+                .wait_durable_blocking(appended.end, Duration::from_secs(30))?;
+        }
+        let mut items = self.items.lock().expect("payouts");
+        let mut stored = v.clone();
+        stored.updated_at_us = rec.at_us;
+        if let Some(old) = items.get(&v.item_id) {
+            stored.created_at_us = old.created_at_us;
+        } else {
+            stored.created_at_us = rec.at_us;
+        }
+        items.insert(v.item_id.clone(), stored);
         Ok(())
+    }
+
+    /// Creates a batch with everything payable up to `cutoff`; returns its id (none when
+    /// nobody is payable).
+    fn create_batch(
+        &mut self,
+        cutoff: i64,
+        scheduled: bool,
+        actor: &str,
+    ) -> clicktrail_storage::Result<Option<String>> {
+        // Everything the ledger has posted so far, made durable now rather than at the next
+        // background sync: a batch must not miss what the partner already sees approved.
+        self.ledger.partition().sync()?;
+        self.read_ledger()?;
+        let catalog = self.store.snapshot();
+        let seq = self.batches + 1;
+        let batch_id = if scheduled {
+            format!("b{seq:06}-s{cutoff}")
+        } else {
+            format!("b{seq:06}-m")
+        };
+        let mut keys: Vec<(String, [u8; 3])> = self.payable.keys().cloned().collect();
+        keys.sort();
+        let mut made = Vec::new();
+        for key in keys {
+            let amount = self.payable(&key, cutoff);
+            let currency = Currency(key.1);
+            let minimum = self
+                .config
+                .minimum
+                .get(currency.as_str())
+                .copied()
+                .unwrap_or(1)
+                .max(1);
+            if amount < minimum {
+                continue;
+            }
+            let Some(a) = catalog.affiliates.get(&key.0) else {
+                continue;
+            };
+            if a.payout_hold {
+                log::info!("payouts: {} is on hold; not paid", a.id);
+                continue;
+            }
+            let (Some(kind), Some(account)) = (a.payout_provider, a.payout_account.as_ref()) else {
+                log::warn!(
+                    "payouts: {} has {} payable but no payout account",
+                    a.id,
+                    amount
+                );
+                continue;
+            };
+            let Some(pc) = self.config.providers.get(&kind) else {
+                log::warn!(
+                    "payouts: {} is paid through {}, which is not configured",
+                    a.id,
+                    kind.name()
+                );
+                continue;
+            };
+            let gross = Money {
+                amount_minor: amount,
+                currency,
+            };
+            let (fee, net) = providers::split_fee(pc, gross);
+            if net.amount_minor <= 0 {
+                continue;
+            }
+            made.push(ItemView {
+                batch_id: batch_id.clone(),
+                item_id: format!("{batch_id}-{}-{}", key.0, currency.as_str()),
+                affiliate_id: key.0.clone(),
+                amount: gross,
+                fee_minor: fee,
+                provider: kind.name().into(),
+                destination: account.clone(),
+                status: PayoutItemStatus::Proposed,
+                attempt: 0,
+                provider_ref: None,
+                error: None,
+                created_at_us: 0,
+                updated_at_us: 0,
+            });
+        }
+        if scheduled {
+            self.last_run = self.last_run.max(cutoff);
+        }
+        if made.is_empty() {
+            return Ok(None);
+        }
+        self.batches = seq;
+        for v in &made {
+            self.record(v, actor, false)?;
+        }
+        if !self.config.admin_approval {
+            for mut v in made {
+                v.status = PayoutItemStatus::Approved;
+                self.record(&v, ACTOR, false)?;
+            }
+        }
+        log::info!("payouts: batch {batch_id} created by {actor}");
+        Ok(Some(batch_id))
+    }
+
+    fn batch_items(&self, batch_id: &str, status: PayoutItemStatus) -> Vec<ItemView> {
+        self.items
+            .lock()
+            .expect("payouts")
+            .values()
+            .filter(|i| i.batch_id == batch_id && i.status == status)
+            .cloned()
+            .collect()
+    }
+
+    fn run_commands(&mut self, commands: &Commands) -> clicktrail_storage::Result<()> {
+        for c in commands.take() {
+            match c {
+                Command::Run { actor } => {
+                    self.create_batch(i64::MAX, false, &actor)?;
+                }
+                Command::Approve { batch_id, actor } => {
+                    for mut v in self.batch_items(&batch_id, PayoutItemStatus::Proposed) {
+                        v.status = PayoutItemStatus::Approved;
+                        self.record(&v, &actor, false)?;
+                    }
+                }
+                Command::Cancel { batch_id, actor } => {
+                    for mut v in self
+                        .batch_items(&batch_id, PayoutItemStatus::Proposed)
+                        .into_iter()
+                        .chain(self.batch_items(&batch_id, PayoutItemStatus::Approved))
+                    {
+                        v.status = PayoutItemStatus::Cancelled;
+                        v.error = Some(format!("cancelled by {actor}"));
+                        self.record(&v, &actor, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the scheduled batch if its run has come and was not done.
+    fn schedule(&mut self) -> clicktrail_storage::Result<()> {
+        let Some((_run, cutoff)) = self
+            .config
+            .schedule
+            .latest_run(now_us(), self.config.utc_offset_s)
+        else {
+            return Ok(());
+        };
+        if cutoff > self.last_run {
+            self.create_batch(cutoff, true, ACTOR)?;
+        }
+        Ok(())
+    }
+
+    /// Dispatches approved items and retries unsettled ones that are due.
+    fn dispatch(&mut self, stop: &AtomicBool) -> clicktrail_storage::Result<()> {
+        let due: Vec<ItemView> = {
+            let now = Instant::now();
+            self.items
+                .lock()
+                .expect("payouts")
+                .values()
+                .filter(|i| {
+                    matches!(
+                        i.status,
+                        PayoutItemStatus::Approved
+                            | PayoutItemStatus::Intent
+                            | PayoutItemStatus::Retrying
+                    )
+                })
+                .filter(|i| self.next_try.get(&i.item_id).is_none_or(|t| *t <= now))
+                .cloned()
+                .collect()
+        };
+        for mut v in due {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some(kind) = ProviderKind::parse(&v.provider) else {
+                continue;
+            };
+            let Some(pc) = self.config.providers.get(&kind).cloned() else {
+                continue;
+            };
+            // The intent, durable before the provider hears of the item.
+            v.attempt += 1;
+            v.status = PayoutItemStatus::Intent;
+            v.error = None;
+            self.record(&v, ACTOR, true)?;
+            let net = Money {
+                amount_minor: v.amount.amount_minor - v.fee_minor,
+                currency: v.amount.currency,
+            };
+            let outcome = providers::pay(
+                &self.agent,
+                kind,
+                &pc,
+                &Payment {
+                    item_id: &v.item_id,
+                    batch_id: &v.batch_id,
+                    affiliate_id: &v.affiliate_id,
+                    destination: &v.destination,
+                    net,
+                },
+            );
+            match outcome {
+                Outcome::Paid(r) => {
+                    v.status = PayoutItemStatus::Paid;
+                    v.provider_ref = Some(r);
+                    self.next_try.remove(&v.item_id);
+                }
+                Outcome::Retry(e) => {
+                    log::warn!("payouts: {} attempt {}: {e}", v.item_id, v.attempt);
+                    v.status = PayoutItemStatus::Retrying;
+                    v.error = Some(e);
+                    let exp = self.config.backoff_initial.as_millis() as u64
+                        * (1u64 << v.attempt.saturating_sub(1).min(20));
+                    let wait = Duration::from_millis(exp).min(self.config.backoff_max);
+                    self.next_try
+                        .insert(v.item_id.clone(), Instant::now() + wait);
+                }
+                Outcome::Refused(e) => {
+                    log::error!("payouts: {} refused: {e}", v.item_id);
+                    v.status = PayoutItemStatus::Cancelled;
+                    v.error = Some(e);
+                }
+            }
+            self.record(&v, ACTOR, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// (sequence, scheduled cutoff) of a batch id `b000001-s<cutoff>` / `b000001-m`.
+fn parse_batch(id: &str) -> Option<(u64, Option<i64>)> {
+    let rest = id.strip_prefix('b')?;
+    let (seq, kind) = rest.split_once('-')?;
+    let seq = seq.parse().ok()?;
+    Some((seq, kind.strip_prefix('s').and_then(|c| c.parse().ok())))
+}
+
+fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_storage::Result<()> {
+    while !stop.load(Ordering::SeqCst) {
+        e.read_ledger()?;
+        e.run_commands(&commands)?;
+        e.schedule()?;
+        e.dispatch(&stop)?;
+        e.ledger.wait(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The actor shell: owns the scheduler thread's life.
+pub struct Scheduler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish()
+    }
+}
+
+impl Scheduler {
+    /// Starts the scheduler (its thread rebuilds its items and reports running or failure).
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        ctx: ChildCtx,
+        store: Arc<EntityStore>,
+        config: PayoutConfig,
+        commands: Commands,
+        items: SharedPayouts,
+    ) -> Recipient<Stop> {
+        Scheduler::start_in_arbiter(arbiter, move |_| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let s = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("payout-scheduler".into())
+                .spawn(move || {
+                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let engine = Engine::open(ctx.journal.clone(), store, config, items)?;
+                        ctx.running();
+                        run(engine, s, commands)
+                    }));
+                    match body {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => ctx.fail(e.to_string()),
+                        Err(_) => ctx.fail("payout scheduler panicked".into()),
+                    }
+                })
+                .expect("spawn payout scheduler");
+            Scheduler {
+                stop,
+                thread: Some(thread),
+            }
+        })
+        .recipient()
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+}
+
+impl Handler<Stop> for Scheduler {
+    type Result = MessageResult<Stop>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        ctx.stop();
+        MessageResult(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000_000;
+
+    #[test]
+    fn schedules_name_their_latest_run_and_cutoff() {
+        let dec_20 = days_from_civil(2026, 12, 20) * DAY_US;
+        let dec_1 = days_from_civil(2026, 12, 1) * DAY_US;
+        let nov_1 = days_from_civil(2026, 11, 1) * DAY_US;
+        let oct_1 = days_from_civil(2026, 10, 1) * DAY_US;
+        // net-15 on Dec 20: November's approvals were paid on Dec 16 (Dec 1 + 15 days).
+        assert_eq!(
+            Schedule::Net(15).latest_run(dec_20, 0),
+            Some((dec_1 + 15 * DAY_US, dec_1))
+        );
+        // net-30 on Dec 20: still October's run (Nov 1 + 30 days = Dec 1).
+        assert_eq!(
+            Schedule::Net(30).latest_run(dec_20, 0),
+            Some((nov_1 + 30 * DAY_US, nov_1))
+        );
+        let _ = oct_1;
+        // day-15 on Dec 20: Dec 15; on Dec 10: Nov 15.
+        let dec_15 = days_from_civil(2026, 12, 15) * DAY_US;
+        assert_eq!(
+            Schedule::DayOfMonth(15).latest_run(dec_20, 0),
+            Some((dec_15, dec_15))
+        );
+        let nov_15 = days_from_civil(2026, 11, 15) * DAY_US;
+        assert_eq!(
+            Schedule::DayOfMonth(15).latest_run(dec_15 - 5 * DAY_US, 0),
+            Some((nov_15, nov_15))
+        );
+        // In UTC+02:00 the 15th starts two hours earlier.
+        assert_eq!(
+            Schedule::DayOfMonth(15).latest_run(dec_15 - H, 7200),
+            Some((dec_15 - 2 * H, dec_15 - 2 * H))
+        );
+        assert_eq!(Schedule::Manual.latest_run(dec_20, 0), None);
+        assert_eq!(Schedule::parse("net-30"), Ok(Schedule::Net(30)));
+        assert_eq!(Schedule::parse("day-28"), Ok(Schedule::DayOfMonth(28)));
+        assert!(Schedule::parse("day-31").is_err());
+        assert_eq!(parse_offset("+02:00"), Ok(7200));
+        assert_eq!(parse_offset("-05:30"), Ok(-19800));
+        assert!(parse_offset("Europe/Berlin").is_err());
+        assert_eq!(
+            parse_batch("b000012-s1764000000"),
+            Some((12, Some(1_764_000_000)))
+        );
+        assert_eq!(parse_batch("b000013-m"), Some((13, None)));
     }
 }

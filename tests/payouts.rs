@@ -1,0 +1,747 @@
+//! Commissions to payouts through the real binary: a conversion earns 10% in the ledger,
+//! the partner reads its balance and statement, and a payout batch pays it through Stripe
+//! Connect, PayPal or Wise, each a real HTTP server on 127.0.0.1 that speaks the provider's
+//! documented request shape, records every request, honours idempotency like the provider
+//! does, and can stall or fail. A timeout then retry pays once; a SIGKILL between the intent
+//! and the provider's answer pays once after restart.
+
+mod common;
+
+use common::{agent, Server};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MERCHANT: &str = "merchant-one-key-0123456789";
+const ADMIN: &str = "admin-ops-key-0123456789";
+const P_STRIPE: &str = "partner-stripe-key-0123456789";
+const P_PAYPAL: &str = "partner-paypal-key-0123456789";
+const P_WISE: &str = "partner-wise-key-0123456789";
+
+/// One request the fake provider received.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+#[derive(Debug, Default)]
+struct ProviderState {
+    seen: Vec<Seen>,
+    /// Payments actually made, by idempotency key (Stripe key, PayPal batch id, Wise
+    /// customerTransactionId): what a real provider would have paid out.
+    made: BTreeMap<String, (String, Value)>,
+    /// Funded Wise transfers.
+    funded: Vec<u64>,
+    /// Stall the first payment request this long (after making the payment).
+    stall_first: Option<Duration>,
+    /// Answer the first payment request with this status (without paying).
+    fail_first: Option<u16>,
+    payment_requests: usize,
+}
+
+#[derive(Clone)]
+struct Provider {
+    addr: SocketAddr,
+    state: Arc<Mutex<ProviderState>>,
+}
+
+fn read_request(s: &mut TcpStream) -> Option<(String, String, HashMap<String, String>, String)> {
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((method, path, headers, String::from_utf8_lossy(&body).into()))
+}
+
+fn respond(s: &mut TcpStream, status: u16, body: &Value) {
+    let text = body.to_string();
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+fn form_fields(body: &str) -> BTreeMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let dec = |s: &str| {
+                let s = s.replace('+', " ");
+                let mut out = Vec::new();
+                let b = s.as_bytes();
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'%' && i + 2 < b.len() + 1 {
+                        out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                        i += 3;
+                    } else {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+                String::from_utf8(out).unwrap()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+impl Provider {
+    fn start() -> Provider {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Provider {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::default(),
+        };
+        let me = p.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let me = me.clone();
+                std::thread::spawn(move || me.handle(&mut s));
+            }
+        });
+        p
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn handle(&self, s: &mut TcpStream) {
+        let Some((method, path, headers, body)) = read_request(s) else {
+            return;
+        };
+        assert_eq!(method, "POST");
+        let seen = Seen {
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        let mut st = self.state.lock().unwrap();
+        st.seen.push(seen);
+        let payment = path == "/v1/transfers" || path == "/v1/payments/payouts";
+        let mut stall = None;
+        if payment {
+            st.payment_requests += 1;
+            if st.payment_requests == 1 {
+                if let Some(code) = st.fail_first {
+                    drop(st);
+                    return respond(s, code, &json!({"error": {"type": "api_error"}}));
+                }
+                stall = st.stall_first;
+            }
+        }
+        let (status, reply) = match path.as_str() {
+            // Stripe: the first request with a key makes the transfer; later ones replay it.
+            "/v1/transfers" if headers.contains_key("idempotency-key") => {
+                let key = headers["idempotency-key"].clone();
+                let n = st.made.len();
+                let (id, _) = st
+                    .made
+                    .entry(key)
+                    .or_insert_with(|| (format!("tr_{n}"), json!(form_fields(&body))))
+                    .clone();
+                (200, json!({"id": id, "object": "transfer"}))
+            }
+            "/v1/oauth2/token" => (
+                200,
+                json!({"access_token": "A21AA-token", "token_type": "Bearer", "expires_in": 32400}),
+            ),
+            "/v1/payments/payouts" => {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let id = v["sender_batch_header"]["sender_batch_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                if st.made.contains_key(&id) {
+                    let batch = st.made[&id].0.clone();
+                    (
+                        400,
+                        json!({"name": "USER_BUSINESS_ERROR", "message": "User business error.",
+                           "details": [{"field": "SENDER_BATCH_ID",
+                                        "issue": "Batch with given sender_batch_id already exists",
+                                        "link": [{"href": format!("https://api-m.paypal.com/v1/payments/payouts/{batch}"),
+                                                  "rel": "self", "method": "GET"}]}]}),
+                    )
+                } else {
+                    let batch = format!("PB{}", st.made.len());
+                    st.made.insert(id, (batch.clone(), v));
+                    (
+                        201,
+                        json!({"batch_header": {"payout_batch_id": batch, "batch_status": "PENDING"}}),
+                    )
+                }
+            }
+            p if p.ends_with("/quotes") => (200, json!({"id": "q-11111111-2222", "rate": 1})),
+            "/v1/transfers" => {
+                // Wise: customerTransactionId makes creating a transfer idempotent.
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let key = v["customerTransactionId"].as_str().unwrap().to_string();
+                let n = st.made.len() as u64;
+                let id = st
+                    .made
+                    .entry(key)
+                    .or_insert_with(|| ((1000 + n).to_string(), v))
+                    .0
+                    .clone();
+                (
+                    200,
+                    json!({"id": id.parse::<u64>().unwrap(), "status": "incoming_payment_waiting"}),
+                )
+            }
+            p if p.ends_with("/payments") => {
+                let id: u64 = p.split('/').nth(5).unwrap().parse().unwrap();
+                if st.funded.contains(&id) {
+                    (422, json!({"errors": [{"code": "transfer.invalid-state"}]}))
+                } else {
+                    st.funded.push(id);
+                    (
+                        201,
+                        json!({"type": "BALANCE", "status": "COMPLETED", "errorCode": null}),
+                    )
+                }
+            }
+            _ => (404, json!({"error": "unknown path"})),
+        };
+        drop(st);
+        if let Some(d) = stall {
+            std::thread::sleep(d);
+        }
+        respond(s, status, &reply);
+    }
+
+    fn made(&self) -> BTreeMap<String, (String, Value)> {
+        self.state.lock().unwrap().made.clone()
+    }
+
+    fn seen(&self, path_end: &str) -> Vec<Seen> {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.path.ends_with(path_end))
+            .cloned()
+            .collect()
+    }
+}
+
+fn config(
+    dir: &Path,
+    stripe: &Provider,
+    paypal: &Provider,
+    wise: &Provider,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"
+[secrets]
+click-id-key = "test-click-id-key-0123456789abcdef0123"
+[program]
+hold-days = 0
+[payouts]
+schedule = "manual"
+timeout-ms = 700
+backoff-initial-ms = 200
+backoff-max-ms = 1000
+minimum = {{ EUR = 500 }}
+[payouts.stripe]
+base-url = "{}"
+secret-key = "sk_test_123"
+[payouts.paypal]
+base-url = "{}"
+client-id = "pp-client"
+client-secret = "pp-secret"
+[payouts.wise]
+base-url = "{}"
+api-token = "wise-token"
+profile-id = "4242"
+{extra}
+[[merchants]]
+id = "m1"
+name = "One"
+[[affiliates]]
+id = "a-stripe"
+name = "Stripe Partner"
+payout-provider = "stripe"
+payout-account = "acct_1Partner"
+[[affiliates]]
+id = "a-paypal"
+name = "PayPal Partner"
+payout-provider = "paypal"
+payout-account = "partner@example.com"
+[[affiliates]]
+id = "a-wise"
+name = "Wise Partner"
+payout-provider = "wise"
+payout-account = "777001"
+[[affiliates]]
+id = "a-small"
+name = "Below the minimum"
+payout-provider = "stripe"
+payout-account = "acct_1Small"
+[[campaigns]]
+id = "c1"
+merchant-id = "m1"
+name = "C1"
+destination-url = "https://one.example/"
+[[links]]
+code = "LS"
+affiliate-id = "a-stripe"
+campaign-id = "c1"
+[[links]]
+code = "LP"
+affiliate-id = "a-paypal"
+campaign-id = "c1"
+[[links]]
+code = "LW"
+affiliate-id = "a-wise"
+campaign-id = "c1"
+[[links]]
+code = "LX"
+affiliate-id = "a-small"
+campaign-id = "c1"
+[[plans]]
+id = "ten"
+campaign-id = "c1"
+percent-bps = 1000
+[[keys]]
+role = "merchant"
+owner = "m1"
+key = "{MERCHANT}"
+[[keys]]
+role = "admin"
+owner = "ops"
+key = "{ADMIN}"
+[[keys]]
+role = "partner"
+owner = "a-stripe"
+key = "{P_STRIPE}"
+[[keys]]
+role = "partner"
+owner = "a-paypal"
+key = "{P_PAYPAL}"
+[[keys]]
+role = "partner"
+owner = "a-wise"
+key = "{P_WISE}"
+"#,
+        stripe.url(),
+        paypal.url(),
+        wise.url()
+    );
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn call(
+    a: &ureq::Agent,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> (u16, Value, String) {
+    let url = format!("http://{addr}{path}");
+    let auth = format!("Bearer {key}");
+    let mut resp = if method == "GET" {
+        a.get(&url).header("authorization", &auth).call().unwrap()
+    } else {
+        a.post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap()
+    };
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (
+        status,
+        v,
+        if ct.starts_with("text/csv") { text } else { ct },
+    )
+}
+
+/// A click through `link` and a conversion of `amount` EUR for it.
+fn sale(a: &ureq::Agent, addr: SocketAddr, link: &str, order: &str, amount: &str) -> String {
+    let r = a.get(format!("http://{addr}/c/{link}")).call().unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let cid = loc.split("click_id=").nth(1).unwrap();
+    let body = json!({"click_id": cid, "order_id": order, "amount": amount, "currency": "EUR"});
+    let (s, v, _) = call(
+        a,
+        addr,
+        "POST",
+        "/api/v1/conversions",
+        MERCHANT,
+        &body.to_string(),
+    );
+    assert_eq!(s, 201, "{v}");
+    v["conversion_id"].as_str().unwrap().to_string()
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn balance(a: &ureq::Agent, addr: SocketAddr, key: &str) -> Value {
+    let (s, v, _) = call(a, addr, "GET", "/api/v1/me/balance", key, "");
+    assert_eq!(s, 200, "{v}");
+    v["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["currency"] == "EUR")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn items(a: &ureq::Agent, addr: SocketAddr) -> Vec<Value> {
+    let (s, v, _) = call(a, addr, "GET", "/api/v1/payouts", ADMIN, "");
+    assert_eq!(s, 200, "{v}");
+    v["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    // Stripe's first transfer request is made but answered only after our 700 ms timeout;
+    // PayPal's first payout request fails with a 503.
+    stripe.state.lock().unwrap().stall_first = Some(Duration::from_millis(1500));
+    paypal.state.lock().unwrap().fail_first = Some(503);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+
+    sale(&a, addr, "LS", "o-1", "100.00");
+    sale(&a, addr, "LS", "o-2", "49.90");
+    sale(&a, addr, "LP", "o-3", "80.00");
+    sale(&a, addr, "LW", "o-4", "120.00");
+    sale(&a, addr, "LX", "o-5", "3.00"); // 0.30 earned: under the 5.00 minimum
+
+    // Hold period 0: approved on the ledger's next tick.
+    wait_for("approved balances", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 1499
+            && balance(&a, addr, P_WISE)["approved_minor"] == 1200
+    });
+    let b = balance(&a, addr, P_STRIPE);
+    assert_eq!(
+        (b["approved"].as_str(), b["pending_minor"].as_i64()),
+        (Some("14.99"), Some(0))
+    );
+
+    // The statement: JSON with balances, CSV on request; bad periods are a 400.
+    let (s, st, _) = call(&a, addr, "GET", "/api/v1/me/statement", P_STRIPE, "");
+    assert_eq!(s, 200);
+    assert_eq!(st["closing"][0]["approved_minor"], 1499, "{st}");
+    let lines = st["lines"].as_array().unwrap();
+    assert_eq!(
+        lines.len(),
+        6,
+        "2 sales pending, 2 approvals of 2 legs: {st}"
+    );
+    let (s, _, csv) = call(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/me/statement?format=csv&from=0",
+        P_STRIPE,
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(
+        csv.starts_with(
+            "at,txn_id,cause,conversion_id,currency,detail,bucket,amount,amount_minor\n"
+        ),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(
+        csv.contains(",sale,") && csv.contains(",EUR,commission,pending,10.00,1000"),
+        "{csv}"
+    );
+    let (s, e, _) = call(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/me/statement?from=yesterday",
+        P_STRIPE,
+        "",
+    );
+    assert_eq!(s, 400, "{e}");
+    let (s, e, _) = call(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/me/statement?from=20&to=10",
+        P_STRIPE,
+        "",
+    );
+    assert_eq!(s, 400, "{e}");
+    // A partner key reads only its own; the admin reads anyone's and the trial balance.
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/affiliates/a-paypal/balance",
+        P_STRIPE,
+        "",
+    );
+    assert_eq!(s, 403);
+    let (s, tb, _) = call(&a, addr, "GET", "/api/v1/ledger/trial-balance", ADMIN, "");
+    assert_eq!(
+        (s, tb["currencies"][0]["total_minor"].as_i64()),
+        (200, Some(0)),
+        "{tb}"
+    );
+
+    // Run a batch.
+    let (s, v, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202, "{v}");
+    wait_for("three paid items", 30, || {
+        let it = items(&a, addr);
+        it.len() == 3 && it.iter().all(|i| i["status"] == "paid")
+    });
+    let it = items(&a, addr);
+    assert!(
+        !it.iter().any(|i| i["affiliate_id"] == "a-small"),
+        "under the minimum: not paid"
+    );
+
+    // Stripe: one transfer, of 14.99 less 0.25% (0.04) + 0.25 = 14.70, every attempt with
+    // the item id as Idempotency-Key and the documented form fields.
+    let made = stripe.made();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let attempts = stripe.seen("/v1/transfers");
+    assert!(attempts.len() >= 2, "the stalled request was retried");
+    let keys: std::collections::BTreeSet<_> = attempts
+        .iter()
+        .map(|s| s.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 1, "one key for every attempt: {keys:?}");
+    let first = &attempts[0];
+    assert_eq!(first.headers["authorization"], "Bearer sk_test_123");
+    assert_eq!(
+        first.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let f = form_fields(&first.body);
+    assert_eq!(f["amount"], "1470");
+    assert_eq!(f["currency"], "eur");
+    assert_eq!(f["destination"], "acct_1Partner");
+    assert_eq!(f["metadata[item_id]"], *keys.iter().next().unwrap());
+    let si = it.iter().find(|i| i["provider"] == "stripe").unwrap();
+    assert_eq!(
+        (si["gross"].as_str(), si["fee"].as_str(), si["net"].as_str()),
+        (Some("14.99"), Some("0.29"), Some("14.70"))
+    );
+
+    // PayPal: an OAuth token with the client credentials, then the payout; the 503 was
+    // retried with the same sender_batch_id; one payout made: 8.00 less 2% = 7.84.
+    let token = paypal.seen("/v1/oauth2/token");
+    assert_eq!(
+        token[0].headers["authorization"],
+        "Basic cHAtY2xpZW50OnBwLXNlY3JldA=="
+    );
+    assert_eq!(token[0].body, "grant_type=client_credentials");
+    let payouts = paypal.seen("/v1/payments/payouts");
+    assert!(payouts.len() >= 2);
+    let made = paypal.made();
+    assert_eq!(made.len(), 1);
+    let (_, body) = made.values().next().unwrap();
+    assert_eq!(
+        body["items"][0]["amount"],
+        json!({"value": "7.84", "currency": "EUR"})
+    );
+    assert_eq!(body["items"][0]["receiver"], "partner@example.com");
+    assert_eq!(body["items"][0]["recipient_type"], "EMAIL");
+    assert_eq!(payouts[0].headers["authorization"], "Bearer A21AA-token");
+
+    // Wise: quote, transfer with a UUID customerTransactionId, funding from the balance.
+    let quote: Value = serde_json::from_str(&wise.seen("/quotes")[0].body).unwrap();
+    assert_eq!(wise.seen("/quotes")[0].path, "/v3/profiles/4242/quotes");
+    assert_eq!(
+        quote["sourceAmount"],
+        json!(11.94),
+        "12.00 less 0.5% = 11.94: {quote}"
+    );
+    assert_eq!(quote["targetAccount"], json!(777001));
+    let made = wise.made();
+    assert_eq!(made.len(), 1);
+    let (key, (_, t)) = made.iter().next().unwrap();
+    assert_eq!(key.len(), 36);
+    assert_eq!(t["quoteUuid"], "q-11111111-2222");
+    let fund = wise.seen("/payments");
+    assert_eq!(fund[0].path, "/v3/profiles/4242/transfers/1000/payments");
+    assert_eq!(fund[0].body, r#"{"type":"BALANCE"}"#);
+    assert_eq!(wise.seen("/payments").len(), 1);
+
+    // The ledger: approved -> paid (net) and fees, nothing approved left.
+    wait_for("paid in the ledger", 10, || {
+        balance(&a, addr, P_STRIPE)["paid_minor"] == 1470
+    });
+    let b = balance(&a, addr, P_STRIPE);
+    assert_eq!(
+        (b["approved_minor"].as_i64(), b["fees_minor"].as_i64()),
+        (Some(0), Some(29))
+    );
+    let (_, mine, _) = call(&a, addr, "GET", "/api/v1/me/payouts", P_STRIPE, "");
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["items"][0]["fee"], "0.29");
+
+    // A full refund of o-1 after the payout: a negative approved balance (-10.00) that the
+    // next run nets against a new sale's 20.00.
+    let paid_cv = {
+        let (_, v, _) = call(&a, addr, "GET", "/api/v1/me/statement", P_STRIPE, "");
+        v["lines"][0]["conversion_id"].as_str().unwrap().to_string()
+    };
+    let (s, v, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/conversions/{paid_cv}/reverse"),
+        MERCHANT,
+        r#"{"reason":"refund"}"#,
+    );
+    assert!(s == 200 || s == 201, "{s} {v}");
+    wait_for("the refund in the ledger", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == -1000
+    });
+    sale(&a, addr, "LS", "o-6", "200.00");
+    wait_for("new sale approved", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
+    });
+    // A second run pays only what is new; nothing is paid twice.
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("second stripe payout", 30, || {
+        items(&a, addr)
+            .iter()
+            .filter(|i| i["provider"] == "stripe" && i["status"] == "paid")
+            .count()
+            == 2
+    });
+    assert_eq!(
+        stripe
+            .made()
+            .values()
+            .map(|(_, f)| f["amount"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!("1470"), json!("973")],
+        "10.00 net of the refund, less 0.25% (2.5 cents, half to even: 2) + 0.25"
+    );
+    let total_paid: i64 = stripe
+        .made()
+        .values()
+        .map(|(_, f)| f["amount"].as_str().unwrap().parse::<i64>().unwrap())
+        .sum();
+    let b = balance(&a, addr, P_STRIPE);
+    wait_for("second payout in the ledger", 10, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 0
+    });
+    let b2 = balance(&a, addr, P_STRIPE);
+    assert_eq!(b2["paid_minor"].as_i64(), Some(total_paid), "{b} {b2}");
+    let (_, tb, _) = call(&a, addr, "GET", "/api/v1/ledger/trial-balance", ADMIN, "");
+    assert_eq!(tb["currencies"][0]["total_minor"].as_i64(), Some(0), "{tb}");
+}
+
+#[test]
+fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    // The first transfer is made at once but its answer never arrives in time: the server
+    // is killed while waiting for it.
+    stripe.state.lock().unwrap().stall_first = Some(Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let cfg = {
+        // Long timeout so the request is in flight when the kill comes.
+        let t = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("timeout-ms = 700", "timeout-ms = 10000");
+        std::fs::write(&cfg, t).unwrap();
+        cfg
+    };
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    sale(&a, addr, "LS", "o-1", "100.00");
+    wait_for("approved", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
+    });
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("the transfer request", 20, || {
+        !stripe.seen("/v1/transfers").is_empty()
+    });
+    assert_eq!(stripe.made().len(), 1, "the provider made the transfer");
+    server.signal(9);
+    let (code, _) = server.wait(Duration::from_secs(10));
+    assert_eq!(code, None, "killed by a signal");
+
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    wait_for("paid after restart", 30, || {
+        let it = items(&a, addr);
+        it.len() == 1 && it[0]["status"] == "paid"
+    });
+    assert_eq!(stripe.made().len(), 1, "paid once");
+    let keys: std::collections::BTreeSet<_> = stripe
+        .seen("/v1/transfers")
+        .iter()
+        .map(|s| s.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 1, "the retry after restart used the same key");
+    assert!(stripe.seen("/v1/transfers").len() >= 2);
+    wait_for("paid in the ledger", 10, || {
+        balance(&a, addr, P_STRIPE)["paid_minor"] == 973
+    });
+    // Another run has nothing to pay.
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(items(&a, addr).len(), 1);
+    assert_eq!(stripe.made().len(), 1);
+}
