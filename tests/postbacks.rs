@@ -171,6 +171,10 @@ destination-url = "https://one.example/"
 code = "L1"
 affiliate-id = "a1"
 campaign-id = "c1"
+[[plans]]
+id = "ten"
+campaign-id = "c1"
+percent-bps = 1000
 [[keys]]
 role = "merchant"
 owner = "m1"
@@ -560,4 +564,46 @@ fn approvals_and_reversals_reach_the_affiliates_own_postback() {
         "created and rejected are not subscribed; no repeats"
     );
     drop(server);
+}
+
+#[test]
+fn a_commission_reaches_the_affiliates_own_postback_with_its_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let rx = Receiver::start(0, None);
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}/comm?cv={{conversion_id}}&pay={{payout}}&amt={{amount}}&cur={{currency}}&aff={{affiliate_id}}&st={{status}}", rx.addr),
+               "triggers": ["commission.created"]}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(pb["secret"].as_str().unwrap().to_string());
+    let cid = click(&a, addr);
+    let (s, conv) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/conversions"),
+        M1,
+        json!({"click_id": cid, "order_id": "comm-1", "amount": "12.50", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201, "{conv}");
+    let id = conv["conversion_id"].as_str().unwrap().to_string();
+    wait_for("commission delivered", &server, || {
+        rx.seen.lock().unwrap().iter().any(|s| s.status == 200)
+    });
+    std::thread::sleep(Duration::from_millis(500)); // a repeat would show
+    let seen = rx.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].signature_ok);
+    assert_eq!(
+        seen[0].target,
+        format!("/comm?cv={id}&pay=125&amt=1250&cur=EUR&aff=a1&st=pending")
+    );
 }

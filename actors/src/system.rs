@@ -135,7 +135,15 @@ pub fn build(
     let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(CLICKS_MAX)));
     let (i, c) = (inputs.clone(), clicks.clone());
     sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));
-    let (i, pb) = (inputs.clone(), config.postbacks.clone());
+    // The ledger too, for `commission.created`.
+    let (i, pb) = (
+        inputs
+            .iter()
+            .cloned()
+            .chain([LEDGER.to_string()])
+            .collect::<Vec<_>>(),
+        config.postbacks.clone(),
+    );
     let postback_commands = postback::Commands::default();
     let (cmds, c) = (postback_commands.clone(), clicks.clone());
     sup = sup.child(

@@ -184,6 +184,9 @@ pub enum Trigger {
     ConversionRejected,
     #[serde(rename = "conversion.reversed")]
     ConversionReversed,
+    /// The ledger posted a commission for the affiliate (`{payout}`: its amount).
+    #[serde(rename = "commission.created")]
+    CommissionCreated,
 }
 
 impl Trigger {
@@ -193,6 +196,7 @@ impl Trigger {
             Trigger::ConversionApproved => "conversion.approved",
             Trigger::ConversionRejected => "conversion.rejected",
             Trigger::ConversionReversed => "conversion.reversed",
+            Trigger::CommissionCreated => "commission.created",
         }
     }
 }

@@ -23,7 +23,8 @@ use crate::catalog::{EntityStore, Method, Postback, Trigger};
 use crate::supervisor::{ChildCtx, Stop};
 use actix::prelude::*;
 use clicktrail_storage::schema::{
-    Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, PostbackAttempt,
+    Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, LedgerTxn,
+    PostbackAttempt,
 };
 use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
@@ -177,6 +178,7 @@ fn now_us() -> i64 {
 }
 
 /// The deliveries an input record calls for (global and the affiliate's own postbacks).
+#[allow(clippy::too_many_arguments)]
 fn deliveries_for(
     postbacks: &HashMap<String, Postback>,
     input_partition: u32,
@@ -185,6 +187,8 @@ fn deliveries_for(
     affiliate: Option<&str>,
     values: &BTreeMap<&str, String>,
     event_at_us: i64,
+    // Tells apart the deliveries of one record for several affiliates (empty: one).
+    discriminator: &str,
 ) -> Vec<Delivery> {
     let mut matching: Vec<&Postback> = postbacks
         .values()
@@ -209,6 +213,9 @@ fn deliveries_for(
                 )
                 .as_bytes(),
             );
+            if !discriminator.is_empty() {
+                mac.update(format!("\n{discriminator}").as_bytes());
+            }
             let id = format!("dl_{}", &hex(&mac.finalize().into_bytes())[..24]);
             let body = (p.method == Method::Post).then(|| {
                 serde_json::to_string(&values.iter().collect::<BTreeMap<_, _>>()).expect("strings")
@@ -241,6 +248,9 @@ fn deliveries_of(
     rec: &clicktrail_storage::Record<'_>,
     clicks: Option<&crate::clicks::SharedClicks>,
 ) -> Vec<Delivery> {
+    if let Some(t) = rec.event::<LedgerTxn>() {
+        return commission_deliveries(postbacks, partition, rec.offset, t);
+    }
     let (trigger, affiliate, mut values, at_us) =
         if let Some(c) = rec.to_owned_event::<Conversion>() {
             let mut v = conversion_values(&c, "pending");
@@ -294,7 +304,69 @@ fn deliveries_of(
         affiliate.as_deref(),
         &values,
         at_us,
+        "",
     )
+}
+
+/// `commission.created` for each affiliate a sale's ledger transaction credits: `{payout}`
+/// is the commission (minor units, like `{amount}`), `{amount}` the sale.
+fn commission_deliveries(
+    postbacks: &HashMap<String, Postback>,
+    partition: u32,
+    offset: u64,
+    t: &clicktrail_storage::schema::ArchivedLedgerTxn,
+) -> Vec<Delivery> {
+    use clicktrail_storage::schema::ArchivedLedgerCause;
+    if !matches!(t.cause, ArchivedLedgerCause::Sale) {
+        return Vec::new();
+    }
+    let Ok(crate::ledger::Op::Sale {
+        conversion_id,
+        campaign_id,
+        event,
+        amount_minor,
+        currency,
+        occurred_at_us,
+        ..
+    }) = serde_json::from_str(t.op_json.as_str())
+    else {
+        return Vec::new();
+    };
+    // What each affiliate was credited (a decision applied in the same transaction moves
+    // money between its buckets, which nets out here).
+    let mut credited: BTreeMap<String, i64> = BTreeMap::new();
+    for p in t.postings.iter() {
+        if let Some((affiliate, _)) = crate::ledger::parse_partner_account(p.account.as_str()) {
+            *credited.entry(affiliate.to_string()).or_default() += p.amount_minor.to_native();
+        }
+    }
+    let mut out = Vec::new();
+    for (affiliate, commission) in credited {
+        if commission <= 0 {
+            continue;
+        }
+        let mut v = blank_values();
+        v.insert("conversion_id", conversion_id.clone());
+        v.insert("event", event.clone());
+        v.insert("amount", amount_minor.to_string());
+        v.insert("currency", currency.clone());
+        v.insert("payout", commission.to_string());
+        v.insert("status", "pending".to_string());
+        v.insert("affiliate_id", affiliate.clone());
+        v.insert("campaign_id", campaign_id.clone());
+        v.insert("timestamp", (now_us() / 1_000_000).to_string());
+        out.extend(deliveries_for(
+            postbacks,
+            partition,
+            offset,
+            Trigger::CommissionCreated,
+            Some(&affiliate),
+            &v,
+            t.at_us.to_native().max(occurred_at_us),
+            &affiliate,
+        ));
+    }
+    out
 }
 
 /// Values of a test postback: clearly marked, never a real conversion.
@@ -540,6 +612,7 @@ impl Engine {
                         p.affiliate_id.as_deref(),
                         &values,
                         i64::MAX,
+                        "",
                     ) {
                         d.id = format!("dl_test_{:016x}", self.rng.u64(..));
                         d.source = None;
