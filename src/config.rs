@@ -836,6 +836,18 @@ mod tests {
                 "[[merchants]]\nid = \"m\"\nname = \"M\"\n[[campaigns]]\nid = \"c\"\nmerchant-id = \"m\"\nname = \"C\"\ndestination-url = \"javascript:alert(1)\"\n",
                 "only http and https",
             ),
+            ("[program]\nhold-days = 400\n", "hold-days"),
+            ("[payouts]\nschedule = \"weekly\"\n", "schedule"),
+            ("[payouts]\ntime-zone = \"Europe/Berlin\"\n", "time-zone"),
+            ("[payouts]\nminimum = { XYZ = 5 }\n", "minimum XYZ"),
+            (
+                "[payouts.stripe]\nbase-url = \"https://x.example\"\n",
+                "secret-key is required",
+            ),
+            (
+                "[[affiliates]]\nid = \"a\"\nname = \"A\"\npayout-provider = \"stripe\"\npayout-account = \"bob\"\n",
+                "not a stripe account",
+            ),
         ];
         for (extra, needle) in cases {
             let err = Config::from_toml(&format!("{base}{extra}"), "test")

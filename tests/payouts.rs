@@ -745,3 +745,112 @@ fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
     assert_eq!(items(&a, addr).len(), 1);
     assert_eq!(stripe.made().len(), 1);
 }
+
+#[test]
+fn admin_approval_cancel_and_payout_hold() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let cfg = {
+        // Batches wait for an admin; the PayPal partner's payouts are on hold.
+        let t = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                "schedule = \"manual\"",
+                "schedule = \"manual\"\napproval = \"admin\"",
+            )
+            .replace(
+                "payout-account = \"partner@example.com\"",
+                "payout-account = \"partner@example.com\"\npayout-hold = true",
+            );
+        std::fs::write(&cfg, t).unwrap();
+        cfg
+    };
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    sale(&a, addr, "LS", "o-1", "100.00");
+    sale(&a, addr, "LP", "o-2", "100.00");
+    wait_for("approved", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
+            && balance(&a, addr, P_PAYPAL)["approved_minor"] == 1000
+    });
+    // Only admins run, approve and cancel; unknown batches and actions are refused.
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", P_STRIPE, "");
+    assert_eq!(s, 403);
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        "/api/v1/payouts/batches/nope/approve",
+        ADMIN,
+        "",
+    );
+    assert_eq!(s, 404);
+
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("a proposed item", 20, || items(&a, addr).len() == 1);
+    let it = items(&a, addr);
+    assert_eq!(it[0]["status"], "proposed");
+    assert_eq!(
+        it[0]["affiliate_id"], "a-stripe",
+        "the held partner is not in the batch"
+    );
+    let batch = it[0]["batch_id"].as_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/batches/{batch}/frobnicate"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(s, 404);
+    // Cancelled: the money is payable again, nothing reached the provider.
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/batches/{batch}/cancel"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(s, 202);
+    wait_for("cancelled", 20, || {
+        items(&a, addr)[0]["status"] == "cancelled"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(stripe.seen("/v1/transfers").is_empty());
+
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("a second batch", 20, || items(&a, addr).len() == 2);
+    let second = items(&a, addr)
+        .into_iter()
+        .find(|i| i["status"] == "proposed")
+        .unwrap();
+    assert_eq!(second["gross_minor"], 1000);
+    let batch = second["batch_id"].as_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/batches/{batch}/approve"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(s, 202);
+    wait_for("paid", 20, || {
+        items(&a, addr).iter().any(|i| i["status"] == "paid")
+    });
+    assert_eq!(stripe.made().len(), 1);
+    assert!(
+        paypal.seen("/v1/payments/payouts").is_empty(),
+        "held partner not paid"
+    );
+    wait_for("ledger", 10, || {
+        balance(&a, addr, P_STRIPE)["paid_minor"] == 973
+    });
+    assert_eq!(balance(&a, addr, P_PAYPAL)["approved_minor"], 1000);
+}

@@ -128,6 +128,33 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 403, "partners do not set their own rates");
 
+    // A demo sale earns the demo partner 10%, pending its hold period, in its balance.
+    let r = a
+        .get(format!("http://{}/c/demo", server.addr))
+        .call()
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let cid = loc.split("click_id=").nth(1).unwrap();
+    let r = a
+        .post(format!("http://{}/api/v1/conversions", server.addr))
+        .header("authorization", "Bearer demo-merchant-key")
+        .header("content-type", "application/json")
+        .send(format!(
+            r#"{{"click_id":"{cid}","order_id":"demo-1","amount":"49.90","currency":"EUR"}}"#
+        ))
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server.wait_until("the demo commission", |s| {
+        let mut r = a
+            .get(format!("http://{}/api/v1/me/balance", s.addr))
+            .header("authorization", "Bearer demo-partner-key")
+            .call()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        v["balances"][0]["pending"] == "4.99" && v["balances"][0]["approved"] == "0.00"
+    });
+
     server.signal(libc::SIGTERM);
     let (code, log) = server.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{log}");
@@ -139,7 +166,7 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     assert!(inspect.status.success());
     let text = String::from_utf8(inspect.stdout).unwrap();
     assert!(
-        text.contains("ingest-0") && text.contains("click=1000"),
+        text.contains("ingest-0") && text.contains("click=1001 conversion=1"),
         "{text}"
     );
     assert!(
