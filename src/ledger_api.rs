@@ -11,7 +11,7 @@
 //! | `GET /api/v1/payouts` | admin | every payout item (gross, fee, net, status, provider reference) |
 //! | `POST /api/v1/payouts/run` | admin | creates a batch now with everything payable (202) |
 //! | `POST /api/v1/payouts/batches/{id}/approve` | admin | approves a batch's proposed items (202) |
-//! | `POST /api/v1/payouts/batches/{id}/cancel` | admin | cancels a batch's items not yet dispatched (202) |
+//! | `POST /api/v1/payouts/batches/{id}/cancel` | admin | cancels a batch's items not yet dispatched, or unsettled ones the admin found unpaid at the provider (202) |
 //! | `GET /api/v1/me/payouts` | partner | the partner's payout items, fees shown |
 //!
 //! `from` and `to` are Unix seconds or RFC 3339 times; both optional. Amounts are given as

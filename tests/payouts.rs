@@ -42,6 +42,8 @@ struct ProviderState {
     stall_first: Option<Duration>,
     /// Answer the first payment request with this status (without paying).
     fail_first: Option<u16>,
+    /// Answer every payment request after the first with this status (without paying).
+    refuse_later: Option<u16>,
     payment_requests: usize,
 }
 
@@ -155,6 +157,13 @@ impl Provider {
                     return respond(s, code, &json!({"error": {"type": "api_error"}}));
                 }
                 stall = st.stall_first;
+            } else if let Some(code) = st.refuse_later {
+                drop(st);
+                return respond(
+                    s,
+                    code,
+                    &json!({"error": {"type": "invalid_request_error", "message": "refused"}}),
+                );
             }
         }
         let (status, reply) = match path.as_str() {
@@ -853,4 +862,63 @@ fn admin_approval_cancel_and_payout_hold() {
         balance(&a, addr, P_STRIPE)["paid_minor"] == 973
     });
     assert_eq!(balance(&a, addr, P_PAYPAL)["approved_minor"], 1000);
+}
+
+#[test]
+fn a_refusal_after_an_unknown_outcome_keeps_the_money_reserved_until_an_admin_cancels() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    {
+        // The first request pays but its answer comes too late; every later one is refused.
+        let mut st = stripe.state.lock().unwrap();
+        st.stall_first = Some(Duration::from_millis(1500));
+        st.refuse_later = Some(400);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    sale(&a, addr, "LS", "o-1", "100.00");
+    wait_for("approved", 20, || {
+        balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
+    });
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("a refused retry", 20, || {
+        stripe.seen("/v1/transfers").len() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let it = items(&a, addr);
+    assert_eq!(it.len(), 1);
+    assert_eq!(
+        it[0]["status"], "retrying",
+        "not cancelled: the first attempt may have paid"
+    );
+    assert!(
+        it[0]["error"].as_str().unwrap().contains("unknown outcome"),
+        "{it:?}"
+    );
+    // Nothing new to pay while it is reserved.
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(items(&a, addr).len(), 1);
+    // The admin checks with the provider and cancels: the money is payable again.
+    let batch = it[0]["batch_id"].as_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/batches/{batch}/cancel"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(s, 202);
+    wait_for("cancelled", 20, || {
+        items(&a, addr)[0]["status"] == "cancelled"
+    });
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("a new item", 20, || items(&a, addr).len() == 2);
+    assert_eq!(stripe.made().len(), 1, "only the first request ever paid");
 }

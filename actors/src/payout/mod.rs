@@ -583,6 +583,9 @@ impl Engine {
                         .batch_items(&batch_id, PayoutItemStatus::Proposed)
                         .into_iter()
                         .chain(self.batch_items(&batch_id, PayoutItemStatus::Approved))
+                        // An admin's word that an unsettled item was not paid (checked with
+                        // the provider): its money becomes payable again.
+                        .chain(self.batch_items(&batch_id, PayoutItemStatus::Retrying))
                     {
                         v.status = PayoutItemStatus::Cancelled;
                         v.error = Some(format!("cancelled by {actor}"));
@@ -675,6 +678,19 @@ impl Engine {
                     let wait = Duration::from_millis(exp).min(self.config.backoff_max);
                     self.next_try
                         .insert(v.item_id.clone(), Instant::now() + wait);
+                }
+                Outcome::Refused(e) if v.attempt > 1 => {
+                    // An earlier attempt's outcome is unknown (it may have paid): a refusal
+                    // now proves nothing about it, so the money stays reserved until an
+                    // admin, having checked with the provider, cancels the item.
+                    log::error!(
+                        "payouts: {} refused after an unknown outcome, held for an admin: {e}",
+                        v.item_id
+                    );
+                    v.status = PayoutItemStatus::Retrying;
+                    v.error = Some(format!("{e} (after an unknown outcome: check with the provider, then cancel or wait)"));
+                    self.next_try
+                        .insert(v.item_id.clone(), Instant::now() + self.config.backoff_max);
                 }
                 Outcome::Refused(e) => {
                     log::error!("payouts: {} refused: {e}", v.item_id);
