@@ -340,7 +340,8 @@ pub struct ProviderSection {
 pub struct PayoutsSection {
     /// `net-15`, `net-30`, `day-1` .. `day-28` or `manual`. Default: net-30.
     pub schedule: String,
-    /// The program's time zone as a UTC offset (`UTC`, `+02:00`). Default: UTC.
+    /// The program's time zone: `UTC`, an offset (`+02:00`) or an IANA name
+    /// (`Europe/Berlin`, daylight saving time included). Default: UTC.
     pub time_zone: String,
     /// `auto` or `admin` (each batch waits for `POST /api/v1/payouts/batches/{id}/approve`).
     /// Default: auto.
@@ -381,7 +382,7 @@ impl PayoutsSection {
         use clicktrail_actors::payout::{self, providers::ProviderConfig, providers::ProviderKind};
         let bad = |m: String| ConfigError::Invalid(format!("payouts: {m}"));
         let schedule = payout::Schedule::parse(&self.schedule).map_err(bad)?;
-        let utc_offset_s = payout::parse_offset(&self.time_zone).map_err(bad)?;
+        let zone = payout::tz::Zone::load(&self.time_zone).map_err(bad)?;
         let admin_approval = match self.approval.as_str() {
             "auto" => false,
             "admin" => true,
@@ -457,7 +458,7 @@ impl PayoutsSection {
         }
         Ok(payout::PayoutConfig {
             schedule,
-            utc_offset_s,
+            zone,
             admin_approval,
             minimum: self.minimum.clone(),
             providers,
@@ -838,7 +839,7 @@ mod tests {
             ),
             ("[program]\nhold-days = 400\n", "hold-days"),
             ("[payouts]\nschedule = \"weekly\"\n", "schedule"),
-            ("[payouts]\ntime-zone = \"Europe/Berlin\"\n", "time-zone"),
+            ("[payouts]\ntime-zone = \"Mars/Olympus\"\n", "time-zone"),
             ("[payouts]\nminimum = { XYZ = 5 }\n", "minimum XYZ"),
             (
                 "[payouts.stripe]\nbase-url = \"https://x.example\"\n",

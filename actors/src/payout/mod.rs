@@ -23,6 +23,7 @@
 //! (`POST /api/v1/payouts/run`).
 
 pub mod providers;
+pub mod tz;
 
 use crate::catalog::EntityStore;
 use crate::ledger::commission::{civil_from_days, days_from_civil};
@@ -40,7 +41,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const DAY_US: i64 = 86_400_000_000;
 /// Who the scheduler's own records name.
 pub const ACTOR: &str = "payout-scheduler";
 
@@ -77,60 +77,48 @@ impl Schedule {
     }
 
     /// The latest scheduled run at or before `now_us`: (run time, cutoff), in UTC
-    /// microseconds, for a program at `offset_s` seconds east of UTC.
-    pub fn latest_run(self, now_us: i64, offset_s: i32) -> Option<(i64, i64)> {
-        let off = offset_s as i64 * 1_000_000;
-        let local = now_us + off;
-        let (y, m, d) = civil_from_days(local.div_euclid(DAY_US));
-        let month_start = |y: i64, m: u32| days_from_civil(y, m, 1) * DAY_US - off;
+    /// microseconds, with calendar days in `zone` (midnights and month starts local,
+    /// daylight saving time included).
+    pub fn latest_run(self, now_us: i64, zone: &tz::Zone) -> Option<(i64, i64)> {
+        const DAY_S: i64 = 86_400;
+        let now_s = now_us.div_euclid(1_000_000);
+        let local = now_s + zone.offset_at(now_s) as i64;
+        let (y, m, d) = civil_from_days(local.div_euclid(DAY_S));
+        // UTC microseconds of local midnight `day` days after the first of (y, m).
+        let midnight = |y: i64, m: u32, day: i64| {
+            zone.to_utc((days_from_civil(y, m, 1) + day) * DAY_S) * 1_000_000
+        };
         let prev = |y: i64, m: u32| if m == 1 { (y - 1, 12) } else { (y, m - 1) };
         match self {
             Schedule::Manual => None,
             Schedule::DayOfMonth(n) => {
                 let (ry, rm) = if d >= n { (y, m) } else { prev(y, m) };
-                let run = days_from_civil(ry, rm, n) * DAY_US - off;
+                let run = midnight(ry, rm, n as i64 - 1);
                 Some((run, run))
             }
             Schedule::Net(n) => {
-                // Months whose payday has come: this month's start + n days, or the last.
-                let this = month_start(y, m) + n as i64 * DAY_US;
-                let (start, run) = if now_us >= this {
-                    (month_start(y, m), this)
+                // The last month whose payday (its end + n days) has come; its approvals,
+                // up to its end, are due.
+                let this = midnight(y, m, n as i64);
+                if now_us >= this {
+                    Some((this, midnight(y, m, 0)))
                 } else {
                     let (py, pm) = prev(y, m);
-                    (month_start(py, pm), month_start(py, pm) + n as i64 * DAY_US)
-                };
-                Some((run, start))
+                    Some((midnight(py, pm, n as i64), midnight(py, pm, 0)))
+                }
             }
         }
     }
 }
 
-/// Parses `UTC`, `Z` or `+HH:MM` / `-HH:MM` into seconds east of UTC.
-pub fn parse_offset(s: &str) -> Result<i32, String> {
-    if matches!(s, "UTC" | "Z" | "+00:00") {
-        return Ok(0);
-    }
-    let bad = || format!("time-zone {s:?}: expected UTC or an offset like +02:00");
-    let sign = match s.as_bytes().first() {
-        Some(b'+') => 1,
-        Some(b'-') => -1,
-        _ => return Err(bad()),
-    };
-    let (h, m) = s[1..].split_once(':').ok_or_else(bad)?;
-    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 14 || m > 59 || s.len() != 6 {
-        return Err(bad());
-    }
-    Ok(sign * (h * 3600 + m * 60))
-}
+pub use tz::parse_offset;
 
 /// The scheduler's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayoutConfig {
     pub schedule: Schedule,
-    /// Seconds east of UTC of the program's time zone.
-    pub utc_offset_s: i32,
+    /// The program's time zone (payout calendars).
+    pub zone: tz::Zone,
     /// Items wait for an admin's approval (otherwise they are approved at once).
     pub admin_approval: bool,
     /// Smallest payout per currency (minor units); a currency not listed: 1.
@@ -145,7 +133,7 @@ impl Default for PayoutConfig {
     fn default() -> Self {
         PayoutConfig {
             schedule: Schedule::Net(30),
-            utc_offset_s: 0,
+            zone: tz::Zone::utc(),
             admin_approval: false,
             minimum: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -599,10 +587,7 @@ impl Engine {
 
     /// Creates the scheduled batch if its run has come and was not done.
     fn schedule(&mut self) -> clicktrail_storage::Result<()> {
-        let Some((_run, cutoff)) = self
-            .config
-            .schedule
-            .latest_run(now_us(), self.config.utc_offset_s)
+        let Some((_run, cutoff)) = self.config.schedule.latest_run(now_us(), &self.config.zone)
         else {
             return Ok(());
         };
@@ -794,47 +779,61 @@ mod tests {
     use super::*;
 
     const H: i64 = 3_600_000_000;
+    const DAY_US: i64 = 86_400_000_000;
 
     #[test]
     fn schedules_name_their_latest_run_and_cutoff() {
+        let utc = tz::Zone::utc();
         let dec_20 = days_from_civil(2026, 12, 20) * DAY_US;
         let dec_1 = days_from_civil(2026, 12, 1) * DAY_US;
         let nov_1 = days_from_civil(2026, 11, 1) * DAY_US;
         let oct_1 = days_from_civil(2026, 10, 1) * DAY_US;
         // net-15 on Dec 20: November's approvals were paid on Dec 16 (Dec 1 + 15 days).
         assert_eq!(
-            Schedule::Net(15).latest_run(dec_20, 0),
+            Schedule::Net(15).latest_run(dec_20, &utc),
             Some((dec_1 + 15 * DAY_US, dec_1))
         );
         // net-30 on Dec 20: still October's run (Nov 1 + 30 days = Dec 1).
         assert_eq!(
-            Schedule::Net(30).latest_run(dec_20, 0),
+            Schedule::Net(30).latest_run(dec_20, &utc),
             Some((nov_1 + 30 * DAY_US, nov_1))
         );
         let _ = oct_1;
         // day-15 on Dec 20: Dec 15; on Dec 10: Nov 15.
         let dec_15 = days_from_civil(2026, 12, 15) * DAY_US;
         assert_eq!(
-            Schedule::DayOfMonth(15).latest_run(dec_20, 0),
+            Schedule::DayOfMonth(15).latest_run(dec_20, &utc),
             Some((dec_15, dec_15))
         );
         let nov_15 = days_from_civil(2026, 11, 15) * DAY_US;
         assert_eq!(
-            Schedule::DayOfMonth(15).latest_run(dec_15 - 5 * DAY_US, 0),
+            Schedule::DayOfMonth(15).latest_run(dec_15 - 5 * DAY_US, &utc),
             Some((nov_15, nov_15))
         );
         // In UTC+02:00 the 15th starts two hours earlier.
+        let plus2 = tz::Zone::load("+02:00").unwrap();
         assert_eq!(
-            Schedule::DayOfMonth(15).latest_run(dec_15 - H, 7200),
+            Schedule::DayOfMonth(15).latest_run(dec_15 - H, &plus2),
             Some((dec_15 - 2 * H, dec_15 - 2 * H))
         );
-        assert_eq!(Schedule::Manual.latest_run(dec_20, 0), None);
+        // In Berlin, net-30 in July: June's approvals (to 1 July 00:00 CEST, 22:00 UTC
+        // the day before) were due on 31 July 00:00 CEST.
+        if let Ok(berlin) = tz::Zone::load("Europe/Berlin") {
+            let aug_5 = days_from_civil(2026, 8, 5) * DAY_US;
+            let jul_1 = days_from_civil(2026, 7, 1) * DAY_US;
+            assert_eq!(
+                Schedule::Net(30).latest_run(aug_5, &berlin),
+                Some((jul_1 + 30 * DAY_US - 2 * H, jul_1 - 2 * H))
+            );
+        }
+        assert_eq!(Schedule::Manual.latest_run(dec_20, &utc), None);
         assert_eq!(Schedule::parse("net-30"), Ok(Schedule::Net(30)));
         assert_eq!(Schedule::parse("day-28"), Ok(Schedule::DayOfMonth(28)));
         assert!(Schedule::parse("day-31").is_err());
         assert_eq!(parse_offset("+02:00"), Ok(7200));
         assert_eq!(parse_offset("-05:30"), Ok(-19800));
         assert!(parse_offset("Europe/Berlin").is_err());
+        assert!(tz::Zone::load("Europe/Berlin").is_ok());
         assert_eq!(
             parse_batch("b000012-s1764000000"),
             Some((12, Some(1_764_000_000)))
