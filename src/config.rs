@@ -332,6 +332,10 @@ pub struct ProviderSection {
     pub fee_bps: Option<u32>,
     pub fee_fixed_minor: Option<i64>,
     pub fee_cap_minor: Option<i64>,
+    /// How long an unsettled payout may be retried under the same key before it is held
+    /// for an admin. Default: 82800 (23 h; PayPal 2505600, 29 days). Bounds: 1 ..= the
+    /// default (the provider forgets keys after it).
+    pub idempotency_window_s: Option<u64>,
 }
 
 /// `[payouts]`: when and how partners are paid.
@@ -398,9 +402,10 @@ impl PayoutsSection {
         if !(100..=300_000).contains(&self.timeout_ms)
             || self.backoff_initial_ms == 0
             || self.backoff_max_ms < self.backoff_initial_ms
+            || self.backoff_max_ms > 86_400_000
         {
             return Err(bad(
-                "timeout-ms must be 100..=300000 and backoff-initial-ms 1..=backoff-max-ms".into(),
+                "timeout-ms must be 100..=300000, backoff-initial-ms 1..=backoff-max-ms, backoff-max-ms at most 86400000".into(),
             ));
         }
         let mut providers = BTreeMap::new();
@@ -448,6 +453,15 @@ impl PayoutsSection {
             }
             if let Some(v) = p.fee_cap_minor {
                 c.fee_cap_minor = v;
+            }
+            if let Some(w) = p.idempotency_window_s {
+                if w == 0 || Duration::from_secs(w) > c.idempotency_window {
+                    return Err(bad(format!(
+                        "{name}.idempotency-window-s must be 1..={}",
+                        c.idempotency_window.as_secs()
+                    )));
+                }
+                c.idempotency_window = Duration::from_secs(w);
             }
             if c.fee_bps > 10_000 || c.fee_fixed_minor < 0 || c.fee_cap_minor < 0 {
                 return Err(bad(format!(

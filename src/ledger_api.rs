@@ -12,6 +12,7 @@
 //! | `POST /api/v1/payouts/run` | admin | creates a batch now with everything payable (202) |
 //! | `POST /api/v1/payouts/batches/{id}/approve` | admin | approves a batch's proposed items (202) |
 //! | `POST /api/v1/payouts/batches/{id}/cancel` | admin | cancels a batch's items not yet dispatched, or unsettled ones the admin found unpaid at the provider (202) |
+//! | `POST /api/v1/payouts/items/{id}/paid` `{"provider_ref"}` | admin | an unsettled (retrying or held) item the admin found paid at the provider (202) |
 //! | `GET /api/v1/me/payouts` | partner | the partner's payout items, fees shown |
 //!
 //! `from` and `to` are Unix seconds or RFC 3339 times; both optional. Amounts are given as
@@ -49,11 +50,15 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
             "/payouts/batches/{id}/{action}",
             web::post().to(batch_action),
         )
+        .route("/payouts/items/{id}/paid", web::post().to(mark_paid))
 }
 
 fn payouts_json(api: &Api, affiliate: Option<&str>) -> HttpResponse {
     use clicktrail_actors::payout::status_name;
-    let items = api.payouts.lock().expect("payouts");
+    let items = api
+        .payouts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let list: Vec<Value> = items
         .values()
         .filter(|i| affiliate.is_none_or(|a| a == i.affiliate_id))
@@ -121,6 +126,60 @@ async fn run_payouts(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct MarkPaid {
+    provider_ref: String,
+}
+
+async fn mark_paid(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    use clicktrail_actors::payout::Command;
+    use clicktrail_storage::schema::PayoutItemStatus as S;
+    let key = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let m: MarkPaid = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    if m.provider_ref.trim().is_empty()
+        || m.provider_ref.len() > 256
+        || m.provider_ref.chars().any(char::is_control)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "provider_ref: 1-256 printable characters",
+        );
+    }
+    let item_id = path.into_inner();
+    let status = api
+        .payouts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&item_id)
+        .map(|i| i.status);
+    match status {
+        None => error(StatusCode::NOT_FOUND, "no such payout item"),
+        Some(S::Held | S::Retrying | S::Intent) => queued(
+            &api,
+            Command::MarkPaid {
+                item_id,
+                provider_ref: m.provider_ref,
+                actor: format!("admin:{}", key.owner),
+            },
+        ),
+        Some(_) => error(
+            StatusCode::CONFLICT,
+            "only an unsettled (retrying or held) item can be marked paid",
+        ),
+    }
+}
+
 async fn batch_action(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -174,7 +233,10 @@ fn balance_json(c: Currency, b: &Balance) -> Value {
 }
 
 fn balances(api: &Api, affiliate: &str) -> HttpResponse {
-    let book = api.ledger.read().expect("ledger lock");
+    let book = api
+        .ledger
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let list: Vec<Value> = book
         .balances_of(affiliate)
         .iter()
@@ -208,7 +270,10 @@ async fn all_balances(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
     if let Err(r) = authorize(&req, &api, Role::Admin) {
         return r;
     }
-    let book = api.ledger.read().expect("ledger lock");
+    let book = api
+        .ledger
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let list: Vec<Value> = book
         .all_balances()
         .map(|(a, c, b)| {
@@ -224,7 +289,10 @@ async fn trial_balance(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
     if let Err(r) = authorize(&req, &api, Role::Admin) {
         return r;
     }
-    let book = api.ledger.read().expect("ledger lock");
+    let book = api
+        .ledger
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut per_currency: BTreeMap<[u8; 3], (Vec<Value>, i64)> = BTreeMap::new();
     for ((c, account), sum) in book.trial_balance() {
         let e = per_currency.entry(*c).or_default();
@@ -341,7 +409,7 @@ fn statement(req: &HttpRequest, api: &Api, affiliate: &str, q: &Period) -> HttpR
     let (opening, lines) = api
         .ledger
         .read()
-        .expect("ledger lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .statement(affiliate, from, to);
     if wants_csv(req, q) {
         let mut out = String::from(

@@ -865,7 +865,7 @@ fn admin_approval_cancel_and_payout_hold() {
 }
 
 #[test]
-fn a_refusal_after_an_unknown_outcome_keeps_the_money_reserved_until_an_admin_cancels() {
+fn unsettled_payouts_are_held_for_an_admin_never_retried_blindly() {
     let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
     {
         // The first request pays but its answer comes too late; every later one is refused.
@@ -873,38 +873,113 @@ fn a_refusal_after_an_unknown_outcome_keeps_the_money_reserved_until_an_admin_ca
         st.stall_first = Some(Duration::from_millis(1500));
         st.refuse_later = Some(400);
     }
+    // Wise never answers in time, and its idempotency window here is one second.
+    wise.state.lock().unwrap().stall_first = Some(Duration::from_millis(1500));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let cfg = {
+        let t = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                "profile-id = \"4242\"",
+                "profile-id = \"4242\"\nidempotency-window-s = 1",
+            )
+            .replace("backoff-initial-ms = 200", "backoff-initial-ms = 1500")
+            .replace("backoff-max-ms = 1000", "backoff-max-ms = 2000");
+        std::fs::write(&cfg, t).unwrap();
+        cfg
+    };
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
     sale(&a, addr, "LS", "o-1", "100.00");
+    sale(&a, addr, "LW", "o-2", "100.00");
     wait_for("approved", 20, || {
         balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
+            && balance(&a, addr, P_WISE)["approved_minor"] == 1000
     });
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
     assert_eq!(s, 202);
-    wait_for("a refused retry", 20, || {
-        stripe.seen("/v1/transfers").len() >= 2
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let it = items(&a, addr);
-    assert_eq!(it.len(), 1);
-    assert_eq!(
-        it[0]["status"], "retrying",
-        "not cancelled: the first attempt may have paid"
-    );
+    let held = |provider: &str| {
+        items(&a, addr)
+            .into_iter()
+            .find(|i| i["provider"] == provider && i["status"] == "held")
+    };
+    let t = Instant::now();
+    while !(held("stripe").is_some() && held("wise").is_some()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{:#?}\n{}",
+            items(&a, addr),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let si = held("stripe").unwrap();
     assert!(
-        it[0]["error"].as_str().unwrap().contains("unknown outcome"),
-        "{it:?}"
+        si["error"].as_str().unwrap().contains("outcome is unknown"),
+        "{si}"
     );
-    // Nothing new to pay while it is reserved.
+    let wi = held("wise").unwrap();
+    assert!(
+        wi["error"].as_str().unwrap().contains("idempotency window"),
+        "{wi}"
+    );
+    assert_eq!(
+        wise.seen("/v1/transfers").len(),
+        1,
+        "not retried past the window"
+    );
+    // Held items are not retried and keep their money reserved.
+    let stripe_calls = stripe.seen("/v1/transfers").len();
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
     assert_eq!(s, 202);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(items(&a, addr).len(), 1);
-    // The admin checks with the provider and cancels: the money is payable again.
-    let batch = it[0]["batch_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(items(&a, addr).len(), 2);
+    assert_eq!(stripe.seen("/v1/transfers").len(), stripe_calls);
+    // The admin found the Stripe transfer made: marks it paid; the ledger follows.
+    let item = si["item_id"].as_str().unwrap();
+    let (s, e, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/items/{item}/paid"),
+        ADMIN,
+        "{}",
+    );
+    assert_eq!(s, 400, "{e}");
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/items/{item}/paid"),
+        P_STRIPE,
+        r#"{"provider_ref":"tr_0"}"#,
+    );
+    assert_eq!(s, 403);
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/items/{item}/paid"),
+        ADMIN,
+        r#"{"provider_ref":"tr_0"}"#,
+    );
+    assert_eq!(s, 202);
+    wait_for("paid in the ledger", 20, || {
+        balance(&a, addr, P_STRIPE)["paid_minor"] == 973
+    });
+    let (s, _, _) = call(
+        &a,
+        addr,
+        "POST",
+        &format!("/api/v1/payouts/items/{item}/paid"),
+        ADMIN,
+        r#"{"provider_ref":"tr_0"}"#,
+    );
+    assert_eq!(s, 409, "a paid item cannot be marked again");
+    // The Wise one was not paid after all: the admin cancels it and it is payable again.
+    let batch = wi["batch_id"].as_str().unwrap().to_string();
     let (s, _, _) = call(
         &a,
         addr,
@@ -915,10 +990,10 @@ fn a_refusal_after_an_unknown_outcome_keeps_the_money_reserved_until_an_admin_ca
     );
     assert_eq!(s, 202);
     wait_for("cancelled", 20, || {
-        items(&a, addr)[0]["status"] == "cancelled"
+        items(&a, addr)
+            .iter()
+            .any(|i| i["provider"] == "wise" && i["status"] == "cancelled")
     });
-    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
-    wait_for("a new item", 20, || items(&a, addr).len() == 2);
     assert_eq!(stripe.made().len(), 1, "only the first request ever paid");
+    assert_eq!(balance(&a, addr, P_WISE)["approved_minor"], 1000);
 }

@@ -89,7 +89,7 @@ pub fn build(
 ) -> (Supervisor, Handles) {
     assert!((1..=INGEST_SHARDS_MAX).contains(&config.ingest_shards));
     let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
-    let mut sup = Supervisor::new(journal, health, config.supervisor.clone());
+    let mut sup = Supervisor::new(journal.clone(), health, config.supervisor.clone());
     for n in 0..config.ingest_shards {
         let shards = shards.clone();
         sup = sup.child(
@@ -102,6 +102,13 @@ pub fn build(
     sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
     let i = inputs.clone();
     sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
+    // Money records are never removed by retention, even before their owners open them.
+    for name in [LEDGER, PAYOUTS] {
+        match journal.partition(name) {
+            Ok(p) => p.keep_forever(),
+            Err(e) => log::error!("cannot open {name} to keep it: {e}"),
+        }
+    }
     let book = ledger::SharedBook::default();
     let (mut i, b, s, lc) = (
         ledger::Ledger::own_inputs().map(String::from).to_vec(),

@@ -546,3 +546,80 @@ fn property_random_histories_balance_restart_identically_and_unwind_to_zero() {
         r.restart_same();
     }
 }
+
+/// The program's settings may change between restarts; what was posted under the old ones
+/// replays exactly (the mode is recorded per conversion), and new conversions follow the
+/// new ones.
+#[test]
+fn a_settings_change_between_restarts_does_not_rewrite_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let perf = LedgerConfig {
+        hold_days: 30,
+        verification: Verification::Performance,
+    };
+    let mut r = Rig::new(dir.path(), ten_percent(), perf);
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv1", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    r.put(INGEST, &decision("cv1", true, T0 + DAY));
+    r.run();
+    assert_eq!(r.balance("a"), (1000, 0, 0, 0));
+    // Now hold mode: the merchant's approval of cv1 must still not count.
+    r.config = hold(30);
+    r.restart_same();
+    r.tick(T0 + 2 * DAY);
+    assert_eq!(r.balance("a"), (1000, 0, 0, 0));
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv2", 20_000, T0 + 3 * DAY, &[("a", 1_000_000)]),
+    );
+    r.put(INGEST, &decision("cv2", true, T0 + 4 * DAY));
+    r.run();
+    assert_eq!(
+        r.balance("a"),
+        (1000, 2000, 0, 0),
+        "cv2 under the new setting"
+    );
+    r.check_balanced();
+    r.restart_same();
+}
+
+/// A journal whose recorded postings the code no longer reproduces stops the ledger from
+/// posting more (the supervisor then fails loudly) instead of drifting silently.
+#[test]
+fn a_ledger_whose_replay_disagrees_with_its_journal_refuses_to_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Rig::new(dir.path(), ten_percent(), hold(30));
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv1", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    r.run();
+    let mut t = r.txns().remove(0);
+    // The same operation, recorded with other amounts.
+    for p in &mut t.postings {
+        p.amount_minor *= 2;
+    }
+    t.op_json = t.op_json.replace("cv1", "cv-forged");
+    r.core = None;
+    r.put(LEDGER, &t);
+    r.core = Some(
+        WorkerCore::open(
+            &r.journal,
+            Box::new(Ledger::new(
+                vec![ATTRIBUTIONS.into()],
+                r.store.clone(),
+                r.book.clone(),
+                r.config,
+            )),
+        )
+        .unwrap(),
+    );
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv2", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    let err = r.core.as_mut().unwrap().step(1024).unwrap_err().to_string();
+    assert!(err.contains("disagree"), "{err}");
+}

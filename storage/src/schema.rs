@@ -465,6 +465,11 @@ pub enum PayoutItemStatus {
     /// Refused for good (or rejected by an admin before dispatch); the amount is payable
     /// again.
     Cancelled,
+    /// Outcome unknown and an automatic retry no longer safe (the provider's idempotency
+    /// window has passed, or it refused after an attempt that may have paid): reserved
+    /// until an admin, having checked with the provider, marks it paid or cancels it.
+    /// (Added after v2 was first written; older records never hold it.)
+    Held,
 }
 
 /// A payout item's state change, v2: one item per partner and currency in a batch.

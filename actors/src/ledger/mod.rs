@@ -43,7 +43,7 @@ use clicktrail_storage::{Kind, Record, RecordExt};
 use commission::{Commissions, Credit, CreditKind, Plan, Sale};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Default hold period before pending commissions are approved.
 pub const HOLD_DAYS_DEFAULT: u32 = 30;
@@ -169,6 +169,9 @@ pub enum Op {
         touchpoints: Vec<(String, u64)>,
         plan: CommissionPlan,
         mature_at_us: i64,
+        /// Performance-verified when it was priced (the program setting then, not now).
+        #[serde(default)]
+        performance: bool,
     },
     Reverse {
         conversion_id: String,
@@ -225,6 +228,7 @@ struct Conv {
     held: bool,
     merchant_approved: bool,
     mature_at_us: i64,
+    performance: bool,
 }
 
 impl Conv {
@@ -266,6 +270,8 @@ pub struct Book {
     balances: BTreeMap<(String, [u8; 3]), Balance>,
     statements: HashMap<String, Vec<Line>>,
     paid_items: HashSet<String>,
+    /// Why replaying the journal did not give what it recorded, if it did not.
+    diverged: Option<String>,
     /// Sum of every posting per currency and account (the trial balance).
     accounts: BTreeMap<([u8; 3], String), i64>,
     txns: u64,
@@ -340,6 +346,25 @@ impl Book {
     /// Runs one operation: the single path for new inputs and for replay. `None` when the
     /// operation changes nothing (it is then not recorded).
     fn execute(&mut self, at_us: i64, op: &Op) -> Option<Txn> {
+        let tx = self.execute_op(at_us, op);
+        // Whatever is left pending (a tier re-pricing on a rejected or released
+        // conversion) matures at the next tick once its hold period is over.
+        let id = match op {
+            Op::Sale { conversion_id, .. }
+            | Op::Reverse { conversion_id, .. }
+            | Op::Decide { conversion_id, .. }
+            | Op::Review { conversion_id, .. } => Some(conversion_id),
+            Op::Mature { .. } | Op::Payout { .. } => None,
+        };
+        if let Some(c) = id.and_then(|id| self.convs.get(id).map(|c| (id, c))) {
+            if c.1.due() {
+                self.maturity.insert((c.1.mature_at_us, c.0.clone()));
+            }
+        }
+        tx
+    }
+
+    fn execute_op(&mut self, at_us: i64, op: &Op) -> Option<Txn> {
         match op {
             Op::Sale {
                 conversion_id,
@@ -353,6 +378,7 @@ impl Book {
                 touchpoints,
                 plan,
                 mature_at_us,
+                performance,
             } => {
                 if self.convs.contains_key(conversion_id) {
                     return None;
@@ -391,6 +417,7 @@ impl Book {
                     held: false,
                     merchant_approved: false,
                     mature_at_us: *mature_at_us,
+                    performance: *performance,
                 };
                 let mut postings = Vec::new();
                 book_credits(&mut conv, &credits, &mut postings);
@@ -441,7 +468,6 @@ impl Book {
                 approve,
                 actor,
             } => {
-                let mode = self.config.verification;
                 let Some(conv) = self.convs.get_mut(conversion_id) else {
                     return self.defer(at_us, conversion_id, op);
                 };
@@ -450,7 +476,7 @@ impl Book {
                         return None;
                     }
                     conv.merchant_approved = true;
-                    if mode == Verification::Hold && !conv.held {
+                    if !conv.performance && !conv.held {
                         let postings = approve_all(conv);
                         return Some(Txn {
                             cause: LedgerCause::Approval,
@@ -476,7 +502,6 @@ impl Book {
                 conversion_id,
                 action,
             } => {
-                let mode = self.config.verification;
                 let Some(conv) = self.convs.get_mut(conversion_id) else {
                     return self.defer(at_us, conversion_id, op);
                 };
@@ -494,7 +519,7 @@ impl Book {
                     "allow" if conv.held => {
                         conv.held = false;
                         let due = conv.mature_at_us <= at_us
-                            || (conv.merchant_approved && mode == Verification::Hold);
+                            || (conv.merchant_approved && !conv.performance);
                         let postings = if due && conv.due() {
                             approve_all(conv)
                         } else {
@@ -755,7 +780,7 @@ impl Ledger {
         book: SharedBook,
         config: LedgerConfig,
     ) -> Ledger {
-        *book.write().expect("ledger lock") = Book::new(config);
+        *book.write().unwrap_or_else(PoisonError::into_inner) = Book::new(config);
         Ledger {
             inputs,
             store,
@@ -797,7 +822,10 @@ impl Ledger {
                     .cloned()
                 })?;
                 let at_us = a.at_us.to_native();
-                let hold = self.book.read().expect("ledger lock").config.hold_days;
+                let (hold, verification) = {
+                    let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
+                    (book.config.hold_days, book.config.verification)
+                };
                 Some((
                     at_us,
                     Op::Sale {
@@ -812,12 +840,24 @@ impl Ledger {
                         touchpoints,
                         plan,
                         mature_at_us: at_us.max(occurred) + hold as i64 * DAY_US,
+                        performance: verification == Verification::Performance,
                     },
                 ))
             }
             Kind::ConversionReversal => {
                 let r = schema::reversal(input)?;
-                r.affiliate_id.as_ref()?;
+                // Reversals before v3 do not name the affiliate: they count when the
+                // conversion is priced already (they cannot be told from unattributed ones).
+                if r.affiliate_id.is_none()
+                    && !self
+                        .book
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .convs
+                        .contains_key(&r.conversion_id)
+                {
+                    return None;
+                }
                 Some((
                     r.at_us,
                     Op::Reverse {
@@ -879,7 +919,7 @@ impl Ledger {
     }
 
     fn run(&mut self, at_us: i64, op: Op, out: &mut Vec<Output>) {
-        let mut book = self.book.write().expect("ledger lock");
+        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = book.execute(at_us, &op) else {
             return;
         };
@@ -920,28 +960,64 @@ impl Processor for Ledger {
         let Some(t) = record.event::<LedgerTxn>() else {
             return;
         };
+        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
         let op: Op = match serde_json::from_str(t.op_json.as_str()) {
             Ok(op) => op,
             Err(e) => {
-                log::error!(
-                    "ledger: transaction {} has an unreadable operation: {e}",
+                book.txns += 1;
+                book.diverged.get_or_insert(format!(
+                    "transaction {} has an unreadable operation: {e}",
                     t.txn_id
-                );
+                ));
                 return;
             }
         };
         let at_us = t.at_us.to_native();
-        let mut book = self.book.write().expect("ledger lock");
+        let recorded: Vec<Posting> = t
+            .postings
+            .iter()
+            .map(|p| Posting {
+                account: p.account.to_string(),
+                detail: p.detail.to_string(),
+                amount_minor: p.amount_minor.to_native(),
+            })
+            .collect();
         match book.execute(at_us, &op) {
-            Some(tx) => book.post(at_us, &tx, t.txn_id.as_str()),
-            None => log::error!(
-                "ledger: replaying {} changed nothing; the ledger's code and its journal disagree",
-                t.txn_id
-            ),
+            Some(tx) => {
+                if tx.postings != recorded {
+                    book.diverged.get_or_insert(format!(
+                        "replaying {} gives other postings than it recorded",
+                        t.txn_id
+                    ));
+                }
+                // The journal is the truth: what it recorded is what the balances show.
+                let tx = Txn {
+                    postings: recorded,
+                    ..tx
+                };
+                book.post(at_us, &tx, t.txn_id.as_str());
+            }
+            None => {
+                book.txns += 1;
+                book.diverged
+                    .get_or_insert(format!("replaying {} changed nothing", t.txn_id));
+            }
         }
     }
 
     fn process(&mut self, input: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String> {
+        // A ledger whose replay disagrees with its journal must not post more on top: fail
+        // (the supervisor gives up loudly after its retries) until someone looks.
+        if let Some(why) = &self
+            .book
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .diverged
+        {
+            return Err(format!(
+                "the ledger's code and its journal disagree ({why}); refusing to post"
+            ));
+        }
         if let Some((at_us, op)) = self.op_of(input) {
             self.run(at_us, op, out);
         }
@@ -950,7 +1026,7 @@ impl Processor for Ledger {
 
     fn tick(&mut self, now_us: i64, out: &mut Vec<Output>) {
         let due: Vec<String> = {
-            let book = self.book.read().expect("ledger lock");
+            let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
             book.maturity
                 .range(..(now_us + 1, String::new()))
                 .filter(|(_, id)| book.convs.get(id).is_some_and(Conv::due))
@@ -962,7 +1038,7 @@ impl Processor for Ledger {
         }
         // Entries of conversions that are no longer pending, or are held (a release
         // approves them), are dropped; `Mature` removes its own.
-        let mut book = self.book.write().expect("ledger lock");
+        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
         let stale: Vec<(i64, String)> = book
             .maturity
             .range(..(now_us + 1, String::new()))

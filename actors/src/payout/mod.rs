@@ -38,7 +38,7 @@ use clicktrail_storage::{Journal, Reader, RecordExt, Writer};
 use providers::{Outcome, Payment, ProviderConfig, ProviderKind};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Who the scheduler's own records name.
@@ -98,13 +98,15 @@ impl Schedule {
             }
             Schedule::Net(n) => {
                 // The last month whose payday (its end + n days) has come; its approvals,
-                // up to its end, are due.
-                let this = midnight(y, m, n as i64);
-                if now_us >= this {
-                    Some((this, midnight(y, m, 0)))
-                } else {
-                    let (py, pm) = prev(y, m);
-                    Some((midnight(py, pm, n as i64), midnight(py, pm, 0)))
+                // up to its end, are due. (On 1-2 March, net-30 of January falls on 2-3
+                // March: step back until the payday is not in the future.)
+                let (mut py, mut pm) = (y, m);
+                loop {
+                    let run = midnight(py, pm, n as i64);
+                    if run <= now_us {
+                        return Some((run, midnight(py, pm, 0)));
+                    }
+                    (py, pm) = prev(py, pm);
                 }
             }
         }
@@ -167,9 +169,16 @@ pub enum Command {
         batch_id: String,
         actor: String,
     },
-    /// Cancel a batch's items that were not dispatched yet.
+    /// Cancel a batch's items that were not dispatched yet, or whose dispatch is unsettled
+    /// (retrying, held) after the admin checked with the provider that nothing was paid.
     Cancel {
         batch_id: String,
+        actor: String,
+    },
+    /// An unsettled item the admin found paid at the provider.
+    MarkPaid {
+        item_id: String,
+        provider_ref: String,
         actor: String,
     },
 }
@@ -181,7 +190,7 @@ pub struct Commands(Arc<Mutex<VecDeque<Command>>>);
 impl Commands {
     /// Queues a command; false when 100 are already waiting.
     pub fn send(&self, c: Command) -> bool {
-        let mut q = self.0.lock().expect("payout commands");
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if q.len() >= 100 {
             return false;
         }
@@ -190,7 +199,11 @@ impl Commands {
     }
 
     fn take(&self) -> Vec<Command> {
-        self.0.lock().expect("payout commands").drain(..).collect()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect()
     }
 }
 
@@ -210,6 +223,8 @@ pub struct ItemView {
     pub error: Option<String>,
     pub created_at_us: i64,
     pub updated_at_us: i64,
+    /// When its first provider call was made (the idempotency window counts from it).
+    pub first_attempt_us: Option<i64>,
 }
 
 /// Every payout item, for the API.
@@ -223,6 +238,7 @@ pub fn status_name(s: PayoutItemStatus) -> &'static str {
         PayoutItemStatus::Paid => "paid",
         PayoutItemStatus::Retrying => "retrying",
         PayoutItemStatus::Cancelled => "cancelled",
+        PayoutItemStatus::Held => "held",
     }
 }
 
@@ -234,6 +250,7 @@ fn status_of(a: &ArchivedPayoutItemStatus) -> PayoutItemStatus {
         ArchivedPayoutItemStatus::Paid => PayoutItemStatus::Paid,
         ArchivedPayoutItemStatus::Retrying => PayoutItemStatus::Retrying,
         ArchivedPayoutItemStatus::Cancelled => PayoutItemStatus::Cancelled,
+        ArchivedPayoutItemStatus::Held => PayoutItemStatus::Held,
     }
 }
 
@@ -306,7 +323,11 @@ impl Engine {
                     error: None,
                     created_at_us: at,
                     updated_at_us: at,
+                    first_attempt_us: None,
                 });
+            if status == PayoutItemStatus::Intent && e.first_attempt_us.is_none() {
+                e.first_attempt_us = Some(at);
+            }
             e.status = status;
             e.attempt = p.attempt.to_native();
             e.provider_ref = p.provider_ref.as_ref().map(|s| s.to_string());
@@ -319,7 +340,7 @@ impl Engine {
                 }
             }
         }
-        *items.lock().expect("payouts") = map;
+        *items.lock().unwrap_or_else(PoisonError::into_inner) = map;
         let ledger = journal
             .partition(crate::system::LEDGER)?
             .reader()?
@@ -379,11 +400,11 @@ impl Engine {
         let Some(p) = self.payable.get(key) else {
             return 0;
         };
+        // Not in time order (event times and tick times mix): look at all of them.
         let newer: i64 = p
             .approvals
             .iter()
-            .rev()
-            .take_while(|(at, _)| *at >= cutoff)
+            .filter(|(at, _)| *at >= cutoff)
             .map(|(_, a)| a)
             .sum();
         let reserved: i64 = self
@@ -430,13 +451,17 @@ impl Engine {
                 .partition()
                 .wait_durable_blocking(appended.end, Duration::from_secs(30))?;
         }
-        let mut items = self.items.lock().expect("payouts");
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let mut stored = v.clone();
         stored.updated_at_us = rec.at_us;
         if let Some(old) = items.get(&v.item_id) {
             stored.created_at_us = old.created_at_us;
+            stored.first_attempt_us = stored.first_attempt_us.or(old.first_attempt_us);
         } else {
             stored.created_at_us = rec.at_us;
+        }
+        if stored.status == PayoutItemStatus::Intent && stored.first_attempt_us.is_none() {
+            stored.first_attempt_us = Some(rec.at_us);
         }
         items.insert(v.item_id.clone(), stored);
         Ok(())
@@ -522,6 +547,7 @@ impl Engine {
                 error: None,
                 created_at_us: 0,
                 updated_at_us: 0,
+                first_attempt_us: None,
             });
         }
         if scheduled {
@@ -574,10 +600,37 @@ impl Engine {
                         // An admin's word that an unsettled item was not paid (checked with
                         // the provider): its money becomes payable again.
                         .chain(self.batch_items(&batch_id, PayoutItemStatus::Retrying))
+                        .chain(self.batch_items(&batch_id, PayoutItemStatus::Held))
                     {
                         v.status = PayoutItemStatus::Cancelled;
                         v.error = Some(format!("cancelled by {actor}"));
                         self.record(&v, &actor, false)?;
+                    }
+                }
+                Command::MarkPaid {
+                    item_id,
+                    provider_ref,
+                    actor,
+                } => {
+                    let item = self
+                        .items
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&item_id)
+                        .cloned();
+                    if let Some(mut v) = item.filter(|v| {
+                        matches!(
+                            v.status,
+                            PayoutItemStatus::Held
+                                | PayoutItemStatus::Retrying
+                                | PayoutItemStatus::Intent
+                        )
+                    }) {
+                        v.status = PayoutItemStatus::Paid;
+                        v.provider_ref = Some(provider_ref);
+                        v.error = None;
+                        self.next_try.remove(&v.item_id);
+                        self.record(&v, &actor, true)?;
                     }
                 }
             }
@@ -627,6 +680,23 @@ impl Engine {
             let Some(pc) = self.config.providers.get(&kind).cloned() else {
                 continue;
             };
+            let window = pc.idempotency_window.as_micros() as i64;
+            if v.first_attempt_us.is_some_and(|t| now_us() - t > window) {
+                // A retry now could reach a provider that forgot the key and pays again.
+                v.status = PayoutItemStatus::Held;
+                v.error = Some(format!(
+                    "no answer within the provider's idempotency window ({} s): check with {}, then mark it paid or cancel it",
+                    pc.idempotency_window.as_secs(),
+                    kind.name()
+                ));
+                log::error!(
+                    "payouts: {} held: {}",
+                    v.item_id,
+                    v.error.as_deref().unwrap_or("")
+                );
+                self.record(&v, ACTOR, true)?;
+                continue;
+            }
             // The intent, durable before the provider hears of the item.
             v.attempt += 1;
             v.status = PayoutItemStatus::Intent;
@@ -658,8 +728,8 @@ impl Engine {
                     log::warn!("payouts: {} attempt {}: {e}", v.item_id, v.attempt);
                     v.status = PayoutItemStatus::Retrying;
                     v.error = Some(e);
-                    let exp = self.config.backoff_initial.as_millis() as u64
-                        * (1u64 << v.attempt.saturating_sub(1).min(20));
+                    let exp = (self.config.backoff_initial.as_millis() as u64)
+                        .saturating_mul(1u64 << v.attempt.saturating_sub(1).min(20));
                     let wait = Duration::from_millis(exp).min(self.config.backoff_max);
                     self.next_try
                         .insert(v.item_id.clone(), Instant::now() + wait);
@@ -672,10 +742,10 @@ impl Engine {
                         "payouts: {} refused after an unknown outcome, held for an admin: {e}",
                         v.item_id
                     );
-                    v.status = PayoutItemStatus::Retrying;
-                    v.error = Some(format!("{e} (after an unknown outcome: check with the provider, then cancel or wait)"));
-                    self.next_try
-                        .insert(v.item_id.clone(), Instant::now() + self.config.backoff_max);
+                    v.status = PayoutItemStatus::Held;
+                    v.error = Some(format!(
+                        "{e} (after an attempt whose outcome is unknown: check with the provider, then mark it paid or cancel it)"
+                    ));
                 }
                 Outcome::Refused(e) => {
                     log::error!("payouts: {} refused: {e}", v.item_id);
@@ -809,6 +879,21 @@ mod tests {
         assert_eq!(
             Schedule::DayOfMonth(15).latest_run(dec_15 - 5 * DAY_US, &utc),
             Some((nov_15, nov_15))
+        );
+        // Net-30 on 2 March 2027: January's payday (1 February + 30 days) is 3 March, so
+        // the latest run is December's, on 31 January, for approvals before 1 January.
+        let mar_2 = days_from_civil(2027, 3, 2) * DAY_US;
+        let (jan_1, feb_1) = (
+            days_from_civil(2027, 1, 1) * DAY_US,
+            days_from_civil(2027, 2, 1) * DAY_US,
+        );
+        assert_eq!(
+            Schedule::Net(30).latest_run(mar_2, &utc),
+            Some((jan_1 + 30 * DAY_US, jan_1))
+        );
+        assert_eq!(
+            Schedule::Net(30).latest_run(mar_2 + 2 * DAY_US, &utc),
+            Some((feb_1 + 30 * DAY_US, feb_1))
         );
         // In UTC+02:00 the 15th starts two hours earlier.
         let plus2 = tz::Zone::load("+02:00").unwrap();

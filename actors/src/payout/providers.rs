@@ -99,6 +99,10 @@ pub struct ProviderConfig {
     pub fee_bps: u32,
     pub fee_fixed_minor: i64,
     pub fee_cap_minor: i64,
+    /// How long the provider remembers an idempotency key (Stripe: 24 hours; PayPal:
+    /// `sender_batch_id` for 30 days; Wise: undocumented, taken as 24 hours), less a
+    /// margin. Past it an unsettled item is held for an admin, never retried blindly.
+    pub idempotency_window: Duration,
 }
 
 impl ProviderConfig {
@@ -110,6 +114,10 @@ impl ProviderConfig {
             ProviderKind::Paypal => ("https://api-m.paypal.com", 200, 0, 100),
             ProviderKind::Wise => ("https://api.wise.com", 50, 0, 0),
         };
+        let window_h = match kind {
+            ProviderKind::Paypal => 29 * 24,
+            ProviderKind::Stripe | ProviderKind::Wise => 23,
+        };
         ProviderConfig {
             base_url: base_url.into(),
             credentials: String::new(),
@@ -117,6 +125,7 @@ impl ProviderConfig {
             fee_bps,
             fee_fixed_minor,
             fee_cap_minor,
+            idempotency_window: Duration::from_secs(window_h * 3600),
         }
     }
 
@@ -463,7 +472,9 @@ fn wise(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) ->
         Err(e) => Outcome::Retry(format!("wise funding: {e}")),
         Ok(r) if (200..300).contains(&r.status) => match r.body["status"].as_str() {
             Some("COMPLETED") => Outcome::Paid(transfer.to_string()),
-            _ => Outcome::Refused(format!("wise funding: {}", short(&r.body))),
+            Some("REJECTED") => Outcome::Refused(format!("wise funding: {}", short(&r.body))),
+            // Anything else (an unreadable body) says nothing for sure: ask again.
+            _ => Outcome::Retry(format!("wise funding: {}", short(&r.body))),
         },
         // Funded already by an earlier attempt of this item.
         Ok(r) if r.status == 422 && r.body.to_string().contains("transfer.invalid-state") => {
