@@ -254,7 +254,7 @@ fn parse_posix(s: &str) -> Result<(i32, Option<Rule>), String> {
         let mut secs = 0i64;
         for (i, p) in digits.split(':').enumerate() {
             let v: i64 = p.parse().ok()?;
-            secs += v * [3600, 60, 1].get(i)?;
+            secs = secs.checked_add(v.checked_mul(*[3600, 60, 1].get(i)?)?)?;
         }
         Some(sign * secs)
     };
