@@ -3,6 +3,7 @@
 
 mod engine;
 mod http;
+mod receiver;
 mod report;
 mod scenario;
 mod schedule;
@@ -50,7 +51,10 @@ options:
   --verify DIR        afterwards, check every acknowledged event is in DIR's journal
   --quiet             no progress line
 
-exit status: 0 ok, 1 an SLO missed or verification failed, 2 usage error or no server";
+exit status: 0 ok, 1 an SLO missed or verification failed, 2 usage error or no server
+
+clicktrail-load receive --listen ADDR [--idle D] [--json PATH]
+                      a postback sink: answers 200, counts, prints the delivery rate";
 
 struct Args {
     target: String,
@@ -313,7 +317,11 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("receive") {
+        std::process::exit(receiver::main(&raw[1..]));
+    }
+    let args = match parse_args(raw.into_iter()) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
             println!("{USAGE}");

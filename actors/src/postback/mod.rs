@@ -30,7 +30,7 @@ use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -495,6 +495,11 @@ struct Engine {
     queued: HashMap<u64, Delivery>,
     next_seq: u64,
     per_host: HashMap<String, usize>,
+    /// Due deliveries waiting for a free slot at their host, oldest first: a busy host's
+    /// backlog waits here once instead of being re-queued on every turn (which, with tens
+    /// of thousands waiting for one receiver, cost a full re-sort per answer).
+    backlog: HashMap<String, VecDeque<Delivery>>,
+    backlogged: usize,
     in_flight: usize,
     rng: fastrand::Rng,
     /// Recent clicks, for the `{sub1}`..`{sub5}` macros.
@@ -545,14 +550,21 @@ impl Engine {
             queued: HashMap::new(),
             next_seq: 0,
             per_host: HashMap::new(),
+            backlog: HashMap::new(),
+            backlogged: 0,
             in_flight: 0,
             rng: fastrand::Rng::new(),
             clicks: None,
         })
     }
 
+    /// Deliveries held in memory (queued or backlogged).
+    fn held(&self) -> usize {
+        self.queued.len() + self.backlogged
+    }
+
     fn enqueue(&mut self, mut d: Delivery, due: Instant) {
-        if self.queued.len() >= QUEUE_MAX {
+        if self.held() >= QUEUE_MAX {
             log::error!(
                 "postbacks: queue full ({QUEUE_MAX}); dropping delivery {} until restart",
                 d.id
@@ -574,7 +586,7 @@ impl Engine {
         let catalog = self.store.snapshot();
         let mut n = 0;
         for i in 0..self.inputs.len() {
-            while self.queued.len() < QUEUE_MAX && n < 1024 {
+            while self.held() < QUEUE_MAX && n < 1024 {
                 let partition = self.inputs[i].partition().id();
                 let Some(rec) = self.inputs[i].next()? else {
                     break;
@@ -854,10 +866,37 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
     while !stop.load(Ordering::SeqCst) {
         e.read_inputs()?;
         e.run_commands(&commands)?;
-        // Dispatch what is due, within the concurrency and per-host bounds.
+        // Dispatch what is due, within the concurrency and per-host bounds: first the
+        // backlogs of hosts with a free slot, then the queue (a busy host's deliveries move
+        // to its backlog, in order, to wait for a slot there).
         let now = Instant::now();
-        let mut deferred = Vec::new();
-        while e.in_flight < e.config.concurrency {
+        let mut closed = false;
+        let ready: Vec<String> = e
+            .backlog
+            .iter()
+            .filter(|(h, q)| {
+                !q.is_empty() && e.per_host.get(*h).copied().unwrap_or(0) < e.config.per_host
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in ready {
+            while e.in_flight < e.config.concurrency
+                && e.per_host.get(&host).copied().unwrap_or(0) < e.config.per_host
+            {
+                let Some(d) = e.backlog.get_mut(&host).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                e.backlogged -= 1;
+                *e.per_host.entry(host.clone()).or_insert(0) += 1;
+                e.in_flight += 1;
+                if jobs_tx.send(d).is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        e.backlog.retain(|_, q| !q.is_empty());
+        while !closed && e.in_flight < e.config.concurrency {
             let Some(Reverse((due, seq))) = e.queue.peek().copied() else {
                 break;
             };
@@ -870,9 +909,10 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default();
-            let busy = e.per_host.entry(host).or_insert(0);
+            let busy = e.per_host.entry(host.clone()).or_insert(0);
             if *busy >= e.config.per_host {
-                deferred.push(d);
+                e.backlog.entry(host).or_default().push_back(d);
+                e.backlogged += 1;
                 continue;
             }
             *busy += 1;
@@ -880,10 +920,6 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
             if jobs_tx.send(d).is_err() {
                 break;
             }
-        }
-        // A busy host's backlog waits a while rather than being re-sorted every turn.
-        for d in deferred {
-            e.enqueue(d, now + Duration::from_millis(100));
         }
         // Saturated: nothing can be sent until an answer comes, so wait for one.
         let wait = if e.in_flight >= e.config.concurrency {
