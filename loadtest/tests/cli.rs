@@ -339,3 +339,50 @@ fn the_mixed_scenario_against_clicktrail_loses_nothing_acknowledged() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn the_postback_sink_counts_keep_alive_requests_and_stops_when_idle() {
+    use std::io::{Read, Write};
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("recv.json");
+    let child = std::process::Command::new(LOAD)
+        .args(["receive", "--listen", &addr.to_string(), "--idle", "500ms"])
+        .args(["--json", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // Two requests on one connection (one with a body), one on another.
+    write!(
+        s,
+        "GET /pb?a=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /pb HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let want = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".len() * 2;
+    while got.len() < want {
+        let mut b = [0u8; 256];
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    let mut s2 = std::net::TcpStream::connect(addr).unwrap();
+    write!(s2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut b = [0u8; 64];
+    assert!(s2.read(&mut b).unwrap() > 0);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("received 3 requests"), "{text}");
+    assert_eq!(json(&out)["requests"], 3);
+}
