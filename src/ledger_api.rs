@@ -512,4 +512,22 @@ mod tests {
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("-12.50"), "-12.50");
     }
+
+    #[test]
+    fn csv_is_chosen_by_accept_header_or_format() {
+        let q = |f: Option<&str>| Period {
+            from: None,
+            to: None,
+            format: f.map(String::from),
+        };
+        let csv = actix_web::test::TestRequest::default()
+            .insert_header(("accept", "text/csv"))
+            .to_http_request();
+        let json = actix_web::test::TestRequest::default()
+            .insert_header(("accept", "application/json"))
+            .to_http_request();
+        assert!(wants_csv(&csv, &q(None)));
+        assert!(!wants_csv(&json, &q(None)));
+        assert!(wants_csv(&json, &q(Some("csv"))));
+    }
 }
