@@ -623,3 +623,47 @@ fn a_ledger_whose_replay_disagrees_with_its_journal_refuses_to_post() {
     let err = r.core.as_mut().unwrap().step(1024).unwrap_err().to_string();
     assert!(err.contains("disagree"), "{err}");
 }
+
+/// Anonymous resident memory (the heap; mapped journal pages are not counted).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Memory the ledger holds per conversion (a figure for the notes, not a check):
+/// `cargo test --release -p clicktrail-actors --test ledger memory -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn memory_per_conversion() {
+    const N: usize = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Rig::new(dir.path(), ten_percent(), hold(30));
+    {
+        let p = r.journal.partition(ATTRIBUTIONS).unwrap();
+        let mut w = p.writer().unwrap();
+        for i in 0..N {
+            let a = attribution(
+                &format!("cv_{i:020}"),
+                1000 + i as i64,
+                T0 + i as i64,
+                &[("a", 1_000_000)],
+            );
+            w.append_event(None, &a).unwrap();
+        }
+        w.publish();
+    }
+    r.journal.sync().unwrap();
+    let before = rss_bytes();
+    r.run();
+    let after = rss_bytes();
+    println!(
+        "{N} conversions: anonymous RSS +{} MiB, {} bytes per conversion",
+        (after - before) >> 20,
+        (after - before) / N as u64
+    );
+}
