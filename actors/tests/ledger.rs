@@ -667,3 +667,51 @@ fn memory_per_conversion() {
         (after - before) / N as u64
     );
 }
+
+/// A plan is written into the ledger once, by the first sale that uses it; later sales
+/// name it. A plan changed in place is a new plan from then on, and each sale replays
+/// under the plan it was priced with.
+#[test]
+fn plans_are_recorded_once_and_a_changed_plan_is_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Rig::new(dir.path(), ten_percent(), hold(30));
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv1", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv2", 10_000, T0 + 1, &[("a", 1_000_000)]),
+    );
+    r.run();
+    let t = r.txns();
+    assert!(t[0].op_json.contains("percent-bps"), "{}", t[0].op_json);
+    assert!(!t[1].op_json.contains("percent-bps"), "{}", t[1].op_json);
+    assert!(
+        t[1].op_json.contains("\"plan_key\":\"p#"),
+        "{}",
+        t[1].op_json
+    );
+    let store = r.store.clone();
+    actix_rt::System::new().block_on(async move {
+        store
+            .upsert(
+                "test",
+                entity(
+                    "plan",
+                    json!({"id": "p", "campaign-id": "c", "percent-bps": 2000}),
+                ),
+            )
+            .await
+            .unwrap();
+    });
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv3", 10_000, T0 + 2, &[("a", 1_000_000)]),
+    );
+    r.run();
+    assert!(r.txns()[2].op_json.contains("\"percent-bps\":2000"));
+    assert_eq!(r.balance("a"), (1000 + 1000 + 2000, 0, 0, 0));
+    r.restart_same();
+    r.check_balanced();
+}

@@ -167,7 +167,13 @@ pub enum Op {
         customer_id: Option<String>,
         /// (affiliate, weight in ppm) of each touchpoint.
         touchpoints: Vec<(String, u64)>,
-        plan: CommissionPlan,
+        /// The plan, written in full the first time the ledger uses it; later sales name
+        /// it by `plan_key` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<CommissionPlan>,
+        /// `<plan id>#<digest of its content>`.
+        #[serde(default)]
+        plan_key: String,
         mature_at_us: i64,
         /// Performance-verified when it was priced (the program setting then, not now).
         #[serde(default)]
@@ -266,6 +272,7 @@ pub struct Book {
     convs: HashMap<String, Conv>,
     deferred: HashMap<String, Vec<(i64, Op)>>,
     maturity: BTreeSet<(i64, String)>,
+    /// Plans by key (see [`plan_key`]), as recorded by the first sale that used each.
     plans: HashMap<String, Arc<Plan>>,
     balances: BTreeMap<(String, [u8; 3]), Balance>,
     statements: HashMap<String, Vec<Line>>,
@@ -333,14 +340,9 @@ impl Book {
         &self.accounts
     }
 
-    fn plan(&mut self, p: &CommissionPlan) -> Result<Arc<Plan>, String> {
-        let key = serde_json::to_string(p).expect("plans serialise");
-        if let Some(plan) = self.plans.get(&key) {
-            return Ok(plan.clone());
-        }
-        let plan = Arc::new(p.to_plan()?);
-        self.plans.insert(key, plan.clone());
-        Ok(plan)
+    /// Whether a sale under `key` may name its plan without writing it again.
+    pub fn knows_plan(&self, key: &str) -> bool {
+        self.plans.contains_key(key)
     }
 
     /// Runs one operation: the single path for new inputs and for replay. `None` when the
@@ -377,6 +379,7 @@ impl Book {
                 customer_id,
                 touchpoints,
                 plan,
+                plan_key,
                 mature_at_us,
                 performance,
             } => {
@@ -384,13 +387,26 @@ impl Book {
                     return None;
                 }
                 let currency = Currency::parse(currency)?;
-                let plan = match self.plan(plan) {
-                    Ok(p) => p,
-                    Err(why) => {
-                        log::error!(
-                            "ledger: plan {} cannot price {conversion_id}: {why}",
-                            plan.id
-                        );
+                // Older records carry the plan in every sale and no key.
+                let key = match (plan, plan_key.is_empty()) {
+                    (Some(p), true) => plan_key_of(p),
+                    _ => plan_key.clone(),
+                };
+                let plan = match (plan, self.plans.get(&key)) {
+                    (_, Some(known)) => known.clone(),
+                    (Some(p), None) => match p.to_plan() {
+                        Ok(priced) => {
+                            let priced = Arc::new(priced);
+                            self.plans.insert(key.clone(), priced.clone());
+                            priced
+                        }
+                        Err(why) => {
+                            log::error!("ledger: plan {key} cannot price {conversion_id}: {why}");
+                            return None;
+                        }
+                    },
+                    (None, None) => {
+                        log::error!("ledger: {conversion_id} names plan {key}, never recorded");
                         return None;
                     }
                 };
@@ -423,7 +439,7 @@ impl Book {
                 book_credits(&mut conv, &credits, &mut postings);
                 self.maturity.insert((*mature_at_us, conversion_id.clone()));
                 self.convs.insert(conversion_id.clone(), conv);
-                let mut memo = format!("plan {}", plan_memo(op));
+                let mut memo = format!("plan {}", key.split('#').next().unwrap_or(&key));
                 for (t, later) in self.deferred.remove(conversion_id).unwrap_or_default() {
                     if let Some(tx) = self.execute(t, &later) {
                         postings.extend(tx.postings);
@@ -687,11 +703,14 @@ fn add_to(b: &mut Balance, l: &Line) {
     }
 }
 
-fn plan_memo(op: &Op) -> String {
-    match op {
-        Op::Sale { plan, .. } => plan.id.clone(),
-        _ => String::new(),
-    }
+/// `<plan id>#<first 12 hex digits of the SHA-256 of its JSON>`: a plan changed in place
+/// gets a new key, so each sale replays under the plan it was priced with.
+pub fn plan_key_of(p: &CommissionPlan) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_string(p).expect("plans serialise");
+    let digest = Sha256::digest(json.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}#{hex}", p.id)
 }
 
 /// Books credits (positive or negative) against the conversion's merchant and the partners'
@@ -822,9 +841,14 @@ impl Ledger {
                     .cloned()
                 })?;
                 let at_us = a.at_us.to_native();
-                let (hold, verification) = {
+                let plan_key = plan_key_of(&plan);
+                let (hold, verification, known) = {
                     let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
-                    (book.config.hold_days, book.config.verification)
+                    (
+                        book.config.hold_days,
+                        book.config.verification,
+                        book.knows_plan(&plan_key),
+                    )
                 };
                 Some((
                     at_us,
@@ -838,7 +862,8 @@ impl Ledger {
                         occurred_at_us: occurred,
                         customer_id: a.customer_id.as_ref().map(|s| s.to_string()),
                         touchpoints,
-                        plan,
+                        plan: (!known).then_some(plan),
+                        plan_key,
                         mature_at_us: at_us.max(occurred) + hold as i64 * DAY_US,
                         performance: verification == Verification::Performance,
                     },
