@@ -789,6 +789,8 @@ pub struct Ledger {
     inputs: Vec<String>,
     store: Arc<EntityStore>,
     book: SharedBook,
+    /// The key of each plan id's current content (hashing it per sale cost 10%).
+    plan_keys: HashMap<String, (CommissionPlan, String)>,
 }
 
 impl Ledger {
@@ -804,6 +806,7 @@ impl Ledger {
             inputs,
             store,
             book,
+            plan_keys: HashMap::new(),
         }
     }
 
@@ -817,7 +820,7 @@ impl Ledger {
     }
 
     /// The operation an input record asks for, if any.
-    fn op_of(&self, input: &Record<'_>) -> Option<(i64, Op)> {
+    fn op_of(&mut self, input: &Record<'_>) -> Option<(i64, Op)> {
         match input.kind_enum()? {
             Kind::Attribution => {
                 let a = input.event::<AttributionV2>()?;
@@ -841,7 +844,15 @@ impl Ledger {
                     .cloned()
                 })?;
                 let at_us = a.at_us.to_native();
-                let plan_key = plan_key_of(&plan);
+                let plan_key = match self.plan_keys.get(&plan.id) {
+                    Some((p, k)) if *p == plan => k.clone(),
+                    _ => {
+                        let k = plan_key_of(&plan);
+                        self.plan_keys
+                            .insert(plan.id.clone(), (plan.clone(), k.clone()));
+                        k
+                    }
+                };
                 let (hold, verification, known) = {
                     let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
                     (
