@@ -440,12 +440,7 @@ fn statement(req: &HttpRequest, api: &Api, affiliate: &str, q: &Period) -> HttpR
     }
     let mut closing = opening.clone();
     for l in &lines {
-        let b = closing.entry(l.currency.0).or_default();
-        match l.bucket {
-            clicktrail_actors::ledger::Bucket::Pending => b.pending += l.amount_minor,
-            clicktrail_actors::ledger::Bucket::Approved => b.approved += l.amount_minor,
-            clicktrail_actors::ledger::Bucket::Paid => b.paid += l.amount_minor,
-        }
+        closing.entry(l.currency.0).or_default().add(l);
     }
     let list = |m: &BTreeMap<[u8; 3], Balance>| -> Vec<Value> {
         m.iter()

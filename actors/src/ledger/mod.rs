@@ -327,7 +327,7 @@ impl Book {
         let mut lines = Vec::new();
         for l in self.statements.get(affiliate).into_iter().flatten() {
             if l.at_us < from_us {
-                add_to(opening.entry(l.currency.0).or_default(), l);
+                opening.entry(l.currency.0).or_default().add(l);
             } else if l.at_us < to_us {
                 lines.push(l.clone());
             }
@@ -676,7 +676,7 @@ impl Book {
                 bucket,
                 amount_minor: p.amount_minor,
             };
-            add_to(b, &line);
+            b.add(&line);
             if tx.cause == LedgerCause::Payout && bucket == Bucket::Approved {
                 // The fee is the part of the gross amount that did not reach `paid`.
                 let fee: i64 = tx
@@ -695,11 +695,14 @@ impl Book {
     }
 }
 
-fn add_to(b: &mut Balance, l: &Line) {
-    match l.bucket {
-        Bucket::Pending => b.pending += l.amount_minor,
-        Bucket::Approved => b.approved += l.amount_minor,
-        Bucket::Paid => b.paid += l.amount_minor,
+impl Balance {
+    /// Adds a statement line's posting to the bucket it is in.
+    pub fn add(&mut self, l: &Line) {
+        match l.bucket {
+            Bucket::Pending => self.pending += l.amount_minor,
+            Bucket::Approved => self.approved += l.amount_minor,
+            Bucket::Paid => self.paid += l.amount_minor,
+        }
     }
 }
 
