@@ -194,7 +194,7 @@ async fn batch_action(
     let known = api
         .payouts
         .lock()
-        .expect("payouts")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .values()
         .any(|i| i.batch_id == batch_id);
     if !known {

@@ -266,7 +266,8 @@ fn config(
     stripe: &Provider,
     paypal: &Provider,
     wise: &Provider,
-    extra: &str,
+    // (text, replacement) edits of the base configuration; each must apply.
+    edits: &[(&str, &str)],
 ) -> PathBuf {
     let text = format!(
         r#"
@@ -291,7 +292,6 @@ client-secret = "pp-secret"
 base-url = "{}"
 api-token = "wise-token"
 profile-id = "4242"
-{extra}
 [[merchants]]
 id = "m1"
 name = "One"
@@ -365,6 +365,14 @@ key = "{P_WISE}"
         paypal.url(),
         wise.url()
     );
+    let mut text = text;
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the base configuration"
+        );
+        text = text.replacen(from, to, 1);
+    }
     let p = dir.join("c.toml");
     std::fs::write(&p, text).unwrap();
     p
@@ -460,7 +468,7 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
     stripe.state.lock().unwrap().stall_first = Some(Duration::from_millis(1500));
     paypal.state.lock().unwrap().fail_first = Some(503);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, &[]);
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
@@ -704,15 +712,14 @@ fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
     // is killed while waiting for it.
     stripe.state.lock().unwrap().stall_first = Some(Duration::from_secs(5));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
-    let cfg = {
-        // Long timeout so the request is in flight when the kill comes.
-        let t = std::fs::read_to_string(&cfg)
-            .unwrap()
-            .replace("timeout-ms = 700", "timeout-ms = 10000");
-        std::fs::write(&cfg, t).unwrap();
-        cfg
-    };
+    // Long timeout so the request is in flight when the kill comes.
+    let cfg = config(
+        dir.path(),
+        &stripe,
+        &paypal,
+        &wise,
+        &[("timeout-ms = 700", "timeout-ms = 10000")],
+    );
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
@@ -759,22 +766,23 @@ fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
 fn admin_approval_cancel_and_payout_hold() {
     let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
-    let cfg = {
-        // Batches wait for an admin; the PayPal partner's payouts are on hold.
-        let t = std::fs::read_to_string(&cfg)
-            .unwrap()
-            .replace(
+    // Batches wait for an admin; the PayPal partner's payouts are on hold.
+    let cfg = config(
+        dir.path(),
+        &stripe,
+        &paypal,
+        &wise,
+        &[
+            (
                 "schedule = \"manual\"",
                 "schedule = \"manual\"\napproval = \"admin\"",
-            )
-            .replace(
+            ),
+            (
                 "payout-account = \"partner@example.com\"",
                 "payout-account = \"partner@example.com\"\npayout-hold = true",
-            );
-        std::fs::write(&cfg, t).unwrap();
-        cfg
-    };
+            ),
+        ],
+    );
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
@@ -876,19 +884,20 @@ fn unsettled_payouts_are_held_for_an_admin_never_retried_blindly() {
     // Wise never answers in time, and its idempotency window here is one second.
     wise.state.lock().unwrap().stall_first = Some(Duration::from_millis(1500));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &stripe, &paypal, &wise, "");
-    let cfg = {
-        let t = std::fs::read_to_string(&cfg)
-            .unwrap()
-            .replace(
+    let cfg = config(
+        dir.path(),
+        &stripe,
+        &paypal,
+        &wise,
+        &[
+            (
                 "profile-id = \"4242\"",
                 "profile-id = \"4242\"\nidempotency-window-s = 1",
-            )
-            .replace("backoff-initial-ms = 200", "backoff-initial-ms = 1500")
-            .replace("backoff-max-ms = 1000", "backoff-max-ms = 2000");
-        std::fs::write(&cfg, t).unwrap();
-        cfg
-    };
+            ),
+            ("backoff-initial-ms = 200", "backoff-initial-ms = 1500"),
+            ("backoff-max-ms = 1000", "backoff-max-ms = 2000"),
+        ],
+    );
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);

@@ -88,6 +88,69 @@ pub struct Failed {
 #[rtype(result = "Vec<(String, u64)>")]
 pub struct Stop;
 
+/// The actor shell of a concern that works on its own thread (blocking I/O: postback
+/// delivery, payouts). `body` opens its state, reports running through the context, and
+/// works until the flag is set; an error or a panic fails the child. [`Stop`] sets the flag
+/// and joins the thread.
+pub struct ThreadActor {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ThreadActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadActor")
+    }
+}
+
+impl ThreadActor {
+    /// Starts `body` on a thread named `name`, owned by an actor on `arbiter`.
+    pub fn start<F>(arbiter: &ArbiterHandle, ctx: ChildCtx, name: &str, body: F) -> Recipient<Stop>
+    where
+        F: FnOnce(&ChildCtx, Arc<std::sync::atomic::AtomicBool>) -> Result<(), String>
+            + Send
+            + 'static,
+    {
+        let name = name.to_string();
+        ThreadActor::start_in_arbiter(arbiter, move |_| {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx, s))) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => ctx.fail(e),
+                        Err(p) => ctx.fail(format!("{name} panicked: {}", panic_message(&*p))),
+                    }
+                })
+                .expect("spawn an actor thread");
+            ThreadActor {
+                stop,
+                thread: Some(thread),
+            }
+        })
+        .recipient()
+    }
+}
+
+impl Actor for ThreadActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Stop> for ThreadActor {
+    type Result = MessageResult<Stop>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        ctx.stop();
+        MessageResult(Vec::new())
+    }
+}
+
 /// Asks the supervisor to stop every child within `deadline`. Answers with the names of
 /// the children that did not stop in time.
 #[derive(Debug, Message)]

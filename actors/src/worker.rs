@@ -248,7 +248,7 @@ impl WorkerCore {
         }
         if self.last_tick.is_none_or(|t| t.elapsed() >= TICK_INTERVAL) {
             self.last_tick = Some(std::time::Instant::now());
-            self.tick_now(now_us())?;
+            self.tick_now(crate::catalog::now_us())?;
         }
         self.writer.publish();
         self.queue_commit();
@@ -295,12 +295,6 @@ impl WorkerCore {
     pub fn wait_any(&self) -> WaitAny {
         WaitAny(self.inputs.iter().map(|i| i.reader.wait_async()).collect())
     }
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Resolves when any of its waits does. `'static`, so the actor can spawn it.

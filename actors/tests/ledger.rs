@@ -275,6 +275,13 @@ fn snapshot(b: &Book) -> String {
     s
 }
 
+fn performance(days: u32) -> LedgerConfig {
+    LedgerConfig {
+        hold_days: days,
+        verification: Verification::Performance,
+    }
+}
+
 fn hold(days: u32) -> LedgerConfig {
     LedgerConfig {
         hold_days: days,
@@ -336,10 +343,7 @@ fn merchant_approval_shortens_the_hold_unless_performance_verified() {
     assert_eq!(r.balance("a"), (0, 1000, 0, 0));
 
     let dir = tempfile::tempdir().unwrap();
-    let perf = LedgerConfig {
-        hold_days: 30,
-        verification: Verification::Performance,
-    };
+    let perf = performance(30);
     let mut r = Rig::new(dir.path(), ten_percent(), perf);
     r.put(
         ATTRIBUTIONS,
@@ -553,10 +557,7 @@ fn property_random_histories_balance_restart_identically_and_unwind_to_zero() {
 #[test]
 fn a_settings_change_between_restarts_does_not_rewrite_history() {
     let dir = tempfile::tempdir().unwrap();
-    let perf = LedgerConfig {
-        hold_days: 30,
-        verification: Verification::Performance,
-    };
+    let perf = performance(30);
     let mut r = Rig::new(dir.path(), ten_percent(), perf);
     r.put(
         ATTRIBUTIONS,

@@ -28,7 +28,7 @@ pub mod tz;
 use crate::catalog::EntityStore;
 use crate::ledger::commission::{civil_from_days, days_from_civil};
 use crate::ledger::{parse_partner_account, Bucket, Op};
-use crate::supervisor::{ChildCtx, Stop};
+use crate::supervisor::{ChildCtx, Stop, ThreadActor};
 use actix::prelude::*;
 use clicktrail_storage::schema::{
     ArchivedLedgerCause, ArchivedPayoutItemStatus, Currency, LedgerTxn, Money, PayoutItem,
@@ -143,18 +143,6 @@ impl Default for PayoutConfig {
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
         }
-    }
-}
-
-impl PartialOrd for ProviderKind {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ProviderKind {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.name().cmp(other.name())
     }
 }
 
@@ -279,11 +267,7 @@ struct Engine {
     agent: ureq::Agent,
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
+use crate::catalog::now_us;
 
 impl Engine {
     fn open(
@@ -395,8 +379,28 @@ impl Engine {
         Ok(n)
     }
 
-    /// What `affiliate` can be paid in `currency` for approvals up to `cutoff`.
-    fn payable(&self, key: &(String, [u8; 3]), cutoff: i64) -> i64 {
+    /// What items not yet seen paid in the ledger (and not cancelled) hold back, per
+    /// partner and currency.
+    fn reserved(&self) -> HashMap<(String, [u8; 3]), i64> {
+        let mut out: HashMap<(String, [u8; 3]), i64> = HashMap::new();
+        for i in self
+            .items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|i| {
+                i.status != PayoutItemStatus::Cancelled && !self.in_ledger.contains(&i.item_id)
+            })
+        {
+            *out.entry((i.affiliate_id.clone(), i.amount.currency.0))
+                .or_default() += i.amount.amount_minor;
+        }
+        out
+    }
+
+    /// What a partner can be paid in a currency for approvals up to `cutoff`, less what
+    /// `reserved` holds back.
+    fn payable(&self, key: &(String, [u8; 3]), cutoff: i64, reserved: i64) -> i64 {
         let Some(p) = self.payable.get(key) else {
             return 0;
         };
@@ -406,19 +410,6 @@ impl Engine {
             .iter()
             .filter(|(at, _)| *at >= cutoff)
             .map(|(_, a)| a)
-            .sum();
-        let reserved: i64 = self
-            .items
-            .lock()
-            .expect("payouts")
-            .values()
-            .filter(|i| {
-                i.affiliate_id == key.0
-                    && i.amount.currency.0 == key.1
-                    && i.status != PayoutItemStatus::Cancelled
-                    && !self.in_ledger.contains(&i.item_id)
-            })
-            .map(|i| i.amount.amount_minor)
             .sum();
         p.approved - newer - reserved
     }
@@ -489,8 +480,10 @@ impl Engine {
         let mut keys: Vec<(String, [u8; 3])> = self.payable.keys().cloned().collect();
         keys.sort();
         let mut made = Vec::new();
+        let reserved = self.reserved();
         for key in keys {
-            let amount = self.payable(&key, cutoff);
+            let held = reserved.get(&key).copied().unwrap_or(0);
+            let amount = self.payable(&key, cutoff, held);
             let currency = Currency(key.1);
             let minimum = self
                 .config
@@ -552,6 +545,11 @@ impl Engine {
         }
         if scheduled {
             self.last_run = self.last_run.max(cutoff);
+            // Cutoffs of scheduled runs only grow (manual runs take everything): approvals
+            // before this one never count as "newer" again.
+            for p in self.payable.values_mut() {
+                p.approvals.retain(|(at, _)| *at >= cutoff);
+            }
         }
         if made.is_empty() {
             return Ok(None);
@@ -573,7 +571,7 @@ impl Engine {
     fn batch_items(&self, batch_id: &str, status: PayoutItemStatus) -> Vec<ItemView> {
         self.items
             .lock()
-            .expect("payouts")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .filter(|i| i.batch_id == batch_id && i.status == status)
             .cloned()
@@ -656,7 +654,7 @@ impl Engine {
             let now = Instant::now();
             self.items
                 .lock()
-                .expect("payouts")
+                .unwrap_or_else(PoisonError::into_inner)
                 .values()
                 .filter(|i| {
                     matches!(
@@ -778,17 +776,9 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
     Ok(())
 }
 
-/// The actor shell: owns the scheduler thread's life.
-pub struct Scheduler {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Scheduler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler").finish()
-    }
-}
+/// The scheduler's actor: a [`ThreadActor`] running [`run`].
+#[derive(Debug)]
+pub struct Scheduler;
 
 impl Scheduler {
     /// Starts the scheduler (its thread rebuilds its items and reports running or failure).
@@ -800,47 +790,12 @@ impl Scheduler {
         commands: Commands,
         items: SharedPayouts,
     ) -> Recipient<Stop> {
-        Scheduler::start_in_arbiter(arbiter, move |_| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let s = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name("payout-scheduler".into())
-                .spawn(move || {
-                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let engine = Engine::open(ctx.journal.clone(), store, config, items)?;
-                        ctx.running();
-                        run(engine, s, commands)
-                    }));
-                    match body {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => ctx.fail(e.to_string()),
-                        Err(_) => ctx.fail("payout scheduler panicked".into()),
-                    }
-                })
-                .expect("spawn payout scheduler");
-            Scheduler {
-                stop,
-                thread: Some(thread),
-            }
+        ThreadActor::start(arbiter, ctx, "payout-scheduler", move |ctx, stop| {
+            let engine = Engine::open(ctx.journal.clone(), store, config, items)
+                .map_err(|e| e.to_string())?;
+            ctx.running();
+            run(engine, stop, commands).map_err(|e| e.to_string())
         })
-        .recipient()
-    }
-}
-
-impl Actor for Scheduler {
-    type Context = Context<Self>;
-}
-
-impl Handler<Stop> for Scheduler {
-    type Result = MessageResult<Stop>;
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        ctx.stop();
-        MessageResult(Vec::new())
     }
 }
 

@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Which provider pays a partner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     Stripe,

@@ -20,7 +20,7 @@
 //! the start (durable records only), and queues again every delivery not finished.
 
 use crate::catalog::{EntityStore, Method, Postback, Trigger};
-use crate::supervisor::{ChildCtx, Stop};
+use crate::supervisor::{ChildCtx, Stop, ThreadActor};
 use actix::prelude::*;
 use clicktrail_storage::schema::{
     Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, LedgerTxn,
@@ -958,17 +958,9 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
     Ok(())
 }
 
-/// The actor shell: owns the dispatcher thread's life.
-pub struct Dispatcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Dispatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Dispatcher")
-    }
-}
+/// The dispatcher's actor: a [`ThreadActor`] running [`run`].
+#[derive(Debug)]
+pub struct Dispatcher;
 
 impl Dispatcher {
     /// Starts the dispatcher (its thread opens its state and reports running or failure).
@@ -981,48 +973,13 @@ impl Dispatcher {
         commands: Commands,
         clicks: crate::clicks::SharedClicks,
     ) -> Recipient<Stop> {
-        Dispatcher::start_in_arbiter(arbiter, move |_| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let s = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name("postback-dispatcher".into())
-                .spawn(move || {
-                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let mut engine = Engine::open(ctx.journal.clone(), store, config, &inputs)?;
-                        engine.clicks = Some(clicks);
-                        ctx.running();
-                        run(engine, s, commands)
-                    }));
-                    match body {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => ctx.fail(e.to_string()),
-                        Err(_) => ctx.fail("postback dispatcher panicked".into()),
-                    }
-                })
-                .expect("spawn postback dispatcher");
-            Dispatcher {
-                stop,
-                thread: Some(thread),
-            }
+        ThreadActor::start(arbiter, ctx, "postback-dispatcher", move |ctx, stop| {
+            let mut engine = Engine::open(ctx.journal.clone(), store, config, &inputs)
+                .map_err(|e| e.to_string())?;
+            engine.clicks = Some(clicks);
+            ctx.running();
+            run(engine, stop, commands).map_err(|e| e.to_string())
         })
-        .recipient()
-    }
-}
-
-impl Actor for Dispatcher {
-    type Context = Context<Self>;
-}
-
-impl Handler<Stop> for Dispatcher {
-    type Result = MessageResult<Stop>;
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        ctx.stop();
-        MessageResult(Vec::new())
     }
 }
 
