@@ -34,7 +34,7 @@ use clicktrail_storage::schema::{
 };
 use clicktrail_storage::{Event, Journal, RecordExt};
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
@@ -102,7 +102,6 @@ struct Entry {
     /// Digest of the request data that must match on a replay.
     digest: u64,
     merchant_id: String,
-    answer: Value,
     amount: Money,
     reversed_minor: i64,
     /// Reversals by their idempotency id: (amount in minor units, reason).
@@ -136,25 +135,82 @@ impl From<ConversionState> for Review {
     }
 }
 
-/// The conversion's own fields a status change or a reversal record carries along.
+/// The conversion's own fields a status change or a reversal record carries along, and
+/// what its answer repeats.
 #[derive(Debug)]
 struct Facts {
+    conversion_id: String,
     campaign_id: String,
     order_id: String,
     event: String,
     click_id: Option<String>,
     affiliate_id: Option<String>,
+    match_kind: MatchKind,
+    match_confidence_ppm: u32,
 }
 
 impl Facts {
     fn of(c: &Conversion) -> Arc<Facts> {
         Arc::new(Facts {
+            conversion_id: c.conversion_id.clone(),
             campaign_id: c.campaign_id.clone(),
             order_id: c.order_id.clone(),
             event: c.event.clone(),
             click_id: c.click_id.clone(),
             affiliate_id: c.affiliate_id.clone(),
+            match_kind: c.match_kind,
+            match_confidence_ppm: c.match_confidence_ppm,
         })
+    }
+}
+
+/// The JSON answer about one conversion (creation, replay, lookup). Serialised straight
+/// from the index entry: keeping a `serde_json::Value` per conversion cost a tree of
+/// allocations per entry and a deep clone per answer.
+#[derive(Serialize)]
+struct Answer<'a> {
+    conversion_id: &'a str,
+    order_id: &'a str,
+    status: &'static str,
+    click_id: Option<&'a str>,
+    affiliate_id: Option<&'a str>,
+    campaign_id: &'a str,
+    #[serde(rename = "match")]
+    match_kind: &'static str,
+    match_confidence: f64,
+    amount: String,
+    currency: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reversed: Option<String>,
+}
+
+impl Entry {
+    /// The review status as answered: a decision being written is not announced yet.
+    fn status(&self) -> &'static str {
+        match self.review_state {
+            State::Pending => Review::Pending.name(),
+            _ => self.review.name(),
+        }
+    }
+
+    fn answer(&self) -> Answer<'_> {
+        let f = &self.facts;
+        Answer {
+            conversion_id: &f.conversion_id,
+            order_id: &f.order_id,
+            status: self.status(),
+            click_id: f.click_id.as_deref(),
+            affiliate_id: f.affiliate_id.as_deref(),
+            campaign_id: &f.campaign_id,
+            match_kind: match_name(f.match_kind),
+            match_confidence: f.match_confidence_ppm as f64 / 1e6,
+            amount: amount::format(&self.amount),
+            currency: self.amount.currency.as_str(),
+            duplicate: None,
+            reversed: None,
+        }
     }
 }
 
@@ -164,8 +220,8 @@ impl Facts {
 /// clicktrail-load at 10k conversions/s, growing run over run). A shard doubles at 1/64 of
 /// the size.
 struct ShardedMap<K, V> {
-    hasher: std::collections::hash_map::RandomState,
-    shards: Vec<HashMap<K, V>>,
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<HashMap<K, V, foldhash::fast::RandomState>>,
 }
 
 const INDEX_SHARDS: usize = 64;
@@ -174,7 +230,9 @@ impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
         ShardedMap {
             hasher: Default::default(),
-            shards: (0..INDEX_SHARDS).map(|_| HashMap::new()).collect(),
+            shards: (0..INDEX_SHARDS)
+                .map(|_| HashMap::with_hasher(Default::default()))
+                .collect(),
         }
     }
 }
@@ -309,21 +367,6 @@ fn conversion_digest(c: &Conversion) -> u64 {
     ])
 }
 
-fn answer(c: &Conversion, status: &str) -> Value {
-    json!({
-        "conversion_id": c.conversion_id,
-        "order_id": c.order_id,
-        "status": status,
-        "click_id": c.click_id,
-        "affiliate_id": c.affiliate_id,
-        "campaign_id": c.campaign_id,
-        "match": match_name(c.match_kind),
-        "match_confidence": c.match_confidence_ppm as f64 / 1e6,
-        "amount": amount::format(&c.amount),
-        "currency": c.amount.currency.as_str(),
-    })
-}
-
 /// Parses Unix seconds or an RFC 3339 UTC/offset timestamp into microseconds.
 pub fn parse_time(v: &Value) -> Option<i64> {
     match v {
@@ -438,7 +481,6 @@ impl Conversions {
                             facts: Facts::of(&c),
                             digest: conversion_digest(&c),
                             merchant_id: c.merchant_id.clone(),
-                            answer: answer(&c, "pending"),
                             amount: c.amount,
                             reversed_minor: 0,
                             reversals: HashMap::new(),
@@ -466,7 +508,6 @@ impl Conversions {
             if let Some(key) = index.by_id.get(&sc.conversion_id).cloned() {
                 if let Some(e) = index.by_order.get_mut(&key) {
                     e.review = sc.state.into();
-                    e.answer["status"] = json!(e.review.name());
                 }
             }
         }
@@ -706,8 +747,8 @@ impl Conversions {
             if let Some(e) = index.by_order.get_mut(&key) {
                 e.state = State::Recorded;
             }
-            let mut a = e.answer.clone();
-            a["duplicate"] = json!(true);
+            let mut a = e.answer();
+            a.duplicate = Some(true);
             return HttpResponse::Ok().json(a);
         }
         {
@@ -724,7 +765,6 @@ impl Conversions {
                     facts: Facts::of(&c),
                     digest,
                     merchant_id: merchant.clone(),
-                    answer: answer(&c, "pending"),
                     amount: c.amount,
                     reversed_minor: 0,
                     reversals: HashMap::new(),
@@ -750,9 +790,9 @@ impl Conversions {
                 Ok(_) => {
                     let e = index.by_order.get_mut(&key).expect("pending entry");
                     e.state = State::Recorded;
-                    let a = e.answer.clone();
+                    let response = HttpResponse::Created().json(e.answer());
                     index.by_id.insert(c.conversion_id.clone(), key);
-                    HttpResponse::Created().json(a)
+                    response
                 }
                 Err(AppendError::NotYetDurable { shard, end }) => {
                     // Written: a retry must find it (and confirm durability), not write again.
@@ -1333,14 +1373,12 @@ async fn review(
     match result {
         Ok(_) => {
             e.review_state = State::Recorded;
-            e.answer["status"] = json!(want.name());
             HttpResponse::Ok().json(json!({ "conversion_id": id, "status": want.name(), "actor": actor, "reason": reason }))
         }
         Err(AppendError::NotYetDurable { shard, end }) => {
             // Written: the decision stands (it is in the journal) but is confirmed to no one
             // before it is durable; a retry waits for that.
             e.review_state = State::Written { shard, end };
-            e.answer["status"] = json!(want.name());
             unavailable("written but not yet durable")
         }
         Err(err) => {
@@ -1410,11 +1448,10 @@ async fn get_conversion(
     if limited_to.as_ref().is_some_and(|m| *m != e.merchant_id) {
         return error(StatusCode::NOT_FOUND, "unknown conversion");
     }
-    let mut a = e.answer.clone();
-    a["status"] = json!(e.review.name());
-    a["reversed"] = json!(amount::format(&Money {
+    let mut a = e.answer();
+    a.reversed = Some(amount::format(&Money {
         amount_minor: e.reversed_minor,
-        currency: e.amount.currency
+        currency: e.amount.currency,
     }));
     HttpResponse::Ok().json(a)
 }
