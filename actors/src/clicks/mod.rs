@@ -30,9 +30,9 @@ pub struct ClickInfo {
 #[derive(Debug)]
 pub struct RecentClicks {
     capacity: usize,
-    by_id: HashMap<Arc<str>, ClickInfo>,
+    by_id: HashMap<Arc<str>, ClickInfo, foldhash::fast::RandomState>,
     /// Latest click per fingerprint: (click id, time).
-    by_fingerprint: HashMap<u64, (Arc<str>, i64)>,
+    by_fingerprint: HashMap<u64, (Arc<str>, i64), foldhash::fast::RandomState>,
     /// Insertion order, for eviction: (click id, fingerprint).
     order: VecDeque<(Arc<str>, Option<u64>)>,
 }
@@ -41,8 +41,8 @@ impl RecentClicks {
     pub fn new(capacity: usize) -> Self {
         RecentClicks {
             capacity: capacity.max(1),
-            by_id: HashMap::new(),
-            by_fingerprint: HashMap::new(),
+            by_id: HashMap::default(),
+            by_fingerprint: HashMap::default(),
             order: VecDeque::new(),
         }
     }
