@@ -348,7 +348,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             visitor_id: Some(visitor_id.clone()),
             fingerprint,
             opted_out,
-            destination: location.clone(),
+            destination: location,
             utm: query
                 .utm
                 .iter()
@@ -358,7 +358,13 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
                 })
                 .collect(),
         };
-        (Click::KIND, Click::VERSION, archive(&click), Some(location))
+        let payload = archive(&click);
+        (
+            Click::KIND,
+            Click::VERSION,
+            payload,
+            Some(click.destination),
+        )
     } else {
         let imp = Impression {
             at_us,
@@ -380,6 +386,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         .append(shard, kind as u16, version, &payload, false)
         .await;
     edge.metrics.append.observe(append_started.elapsed());
+    give_back(payload);
     if let Err(e) = appended {
         return unavailable(edge, e);
     }
@@ -416,14 +423,31 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     response
 }
 
+thread_local! {
+    /// Each HTTP worker's archive buffer, reused from click to click: allocating and
+    /// freeing 1 KiB per click showed in the click profile.
+    static ARCHIVE_BUFFER: std::cell::Cell<rkyv::util::AlignedVec> =
+        std::cell::Cell::new(rkyv::util::AlignedVec::new());
+}
+
+/// Archives `e` into this thread's reusable buffer (taken out of it; [`give_back`] returns
+/// it). Another click on the same worker meanwhile simply starts a buffer of its own.
 fn archive<E: Event>(e: &E) -> rkyv::util::AlignedVec {
+    let mut buf = ARCHIVE_BUFFER.take();
+    buf.clear();
     // Sized for a click with browser headers up front: growing from empty reallocated
     // several times per click.
-    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(
-        e,
-        rkyv::util::AlignedVec::with_capacity(1024),
-    )
-    .expect("archiving an in-memory event into a Vec cannot fail")
+    buf.reserve(1024);
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(e, buf)
+        .expect("archiving an in-memory event into a Vec cannot fail")
+}
+
+fn give_back(buf: rkyv::util::AlignedVec) {
+    // Keep an unusually large buffer (a click with every header at its limit) no longer
+    // than this click.
+    if buf.capacity() <= 16 * 1024 {
+        ARCHIVE_BUFFER.set(buf);
+    }
 }
 
 fn pixel() -> HttpResponse {

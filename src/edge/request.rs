@@ -81,9 +81,9 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Strict form decoding of one component: `+` is a space, `%XX` must be two hex digits,
 /// the result must be UTF-8.
-pub fn percent_decode(s: &str) -> Result<String, BadRequest> {
+pub fn percent_decode(s: &str) -> Result<std::borrow::Cow<'_, str>, BadRequest> {
     if !s.contains(['%', '+']) {
-        return Ok(s.to_string());
+        return Ok(std::borrow::Cow::Borrowed(s));
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -104,7 +104,9 @@ pub fn percent_decode(s: &str) -> Result<String, BadRequest> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| BadRequest::BadEncoding)
+    String::from_utf8(out)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|_| BadRequest::BadEncoding)
 }
 
 /// The tracking parameters of a click or impression.
@@ -131,7 +133,7 @@ pub fn parse_query(raw: &str) -> Result<TrackingQuery, BadRequest> {
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(k)?;
-        let slot = match key.as_str() {
+        let slot = match &*key {
             "sub1" => Some(0),
             "sub2" => Some(1),
             "sub3" => Some(2),
@@ -152,7 +154,7 @@ pub fn parse_query(raw: &str) -> Result<TrackingQuery, BadRequest> {
             }
         } else if key.starts_with("utm_") && key.len() <= 32 {
             let value = checked_value(v, UTM_LEN_MAX)?;
-            if q.utm.iter().any(|(k, _)| *k == key) {
+            if q.utm.iter().any(|(k, _)| **k == *key) {
                 return Err(BadRequest::RepeatedParam);
             }
             if q.utm.len() >= UTM_MAX {
@@ -161,7 +163,7 @@ pub fn parse_query(raw: &str) -> Result<TrackingQuery, BadRequest> {
             if key.chars().any(char::is_control) {
                 return Err(BadRequest::ControlCharacter);
             }
-            q.utm.push((key, value));
+            q.utm.push((key.into_owned(), value));
         }
         // Other parameters are ignored (and not passed on).
     }
@@ -176,7 +178,7 @@ fn checked_value(raw: &str, max: usize) -> Result<String, BadRequest> {
     if raw.len() > max * 3 {
         return Err(BadRequest::ParamTooLong);
     }
-    let v = percent_decode(raw)?;
+    let v = percent_decode(raw)?.into_owned();
     if v.len() > max {
         return Err(BadRequest::ParamTooLong);
     }
