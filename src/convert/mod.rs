@@ -105,7 +105,9 @@ struct Entry {
     amount: Money,
     reversed_minor: i64,
     /// Reversals by their idempotency id: (amount in minor units, reason).
-    reversals: HashMap<String, (i64, ReversalReason)>,
+    /// Boxed and absent until the first reversal: most conversions are never reversed, and
+    /// an inline map made every index slot 40 bytes larger to move on each rehash.
+    reversals: Option<Box<HashMap<String, (i64, ReversalReason)>>>,
 }
 
 /// Where a conversion's review stands.
@@ -483,7 +485,7 @@ impl Conversions {
                             merchant_id: c.merchant_id.clone(),
                             amount: c.amount,
                             reversed_minor: 0,
-                            reversals: HashMap::new(),
+                            reversals: None,
                         },
                     );
                 } else if let Some(rv) = clicktrail_storage::schema::reversal(&rec) {
@@ -499,6 +501,7 @@ impl Conversions {
                     e.reversed_minor += rv.amount.amount_minor;
                     if !rv.reversal_id.is_empty() {
                         e.reversals
+                            .get_or_insert_default()
                             .insert(rv.reversal_id, (rv.amount.amount_minor, rv.reason));
                     }
                 }
@@ -767,7 +770,7 @@ impl Conversions {
                     merchant_id: merchant.clone(),
                     amount: c.amount,
                     reversed_minor: 0,
-                    reversals: HashMap::new(),
+                    reversals: None,
                 },
             );
         }
@@ -843,12 +846,12 @@ fn merchant_of(
     let Some(secret) = bearer(req).or(secret.map(str::trim).filter(|s| !s.is_empty())) else {
         return Err(error(StatusCode::UNAUTHORIZED, "missing merchant key"));
     };
-    match store.snapshot().key(secret) {
+    match store.with(|c| c.key(secret).map(|k| (k.role, k.owner.clone()))) {
         None => Err(error(StatusCode::UNAUTHORIZED, "unknown key")),
-        Some(k) if k.role != Role::Merchant => {
+        Some((role, _)) if role != Role::Merchant => {
             Err(error(StatusCode::FORBIDDEN, "this needs a merchant key"))
         }
-        Some(k) => Ok(k.owner.clone()),
+        Some((_, owner)) => Ok(owner),
     }
 }
 
@@ -907,7 +910,7 @@ fn query_fields(raw: &str) -> Result<BTreeMap<String, String>, HttpResponse> {
                 "invalid percent-encoding or UTF-8",
             ));
         };
-        if fields.insert(k.clone(), v).is_some() {
+        if fields.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("parameter {k:?} repeated"),
@@ -1109,7 +1112,9 @@ async fn reverse(
                 )
             }
         };
-        if let Some((done_amount, done_reason)) = e.reversals.get(&reversal_id) {
+        if let Some((done_amount, done_reason)) =
+            e.reversals.as_ref().and_then(|m| m.get(&reversal_id))
+        {
             let same_reason = match done_reason {
                 ReversalReason::Refund | ReversalReason::PartialRefund => r.reason == "refund",
                 ReversalReason::Chargeback => r.reason == "chargeback",
@@ -1153,7 +1158,9 @@ async fn reverse(
             );
         }
         e.reversed_minor += amount;
-        e.reversals.insert(reversal_id.clone(), (amount, reason));
+        e.reversals
+            .get_or_insert_default()
+            .insert(reversal_id.clone(), (amount, reason));
         let rev = ConversionReversalV3 {
             affiliate_id: e.facts.affiliate_id.clone(),
             order_id: e.facts.order_id.clone(),
@@ -1191,7 +1198,9 @@ async fn reverse(
             // its amount stays reserved. Anything else wrote nothing: give it back.
             if !matches!(err, AppendError::NotYetDurable { .. }) {
                 e.reversed_minor -= rev.amount.amount_minor;
-                e.reversals.remove(&reversal_id);
+                if let Some(m) = e.reversals.as_mut() {
+                    m.remove(&reversal_id);
+                }
             }
             unavailable(&err.to_string())
         }

@@ -158,10 +158,16 @@ impl ApiKey {
 
 /// Hex SHA-256 of an API key.
 pub fn hash_key(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Runs on every authenticated request: a `format!` per byte was 33 allocations, a
+    // visible share of each conversion's CPU.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest {
+        hex.push(HEX[usize::from(b >> 4)] as char);
+        hex.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    hex
 }
 
 /// How a postback is sent.
@@ -900,6 +906,15 @@ pub fn now_us() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hashes_are_lower_hex_sha256() {
+        // FIPS 180-2's "abc" vector: stored key hashes must not change with the encoder.
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn demo() -> Vec<Entity> {
         vec![
