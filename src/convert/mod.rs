@@ -107,6 +107,7 @@ struct Entry {
     /// Reversals by their idempotency id: (amount in minor units, reason).
     /// Boxed and absent until the first reversal: most conversions are never reversed, and
     /// an inline map made every index slot 40 bytes larger to move on each rehash.
+    #[allow(clippy::box_collection)]
     reversals: Option<Box<HashMap<String, (i64, ReversalReason)>>>,
 }
 
