@@ -24,6 +24,7 @@
 use crate::{fault, Error, Result};
 use memmap2::MmapRaw;
 use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Bytes of the segment header.
@@ -123,7 +124,6 @@ pub fn decode_header(h: &[u8]) -> std::result::Result<SegmentHeader, String> {
 }
 
 fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
-    use std::os::unix::io::AsRawFd;
     if let Some(e) = fault::allocate_error() {
         return Err(Error::io(path, e));
     }
@@ -135,28 +135,56 @@ fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Faults every page of `map` in writable with one `MADV_POPULATE_WRITE` (Linux 5.14+):
-/// the file system makes each page writable (ext4's `page_mkwrite`) here rather than on
-/// the append path. Measured on a 64 MiB segment: 23-34 ms of CPU, against 48-57 ms for a
-/// read-populating map followed by a write to each page. `false` where the kernel does not
-/// know the advice (the caller then writes to each page).
-fn populate_write(map: &memmap2::MmapRaw, path: &Path) -> Result<bool> {
+/// Asks for page-sized page-cache folios in `map` (`MADV_RANDOM`: no readahead, so a
+/// fault allocates one 4 KiB page rather than a large folio).
+///
+/// Why: a durable append syncs the page it landed on, and writeback writes whole folios.
+/// With the read-ahead this disk advertises (8 MiB), pages populated deep in a segment came
+/// in folios of up to 2 MiB, and every group commit rewrote its whole folio. Measured: 4 MB
+/// of 208-byte records synced every 20 records at 48 MiB into a segment wrote 2,103 MB to
+/// disk by default and 8-12 MB with this advice; in the server, consecutive 9 s runs of
+/// 10k conversions/s wrote 64, 166, 608 and 1,713 MB as the tail moved into larger folios,
+/// with p50 and p99 latency rising run over run. Best effort: without it nothing breaks,
+/// it only costs disk bandwidth.
+fn advise_small_pages(map: &memmap2::MmapRaw) {
     // SAFETY: advice on a mapping we own, over its exact extent.
-    let rc = unsafe {
-        libc::madvise(
-            map.as_mut_ptr().cast(),
-            map.len(),
-            libc::MADV_POPULATE_WRITE,
-        )
+    unsafe {
+        libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_RANDOM);
+    }
+}
+
+/// Faults every page of `map` in with one `MADV_POPULATE_WRITE` (`write`: the file system
+/// also makes each page writable, ext4's `page_mkwrite`, here rather than on the append
+/// path) or `MADV_POPULATE_READ` (Linux 5.14+). Writable in one pass measured 23-34 ms of
+/// CPU per 64 MiB segment, against 48-57 ms for a read populate followed by a write to each
+/// page. Where the kernel does not know the advice, each page is touched instead.
+fn populate(map: &memmap2::MmapRaw, path: &Path, write: bool) -> Result<()> {
+    let advice = if write {
+        libc::MADV_POPULATE_WRITE
+    } else {
+        libc::MADV_POPULATE_READ
     };
+    // SAFETY: advice on a mapping we own, over its exact extent.
+    let rc = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), advice) };
     if rc == 0 {
-        return Ok(true);
+        return Ok(());
     }
     let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL) => Ok(false),
-        _ => Err(Error::io(path, e)),
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(Error::io(path, e));
     }
+    let ptr = map.as_mut_ptr();
+    for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
+        // SAFETY: inside the mapping, which only this thread knows yet.
+        unsafe {
+            if write {
+                ptr.add(at).write_volatile(0);
+            } else {
+                ptr.add(at).read_volatile();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs a directory so that a created, renamed or removed file name survives power loss.
@@ -194,19 +222,12 @@ impl Segment {
             // Populate the page tables now, in one pass, rather than take a page fault per
             // 4 KiB on the append path. The allocation is synced before any page is dirtied,
             // so the sync writes metadata, not 64 MiB of zeros.
-            let mut options = memmap2::MmapOptions::new();
-            if !touch {
-                options.populate();
-            }
-            let map = options.map_raw(&file).map_err(|e| Error::io(&path, e))?;
+            let map = memmap2::MmapOptions::new()
+                .map_raw(&file)
+                .map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
-            if touch && !populate_write(&map, &path)? {
-                let ptr = map.as_mut_ptr();
-                for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
-                    // SAFETY: inside the mapping, which only this thread knows yet.
-                    unsafe { ptr.add(at).write_volatile(0) };
-                }
-            }
+            advise_small_pages(&map);
+            populate(&map, &path, touch)?;
             Ok(Segment {
                 base: 0,
                 path: path.clone(),
@@ -299,7 +320,12 @@ impl Segment {
             allocate(&file, path, header.size)?;
         }
         let map = if writable {
-            MmapRaw::map_raw(&file)
+            // The writer's segment gets page-sized folios too (see `advise_small_pages`).
+            // Without readahead, recovery's scan of a cold segment would read it a page at
+            // a time: WILLNEED reads it ahead in page-sized folios instead.
+            // SAFETY: plain syscall on a descriptor we own.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+            MmapRaw::map_raw(&file).inspect(advise_small_pages)
         } else {
             memmap2::MmapOptions::new()
                 .len(header.size as usize)
@@ -372,6 +398,39 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `VmFlags` line of /proc/self/smaps for the mapping starting at `addr`.
+    fn vm_flags(addr: *const u8) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", addr as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines
+            .find(|l| l.starts_with("VmFlags:"))
+            .unwrap_or_else(|| panic!("no mapping at {start}"))
+            .to_string()
+    }
+
+    /// Writable segments (spares and the reopened tail) ask for page-sized folios
+    /// (`MADV_RANDOM`, shown as `rr`): with large folios every durable sync rewrote up to
+    /// 2 MiB (see `advise_small_pages`). Read-only segments keep readahead for replay.
+    #[test]
+    fn writable_segments_avoid_large_folios() {
+        let dir = tempfile::tempdir().unwrap();
+        for touch in [true, false] {
+            let spare = Segment::create_spare(dir.path(), 64 * 1024, touch).unwrap();
+            let flags = vm_flags(spare.map.as_ptr());
+            assert!(flags.split_whitespace().any(|f| f == "rr"), "{flags}");
+        }
+        let seg = Segment::create(dir.path(), 1, 0, 64 * 1024).unwrap();
+        let path = seg.path.clone();
+        drop(seg);
+        let (w, _) = Segment::open(&path, true).unwrap();
+        let flags = vm_flags(w.map.as_ptr());
+        assert!(flags.split_whitespace().any(|f| f == "rr"), "{flags}");
+        let (r, _) = Segment::open(&path, false).unwrap();
+        let flags = vm_flags(r.map.as_ptr());
+        assert!(!flags.split_whitespace().any(|f| f == "rr"), "{flags}");
+    }
 
     /// Both preparations (prefaulted writable with `touch`, read-populated without) give a
     /// zeroed, writable segment whose bytes survive activation and reopening.
