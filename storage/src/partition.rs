@@ -744,7 +744,7 @@ impl Writer {
         let (dir, size) = (self.shared.dir.clone(), self.shared.config.segment_size);
         let spawned = std::thread::Builder::new()
             .name("journal-spare".into())
-            .spawn(move || Segment::create_spare(&dir, size, true));
+            .spawn(move || Segment::create_spare(&dir, size));
         // Without a thread the roll simply creates the segment itself.
         self.spare = spawned.ok();
     }
@@ -754,7 +754,7 @@ impl Writer {
         let spare = match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(spare))) => spare,
             Some(Ok(Err(e))) => return Err(e), // e.g. disk full; the next append retries
-            Some(Err(_)) | None => Segment::create_spare(&s.dir, s.config.segment_size, false)?,
+            Some(Err(_)) | None => Segment::create_spare(&s.dir, s.config.segment_size)?,
         };
         let seg = spare.activate(&s.dir, s.id, self.end)?;
         let seg = Arc::new(seg);
