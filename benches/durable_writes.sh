@@ -18,21 +18,32 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 cargo build --release --bin clicktrail -q && cargo build --release -p clicktrail-load -q
 work=$(mktemp -d -p "$PWD/target")
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
-dev=$(basename "$(df --output=source "$work" | tail -1)")
-written() { awk -v d="$dev" '$3 == d { printf "%.0f\n", $10 * 512 }' /proc/diskstats; }
+# The block device behind the data directory, by major:minor (names differ under LVM).
+majmin=$(findmnt -no MAJ:MIN -T "$work" | tr -d ' ')
+written() { awk -v d="$majmin" '$1 ":" $2 == d { printf "%.0f\n", $10 * 512 }' /proc/diskstats; }
+[ -n "$(written)" ] || { echo "no /proc/diskstats line for device $majmin" >&2; exit 1; }
 sed 's/^listen = .*/listen = "127.0.0.1:18091"/' config/demo.toml > "$work/ct.toml"
 RUST_LOG=warn target/release/clicktrail serve --config "$work/ct.toml" --data-dir "$work/data" &
 pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18091/readyz && break; sleep 0.1; done
+ready=
+for _ in $(seq 100); do
+  kill -0 "$pid" 2>/dev/null || { echo "server exited (port 18091 busy?)" >&2; exit 1; }
+  curl -sf -o /dev/null http://127.0.0.1:18091/readyz && { ready=1; break; }
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "server not ready" >&2; exit 1; }
 if [ "${CLICKS:-1}" = 1 ]; then
   wrk -t2 -c64 -d15s 'http://127.0.0.1:18091/c/demo?sub1=bench' | grep Requests/sec
 fi
 for i in $(seq "$runs"); do
   before=$(written)
   target/release/clicktrail-load --target http://127.0.0.1:18091 --rate 10000 --duration 8s \
-    --warmup 1s --connections 128 --scenario conversions --json "$work/run.json" > /dev/null 2>&1
+    --warmup 1s --connections 128 --scenario conversions --quiet --json "$work/run.json" > /dev/null
   after=$(written)
   python3 - "$work/run.json" "$i" "$before" "$after" <<'PY'
 import json, sys

@@ -190,7 +190,9 @@ struct Answer<'a> {
 }
 
 impl Entry {
-    /// The review status as answered: a decision being written is not announced yet.
+    /// The review status as answered. A decision whose record is still being appended
+    /// shows as pending (its append may yet fail); once appended it shows, even before a
+    /// sync has confirmed it (as before: a retry of the decision waits for durability).
     fn status(&self) -> &'static str {
         match self.review_state {
             State::Pending => Review::Pending.name(),

@@ -221,6 +221,10 @@ impl Partition {
                 continue;
             }
             let (seg, header) = match Segment::open(&path, true) {
+                Ok(s) if next_base.is_none() => {
+                    s.0.advise_tail(s.1.size);
+                    s
+                }
                 Ok(s) => s,
                 Err(Error::BadSegment { why, .. }) => {
                     quarantine(&path, &why);
@@ -757,6 +761,7 @@ impl Writer {
             Some(Err(_)) | None => Segment::create_spare(&s.dir, s.config.segment_size)?,
         };
         let seg = spare.activate(&s.dir, s.id, self.end)?;
+        self.seg.advise_sealed();
         let seg = Arc::new(seg);
         s.segments.write().unwrap().push(seg.clone());
         log::debug!(

@@ -154,7 +154,9 @@ fn advise_small_pages(map: &memmap2::MmapRaw) {
 }
 
 /// Faults every page of `map` in (readable) with one `MADV_POPULATE_READ` (Linux 5.14+),
-/// or by reading each page where the kernel does not know the advice.
+/// or by reading each page where the kernel does not know the advice. Advisory: under
+/// memory pressure (`ENOMEM`) or an interruption the pages simply fault later; only an
+/// error a real access would also hit (`EFAULT`, `EHWPOISON`) fails the spare.
 fn populate(map: &memmap2::MmapRaw, path: &Path) -> Result<()> {
     // SAFETY: advice on a mapping we own, over its exact extent.
     let rc = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_POPULATE_READ) };
@@ -162,14 +164,17 @@ fn populate(map: &memmap2::MmapRaw, path: &Path) -> Result<()> {
         return Ok(());
     }
     let e = std::io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EINVAL) {
-        return Err(Error::io(path, e));
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => {
+            for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
+                // SAFETY: inside the mapping, which only this thread knows yet.
+                unsafe { map.as_ptr().add(at).read_volatile() };
+            }
+            Ok(())
+        }
+        Some(libc::EFAULT) | Some(libc::EHWPOISON) => Err(Error::io(path, e)),
+        _ => Ok(()),
     }
-    for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
-        // SAFETY: inside the mapping, which only this thread knows yet.
-        unsafe { map.as_ptr().add(at).read_volatile() };
-    }
-    Ok(())
 }
 
 /// Fsyncs a directory so that a created, renamed or removed file name survives power loss.
@@ -209,8 +214,8 @@ impl Segment {
             .map_err(|e| Error::io(&path, e))?;
         let made = (|| {
             allocate(&file, &path, size)?;
-            // Populate the page tables now, in one pass, rather than take a read fault per
-            // 4 KiB on the append path.
+            // Populate the page cache and page tables now, in one pass, rather than on the
+            // append path (the writer still takes one write fault per page).
             let map = memmap2::MmapOptions::new()
                 .map_raw(&file)
                 .map_err(|e| Error::io(&path, e))?;
@@ -309,12 +314,7 @@ impl Segment {
             allocate(&file, path, header.size)?;
         }
         let map = if writable {
-            // The writer's segment gets page-sized folios too (see `advise_small_pages`).
-            // Without readahead, recovery's scan of a cold segment would read it a page at
-            // a time: WILLNEED reads it ahead in page-sized folios instead.
-            // SAFETY: plain syscall on a descriptor we own.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-            MmapRaw::map_raw(&file).inspect(advise_small_pages)
+            MmapRaw::map_raw(&file)
         } else {
             memmap2::MmapOptions::new()
                 .len(header.size as usize)
@@ -329,6 +329,41 @@ impl Segment {
             },
             header,
         ))
+    }
+
+    /// Prepares a reopened segment to be the writer's again: page-sized folios (see
+    /// [`advise_small_pages`]). Without readahead, recovery's scan of a cold segment would
+    /// read it a page at a time, so it is read ahead with `FADV_WILLNEED` (which allocates
+    /// page-sized folios) in windows, since the kernel caps one call at the read-ahead size.
+    pub(crate) fn advise_tail(&self, file_len: u64) {
+        advise_small_pages(&self.map);
+        const WINDOW: u64 = 4 << 20;
+        if let Ok(file) = File::open(&self.path) {
+            for at in (0..file_len).step_by(WINDOW as usize) {
+                // SAFETY: plain syscall on a descriptor we own; advice only.
+                unsafe {
+                    libc::posix_fadvise(
+                        file.as_raw_fd(),
+                        at as libc::off_t,
+                        WINDOW as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    )
+                };
+            }
+        }
+    }
+
+    /// A segment the writer has left: readers replaying it from a cold cache get readahead
+    /// back (its cached pages stay as they are).
+    pub(crate) fn advise_sealed(&self) {
+        // SAFETY: advice on a mapping we own, over its exact extent.
+        unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().cast(),
+                self.map.len(),
+                libc::MADV_NORMAL,
+            );
+        }
     }
 
     /// Bytes of frame space (file size minus header).
@@ -399,9 +434,10 @@ mod tests {
             .to_string()
     }
 
-    /// Writable segments (spares and the reopened tail) ask for page-sized folios
+    /// Segments the writer fills (spares, and the reopened tail) ask for page-sized folios
     /// (`MADV_RANDOM`, shown as `rr`): with large folios every durable sync rewrote up to
-    /// 2 MiB (see `advise_small_pages`). Read-only segments keep readahead for replay.
+    /// 2 MiB (see `advise_small_pages`). Other segments keep readahead for replay, and a
+    /// sealed one gets it back.
     #[test]
     fn writable_segments_avoid_large_folios() {
         let dir = tempfile::tempdir().unwrap();
@@ -412,11 +448,15 @@ mod tests {
         let path = seg.path.clone();
         drop(seg);
         let (w, _) = Segment::open(&path, true).unwrap();
-        let flags = vm_flags(w.map.as_ptr());
-        assert!(flags.split_whitespace().any(|f| f == "rr"), "{flags}");
-        let (r, _) = Segment::open(&path, false).unwrap();
-        let flags = vm_flags(r.map.as_ptr());
-        assert!(!flags.split_whitespace().any(|f| f == "rr"), "{flags}");
+        let rr = |seg: &Segment| {
+            let flags = vm_flags(seg.map.as_ptr());
+            flags.split_whitespace().any(|f| f == "rr")
+        };
+        assert!(!rr(&w), "an older segment keeps readahead");
+        w.advise_tail(64 * 1024);
+        assert!(rr(&w), "the reopened tail");
+        w.advise_sealed();
+        assert!(!rr(&w), "sealed");
     }
 
     /// A spare is zeroed and writable, and its bytes survive activation and reopening.

@@ -13,7 +13,9 @@ use clicktrail_storage::{Record, RecordExt};
 use std::collections::{HashMap, HashSet};
 
 /// The counters are looked up three or more times per click: SipHash showed in the click
-/// profile. foldhash is keyed per process, so crafted sub-ids cannot aim at one bucket.
+/// profile. foldhash is seeded per process (its authors call it minimally DoS-resistant),
+/// and each dimension holds at most `KEYS_MAX` keys, so chosen sub-ids can at worst slow
+/// a bounded table.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex};
 
