@@ -77,6 +77,30 @@ pub struct ConversionRequest {
     pub opted_out: bool,
 }
 
+/// What reserving a reversal under the index lock found.
+enum Reserved {
+    New {
+        rev: ConversionReversalV3,
+        key: (String, String),
+    },
+    /// The same reversal id again, with the same data.
+    Replay {
+        key: (String, String),
+        done_amount: i64,
+        currency: Currency,
+        state: State,
+    },
+}
+
+/// A reversal by its idempotency id: amount in minor units, reason, and where its record
+/// stands (a replay is confirmed only once the first one is durable).
+#[derive(Debug, Clone)]
+struct Reversal {
+    amount_minor: i64,
+    reason: ReversalReason,
+    state: State,
+}
+
 #[derive(Debug, Clone)]
 enum State {
     /// Being written: a concurrent duplicate gets 503 "in progress".
@@ -108,7 +132,7 @@ struct Entry {
     /// Boxed and absent until the first reversal: most conversions are never reversed, and
     /// an inline map made every index slot 40 bytes larger to move on each rehash.
     #[allow(clippy::box_collection)]
-    reversals: Option<Box<HashMap<String, (i64, ReversalReason)>>>,
+    reversals: Option<Box<HashMap<String, Reversal>>>,
 }
 
 /// Where a conversion's review stands.
@@ -503,9 +527,14 @@ impl Conversions {
                 if let Some(e) = index.by_order.get_mut(&key) {
                     e.reversed_minor += rv.amount.amount_minor;
                     if !rv.reversal_id.is_empty() {
-                        e.reversals
-                            .get_or_insert_default()
-                            .insert(rv.reversal_id, (rv.amount.amount_minor, rv.reason));
+                        e.reversals.get_or_insert_default().insert(
+                            rv.reversal_id,
+                            Reversal {
+                                amount_minor: rv.amount.amount_minor,
+                                reason: rv.reason,
+                                state: State::Recorded,
+                            },
+                        );
                     }
                 }
             }
@@ -1086,7 +1115,7 @@ async fn reverse(
         return r;
     }
     // Reserve the reversal under the lock so two concurrent ones cannot exceed the amount.
-    let (rev, key) = {
+    let reserved = 'reserve: {
         let mut index = conv.index.lock().unwrap();
         let Some(key) = index.by_id.get(&id).cloned() else {
             return error(StatusCode::NOT_FOUND, "unknown conversion");
@@ -1115,31 +1144,27 @@ async fn reverse(
                 )
             }
         };
-        if let Some((done_amount, done_reason)) =
-            e.reversals.as_ref().and_then(|m| m.get(&reversal_id))
-        {
-            let same_reason = match done_reason {
+        if let Some(done) = e.reversals.as_ref().and_then(|m| m.get(&reversal_id)) {
+            let same_reason = match done.reason {
                 ReversalReason::Refund | ReversalReason::PartialRefund => r.reason == "refund",
                 ReversalReason::Chargeback => r.reason == "chargeback",
                 ReversalReason::Rejected => r.reason == "rejected",
             };
+            let done_amount = done.amount_minor;
             if !same_reason
-                || amount_for_replay(r.amount.is_some(), amount, *done_amount) != *done_amount
+                || amount_for_replay(r.amount.is_some(), amount, done_amount) != done_amount
             {
                 return error(
                     StatusCode::CONFLICT,
                     "reversal_id already used with different data",
                 );
             }
-            let left = e.amount.amount_minor - e.reversed_minor;
-            return HttpResponse::Ok().json(json!({
-                "conversion_id": id,
-                "reversal_id": reversal_id,
-                "reversed": amount::format(&Money { amount_minor: *done_amount, currency: e.amount.currency }),
-                "remaining": amount::format(&Money { amount_minor: left, currency: e.amount.currency }),
-                "status": if left == 0 { "reversed" } else { "partially-reversed" },
-                "duplicate": true,
-            }));
+            break 'reserve Reserved::Replay {
+                key,
+                done_amount,
+                currency: e.amount.currency,
+                state: done.state.clone(),
+            };
         }
         if !matches!(e.state, State::Recorded) || !matches!(e.review_state, State::Recorded) {
             // The conversion itself, or a decision on it, is still being made durable.
@@ -1161,9 +1186,14 @@ async fn reverse(
             );
         }
         e.reversed_minor += amount;
-        e.reversals
-            .get_or_insert_default()
-            .insert(reversal_id.clone(), (amount, reason));
+        e.reversals.get_or_insert_default().insert(
+            reversal_id.clone(),
+            Reversal {
+                amount_minor: amount,
+                reason,
+                state: State::Pending,
+            },
+        );
         let rev = ConversionReversalV3 {
             affiliate_id: e.facts.affiliate_id.clone(),
             order_id: e.facts.order_id.clone(),
@@ -1180,13 +1210,53 @@ async fn reverse(
             note,
             reversal_id: reversal_id.clone(),
         };
-        (rev, key)
+        Reserved::New { rev, key }
+    };
+    let (rev, key) = match reserved {
+        Reserved::New { rev, key } => (rev, key),
+        Reserved::Replay {
+            key,
+            done_amount,
+            currency,
+            state,
+        } => {
+            // A replay is confirmed only once the first one is durable.
+            match state {
+                State::Recorded => {}
+                State::Pending => return in_progress(),
+                State::Written { shard, end } => {
+                    if !conv.ingest.wait_durable(shard, end).await {
+                        return unavailable("an earlier attempt's record is not yet durable");
+                    }
+                }
+            }
+            let mut index = conv.index.lock().unwrap();
+            let e = index.by_order.get_mut(&key).expect("indexed");
+            if let Some(done) = e.reversals.as_mut().and_then(|m| m.get_mut(&reversal_id)) {
+                done.state = State::Recorded;
+            }
+            let left = e.amount.amount_minor - e.reversed_minor;
+            return HttpResponse::Ok().json(json!({
+                "conversion_id": id,
+                "reversal_id": reversal_id,
+                "reversed": amount::format(&Money { amount_minor: done_amount, currency }),
+                "remaining": amount::format(&Money { amount_minor: left, currency }),
+                "status": if left == 0 { "reversed" } else { "partially-reversed" },
+                "duplicate": true,
+            }));
+        }
     };
     let result = append_about(&conv, &id, &rev).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
+    let reversal_state = |e: &mut Entry, state: State| {
+        if let Some(done) = e.reversals.as_mut().and_then(|m| m.get_mut(&reversal_id)) {
+            done.state = state;
+        }
+    };
     match result {
         Ok(_) => {
+            reversal_state(e, State::Recorded);
             let left = e.amount.amount_minor - e.reversed_minor;
             HttpResponse::Ok().json(json!({
                 "conversion_id": id,
@@ -1199,7 +1269,9 @@ async fn reverse(
         Err(err) => {
             // Written but not yet durable: the reversal stands (it is in the journal), so
             // its amount stays reserved. Anything else wrote nothing: give it back.
-            if !matches!(err, AppendError::NotYetDurable { .. }) {
+            if let AppendError::NotYetDurable { shard, end } = err {
+                reversal_state(e, State::Written { shard, end });
+            } else {
                 e.reversed_minor -= rev.amount.amount_minor;
                 if let Some(m) = e.reversals.as_mut() {
                     m.remove(&reversal_id);
