@@ -87,7 +87,6 @@ enum Reserved {
     Replay {
         key: (String, String),
         done_amount: i64,
-        currency: Currency,
         state: State,
     },
 }
@@ -1162,7 +1161,6 @@ async fn reverse(
             break 'reserve Reserved::Replay {
                 key,
                 done_amount,
-                currency: e.amount.currency,
                 state: done.state.clone(),
             };
         }
@@ -1217,7 +1215,6 @@ async fn reverse(
         Reserved::Replay {
             key,
             done_amount,
-            currency,
             state,
         } => {
             // A replay is confirmed only once the first one is durable.
@@ -1235,15 +1232,9 @@ async fn reverse(
             if let Some(done) = e.reversals.as_mut().and_then(|m| m.get_mut(&reversal_id)) {
                 done.state = State::Recorded;
             }
-            let left = e.amount.amount_minor - e.reversed_minor;
-            return HttpResponse::Ok().json(json!({
-                "conversion_id": id,
-                "reversal_id": reversal_id,
-                "reversed": amount::format(&Money { amount_minor: done_amount, currency }),
-                "remaining": amount::format(&Money { amount_minor: left, currency }),
-                "status": if left == 0 { "reversed" } else { "partially-reversed" },
-                "duplicate": true,
-            }));
+            let mut a = reversal_answer(&id, &reversal_id, e, done_amount);
+            a["duplicate"] = json!(true);
+            return HttpResponse::Ok().json(a);
         }
     };
     let result = append_about(&conv, &id, &rev).await;
@@ -1257,14 +1248,12 @@ async fn reverse(
     match result {
         Ok(_) => {
             reversal_state(e, State::Recorded);
-            let left = e.amount.amount_minor - e.reversed_minor;
-            HttpResponse::Ok().json(json!({
-                "conversion_id": id,
-                "reversal_id": reversal_id,
-                "reversed": amount::format(&rev.amount),
-                "remaining": amount::format(&Money { amount_minor: left, currency: e.amount.currency }),
-                "status": if left == 0 { "reversed" } else { "partially-reversed" },
-            }))
+            HttpResponse::Ok().json(reversal_answer(
+                &id,
+                &reversal_id,
+                e,
+                rev.amount.amount_minor,
+            ))
         }
         Err(err) => {
             // Written but not yet durable: the reversal stands (it is in the journal), so
@@ -1280,6 +1269,20 @@ async fn reverse(
             unavailable(&err.to_string())
         }
     }
+}
+
+/// The answer about reversal `reversal_id` of `reversed_minor` on conversion `id` (entry
+/// `e`), with what is left to reverse.
+fn reversal_answer(id: &str, reversal_id: &str, e: &Entry, reversed_minor: i64) -> Value {
+    let currency = e.amount.currency;
+    let left = e.amount.amount_minor - e.reversed_minor;
+    json!({
+        "conversion_id": id,
+        "reversal_id": reversal_id,
+        "reversed": amount::format(&Money { amount_minor: reversed_minor, currency }),
+        "remaining": amount::format(&Money { amount_minor: left, currency }),
+        "status": if left == 0 { "reversed" } else { "partially-reversed" },
+    })
 }
 
 /// Appends a record about conversion `id` (a reversal, a decision) durably, to the shard

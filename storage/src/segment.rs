@@ -22,7 +22,7 @@
 //! `ENOSPC` error at segment creation, never a `SIGBUS` on a mapped page later.
 
 use crate::{fault, Error, Result};
-use memmap2::MmapRaw;
+use memmap2::{Advice, MmapRaw};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -147,10 +147,7 @@ fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
 /// with p50 and p99 latency rising run over run. Best effort: without it nothing breaks,
 /// it only costs disk bandwidth.
 fn advise_small_pages(map: &memmap2::MmapRaw) {
-    // SAFETY: advice on a mapping we own, over its exact extent.
-    unsafe {
-        libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_RANDOM);
-    }
+    let _ = map.advise(Advice::Random);
 }
 
 /// Faults every page of `map` in (readable) with one `MADV_POPULATE_READ` (Linux 5.14+),
@@ -158,12 +155,9 @@ fn advise_small_pages(map: &memmap2::MmapRaw) {
 /// memory pressure (`ENOMEM`) or an interruption the pages simply fault later; only an
 /// error a real access would also hit (`EFAULT`, `EHWPOISON`) fails the spare.
 fn populate(map: &memmap2::MmapRaw, path: &Path) -> Result<()> {
-    // SAFETY: advice on a mapping we own, over its exact extent.
-    let rc = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), libc::MADV_POPULATE_READ) };
-    if rc == 0 {
+    let Err(e) = map.advise(Advice::PopulateRead) else {
         return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
+    };
     match e.raw_os_error() {
         Some(libc::EINVAL) => {
             for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
@@ -356,14 +350,7 @@ impl Segment {
     /// A segment the writer has left: readers replaying it from a cold cache get readahead
     /// back (its cached pages stay as they are).
     pub(crate) fn advise_sealed(&self) {
-        // SAFETY: advice on a mapping we own, over its exact extent.
-        unsafe {
-            libc::madvise(
-                self.map.as_mut_ptr().cast(),
-                self.map.len(),
-                libc::MADV_NORMAL,
-            );
-        }
+        let _ = self.map.advise(Advice::Normal);
     }
 
     /// Bytes of frame space (file size minus header).
