@@ -429,7 +429,7 @@ impl Partition {
     /// Syncs everything published so far and moves `durable` up (group commit: one sync
     /// covers every record appended since the last one).
     pub fn sync(&self) -> Result<()> {
-        self.sync_upto(|end| end)
+        self.sync_upto(|end| end, false)
     }
 
     /// A sync nobody waits for: only up to the last record that ends on or before the
@@ -440,7 +440,7 @@ impl Partition {
     /// interval.) What is left is owed: synced at the first flush interval in which the
     /// writer appends nothing, so a lone record is not held back a whole interval more.
     fn sync_background(&self) -> Result<()> {
-        self.sync_upto(|end| self.page_boundary_below(end))
+        self.sync_upto(|end| self.page_boundary_below(end), true)
     }
 
     /// The last record boundary at or below the last page boundary before `end` in the
@@ -469,7 +469,9 @@ impl Partition {
         seg.base + pos
     }
 
-    fn sync_upto(&self, target: impl FnOnce(u64) -> u64) -> Result<()> {
+    /// Syncs up to `target(published end)`; with `left_behind`, the range is one the
+    /// writer has left (see [`Segment::flush_unmapped`]).
+    fn sync_upto(&self, target: impl FnOnce(u64) -> u64, left_behind: bool) -> Result<()> {
         let s = &self.shared;
         let _guard = s.sync_lock.lock().unwrap();
         *s.last_sync.lock().unwrap() = std::time::Instant::now();
@@ -485,7 +487,11 @@ impl Partition {
             let cap = seg.capacity() as u64;
             let from = durable.saturating_sub(seg.base).min(cap);
             let to = end.saturating_sub(seg.base).min(cap);
-            seg.flush(from as usize, to as usize)
+            if left_behind {
+                seg.flush_unmapped(from as usize, to as usize)
+            } else {
+                seg.flush(from as usize, to as usize)
+            }
         });
         match result {
             Ok(()) => {

@@ -404,6 +404,38 @@ impl Segment {
             .flush_range(SEGMENT_HEADER_SIZE + from, to - from)
             .map_err(|e| Error::io(&self.path, e))
     }
+
+    /// [`Segment::flush`] for a range the writer has left behind, unmapped from this
+    /// process first (`MADV_DONTNEED`: one batched TLB flush).
+    ///
+    /// Writeback write-protects every page it cleans, and for a page mapped writable that
+    /// is a synchronous TLB-shootdown IPI to every CPU running one of our threads, page by
+    /// page: a background sync of a click partition (~900 pages a second at 10k clicks/s)
+    /// spent its time in `smp_call_function_many_cond`, interrupting the HTTP workers.
+    /// Measured on the project VM, 20k clicks/s open loop: p99 5.3-7.0 ms with the unmap
+    /// against 9.2-10.2 ms without (two runs each). Durable syncs do not use it: they
+    /// cover a few pages every couple of milliseconds, and unmapping those too made the
+    /// p99.9 of conversions worse (47-50 ms against 14-33 ms).
+    ///
+    /// The data is untouched: this is a shared file mapping, so the pages stay in the page
+    /// cache (dirty ones stay dirty) and a later access maps them again.
+    pub fn flush_unmapped(&self, from: usize, to: usize) -> Result<()> {
+        if to > from {
+            // SAFETY: MADV_DONTNEED on a MAP_SHARED file mapping only drops page-table
+            // entries; the contents live on in the page cache, so every reference into
+            // the mapping keeps reading the same bytes (it faults them back in). The range
+            // is below the published end, where the writer no longer stores. Advisory: if
+            // it fails, writeback write-protects page by page as before.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    SEGMENT_HEADER_SIZE + from,
+                    to - from,
+                )
+            };
+        }
+        self.flush(from, to)
+    }
 }
 
 #[cfg(test)]
@@ -465,5 +497,41 @@ mod tests {
             assert_eq!(header.base, base);
             assert_eq!(unsafe { seg.data(100, 104) }, b"ct!!");
         }
+    }
+
+    /// Resident pages of the mapping starting at `addr` (its `Rss` in /proc/self/smaps).
+    fn rss_kib(addr: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", addr as usize);
+        let line = smaps
+            .lines()
+            .skip_while(|l| !l.starts_with(&start))
+            .find(|l| l.starts_with("Rss:"))
+            .unwrap_or_else(|| panic!("no mapping at {start}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A background sync drops the page-table entries of the range it writes back (so
+    /// writeback has no writable mapping to shoot down page by page), and the bytes read
+    /// back the same, through the mapping and from the file.
+    #[test]
+    fn flushing_a_left_behind_range_unmaps_it_and_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 1, 0, 1024 * 1024).unwrap();
+        let len = 256 * 1024;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        // SAFETY: the segment is ours alone.
+        unsafe { seg.data_mut(0, len) }.copy_from_slice(&bytes);
+        let before = rss_kib(seg.map.as_ptr());
+        assert!(before >= 256, "written pages are mapped: {before} KiB");
+        seg.flush_unmapped(0, len).unwrap();
+        let after = rss_kib(seg.map.as_ptr());
+        assert!(after + 200 <= before, "unmapped: {before} -> {after} KiB");
+        assert_eq!(unsafe { seg.data(0, len) }, &bytes[..]);
+        let file = std::fs::read(&seg.path).unwrap();
+        assert_eq!(
+            &file[SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + len],
+            &bytes[..]
+        );
     }
 }
