@@ -251,7 +251,10 @@ struct Thread<'a> {
     live: &'a Live,
     poll: Poll,
     conns: Vec<Conn>,
-    idle: Vec<usize>,
+    /// Connections free to send, oldest-freed first: requests go round the connections as
+    /// browsers' clicks arrive on many, rather than back onto the one just answered (which
+    /// had open-loop load ride one connection, and so one server worker).
+    idle: VecDeque<usize>,
     rng: fastrand::Rng,
     rec: Recorded,
     click_pool: VecDeque<String>,
@@ -284,7 +287,7 @@ pub fn run_thread(plan: &Plan, index: usize, start: Instant, live: &Live) -> Rec
         live,
         poll,
         conns: Vec::new(),
-        idle: Vec::new(),
+        idle: VecDeque::new(),
         rng: fastrand::Rng::with_seed(
             plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ),
@@ -358,7 +361,7 @@ impl Thread<'_> {
         let failed = matches!(s.take_error(), Ok(Some(_)) | Err(_));
         if !failed && s.peer_addr().is_ok() {
             conn.connecting = None;
-            self.idle.push(c);
+            self.idle.push_back(c);
         } else if failed {
             self.connect_failed(c);
         }
@@ -410,12 +413,14 @@ impl Thread<'_> {
                     next_due = s.time_of(next_n);
                 }
                 while !pending.is_empty() && now_s < drain_until {
-                    let Some(c) = self.idle.pop() else { break };
+                    let Some(c) = self.idle.pop_front() else {
+                        break;
+                    };
                     let intended = pending.pop_front().unwrap();
                     self.send(c, intended, now);
                 }
             } else if now_s < end {
-                while let Some(c) = self.idle.pop() {
+                while let Some(c) = self.idle.pop_front() {
                     self.send(c, now_s, now);
                 }
             }
@@ -706,7 +711,7 @@ impl Thread<'_> {
             self.fail(c, "unasked response");
             return false;
         }
-        self.idle.push(c);
+        self.idle.push_back(c);
         true
     }
 
