@@ -21,6 +21,7 @@ fn config() -> JournalConfig {
         // retention after every batch (segments every reader passed are unlinked before
         // writeback) keep dirty-page throttling out of the figure.
         flush_interval: Duration::from_secs(1),
+        background_sync_interval: Duration::from_secs(1),
         ..Default::default()
     }
 }

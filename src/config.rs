@@ -126,9 +126,9 @@ pub struct JournalSection {
     pub readers_max: usize,
     /// Group-commit interval. Default: 2 ms. Bounds: 1 ..= 1000.
     pub flush_interval_ms: u64,
-    /// How often partitions nobody waits on are synced. Default: 1000 ms.
-    /// Bounds: flush-interval-ms ..= 60000.
-    pub background_sync_interval_ms: u64,
+    /// How often partitions nobody waits on are synced. Default: 100 ms, or
+    /// flush-interval-ms when that is longer. Bounds: flush-interval-ms ..= 60000.
+    pub background_sync_interval_ms: Option<u64>,
     /// How often retention removes segments every consumer has passed; 0 keeps everything.
     /// Default: 0. Bounds: 0 or 1000 ..= 86400000.
     pub retention_interval_ms: u64,
@@ -144,7 +144,7 @@ impl Default for JournalSection {
             partitions_max: j.partitions_max,
             readers_max: j.readers_max,
             flush_interval_ms: j.flush_interval.as_millis() as u64,
-            background_sync_interval_ms: j.background_sync_interval.as_millis() as u64,
+            background_sync_interval_ms: None,
             retention_interval_ms: 0,
         }
     }
@@ -753,7 +753,14 @@ impl Config {
             partitions_max: j.partitions_max,
             readers_max: j.readers_max,
             flush_interval: Duration::from_millis(j.flush_interval_ms),
-            background_sync_interval: Duration::from_millis(j.background_sync_interval_ms),
+            background_sync_interval: match j.background_sync_interval_ms {
+                Some(ms) => Duration::from_millis(ms),
+                // Never more often than group commit: a longer flush interval set alone
+                // must not contradict a default the operator never wrote.
+                None => JournalConfig::default()
+                    .background_sync_interval
+                    .max(Duration::from_millis(j.flush_interval_ms)),
+            },
         }
     }
 
@@ -816,6 +823,28 @@ mod tests {
         assert_eq!(c.secrets.click_id_key, OWN_KEY);
     }
 
+    /// The background sync interval defaults to 100 ms, but never below a longer group
+    /// commit set alone (that would refuse a setting the operator never wrote).
+    #[test]
+    fn background_sync_default_follows_a_longer_flush_interval() {
+        let base = format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n");
+        let interval = |extra: &str| {
+            Config::from_toml(&format!("{base}{extra}"), "test")
+                .unwrap()
+                .journal_config()
+                .background_sync_interval
+        };
+        assert_eq!(interval(""), Duration::from_millis(100));
+        assert_eq!(
+            interval("[journal]\nflush-interval-ms = 500\n"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            interval("[journal]\nflush-interval-ms = 500\nbackground-sync-interval-ms = 2000\n"),
+            Duration::from_millis(2000)
+        );
+    }
+
     #[test]
     fn sizes_parse_with_units() {
         assert_eq!(parse_size("64MiB"), Some(64 << 20));
@@ -850,6 +879,10 @@ mod tests {
             (
                 "[[merchants]]\nid = \"m\"\nname = \"M\"\n[[campaigns]]\nid = \"c\"\nmerchant-id = \"m\"\nname = \"C\"\ndestination-url = \"javascript:alert(1)\"\n",
                 "only http and https",
+            ),
+            (
+                "[journal]\nflush-interval-ms = 500\nbackground-sync-interval-ms = 100\n",
+                "background-sync-interval-ms",
             ),
             ("[program]\nhold-days = 400\n", "hold-days"),
             ("[payouts]\nschedule = \"weekly\"\n", "schedule"),

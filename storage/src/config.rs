@@ -37,7 +37,11 @@ pub struct JournalConfig {
     pub flush_interval: Duration,
     /// How often a partition nobody waits on is synced anyway. Group commit at
     /// `flush_interval` is for waiters (durable acknowledgements); syncing click partitions
-    /// that often only makes the kernel write the same pages again and again. Default: 1 s.
+    /// that often only makes the kernel write the same pages again and again. Default:
+    /// 100 ms. On the project VM every disk write stalls the guest for a time that grows
+    /// with its size: at 20k clicks/s open loop, syncing every 100 ms gave p99 3.4-4.5 ms
+    /// against 6.5-9.5 ms syncing every second (three runs each; 10k/s: 1.1-1.4 against
+    /// 1.8-3.7 ms), and a power loss can take a tenth as much.
     /// Bounds: `flush_interval` ..= 60 s.
     pub background_sync_interval: Duration,
 }
@@ -50,7 +54,7 @@ impl Default for JournalConfig {
             partitions_max: 256,
             readers_max: 64,
             flush_interval: Duration::from_millis(2),
-            background_sync_interval: Duration::from_secs(1),
+            background_sync_interval: Duration::from_millis(100),
         }
     }
 }
