@@ -8,8 +8,8 @@
 #
 # On the project's 2-vCPU VM (2026-11-26) the baseline at 20,000 clicks/s gave p99 1.1 ms
 # with no side writes (2.9 ms once, right after a build), 0.9-2.4 ms with 2 MB/s,
-# 2.1-2.8 ms with 4 MB/s, 7.7 ms with 8 MB/s and 6.0-9.7 ms with 16 MB/s; clicktrail records ~830 bytes per browser click, 16.5 MB/s at that
-# rate. A 4 KiB fdatasync every 100 ms alone gave p99 8.6 ms: every flush stalls the guest.
+# 2.1-2.8 ms with 4 MB/s, 7.7 ms with 8 MB/s and 6.0-9.7 ms with 16 MB/s; clicktrail
+# records ~830 bytes per browser click, 16.5 MB/s at that rate. A 4 KiB fdatasync every 100 ms alone gave p99 8.6 ms: every flush stalls the guest.
 #
 # Usage: benches/io_stall.sh [rate=20000] [seconds=8] [MB per second ...=0 2 4 8 16]
 # Loopback only; writes its side file under a temporary directory.
