@@ -213,6 +213,13 @@ struct Answer<'a> {
 }
 
 impl Entry {
+    /// Where reversal `reversal_id`'s record stands now (if the reversal is still held).
+    fn set_reversal_state(&mut self, reversal_id: &str, state: State) {
+        if let Some(done) = self.reversals.as_mut().and_then(|m| m.get_mut(reversal_id)) {
+            done.state = state;
+        }
+    }
+
     /// The review status as answered. A decision whose record is still being appended
     /// shows as pending (its append may yet fail); once appended it shows, even before a
     /// sync has confirmed it (as before: a retry of the decision waits for durability).
@@ -1229,9 +1236,7 @@ async fn reverse(
             }
             let mut index = conv.index.lock().unwrap();
             let e = index.by_order.get_mut(&key).expect("indexed");
-            if let Some(done) = e.reversals.as_mut().and_then(|m| m.get_mut(&reversal_id)) {
-                done.state = State::Recorded;
-            }
+            e.set_reversal_state(&reversal_id, State::Recorded);
             let mut a = reversal_answer(&id, &reversal_id, e, done_amount);
             a["duplicate"] = json!(true);
             return HttpResponse::Ok().json(a);
@@ -1240,14 +1245,9 @@ async fn reverse(
     let result = append_about(&conv, &id, &rev).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
-    let reversal_state = |e: &mut Entry, state: State| {
-        if let Some(done) = e.reversals.as_mut().and_then(|m| m.get_mut(&reversal_id)) {
-            done.state = state;
-        }
-    };
     match result {
         Ok(_) => {
-            reversal_state(e, State::Recorded);
+            e.set_reversal_state(&reversal_id, State::Recorded);
             HttpResponse::Ok().json(reversal_answer(
                 &id,
                 &reversal_id,
@@ -1259,7 +1259,7 @@ async fn reverse(
             // Written but not yet durable: the reversal stands (it is in the journal), so
             // its amount stays reserved. Anything else wrote nothing: give it back.
             if let AppendError::NotYetDurable { shard, end } = err {
-                reversal_state(e, State::Written { shard, end });
+                e.set_reversal_state(&reversal_id, State::Written { shard, end });
             } else {
                 e.reversed_minor -= rev.amount.amount_minor;
                 if let Some(m) = e.reversals.as_mut() {

@@ -429,7 +429,7 @@ impl Partition {
     /// Syncs everything published so far and moves `durable` up (group commit: one sync
     /// covers every record appended since the last one).
     pub fn sync(&self) -> Result<()> {
-        self.sync_upto(|end| end, false)
+        self.sync_upto(|end| end, Segment::flush)
     }
 
     /// A sync nobody waits for: only up to the last record that ends on or before the
@@ -440,13 +440,13 @@ impl Partition {
     /// interval.) What is left is owed: synced at the first flush interval in which the
     /// writer appends nothing, so a lone record is not held back a whole interval more.
     fn sync_background(&self) -> Result<()> {
-        self.sync_upto(|end| self.page_boundary_below(end), true)
+        self.sync_upto(|end| self.page_boundary_below(end), Segment::flush_unmapped)
     }
 
     /// The last record boundary at or below the last page boundary before `end` in the
     /// segment holding `end` (or the start of that segment's unsynced part).
     fn page_boundary_below(&self, end: u64) -> u64 {
-        const PAGE: u64 = 4096;
+        let page = segment::page_size() as u64;
         let s = &self.shared;
         let durable = s.durable.load(Ordering::Acquire);
         let segs = s.segments.read().unwrap();
@@ -455,7 +455,7 @@ impl Partition {
         };
         let file_end = crate::segment::SEGMENT_HEADER_SIZE as u64 + (end - seg.base);
         let floor =
-            (file_end / PAGE * PAGE).saturating_sub(crate::segment::SEGMENT_HEADER_SIZE as u64);
+            (file_end / page * page).saturating_sub(crate::segment::SEGMENT_HEADER_SIZE as u64);
         let mut pos = durable.max(seg.base) - seg.base;
         let limit = (end - seg.base) as usize;
         while pos < floor {
@@ -469,9 +469,13 @@ impl Partition {
         seg.base + pos
     }
 
-    /// Syncs up to `target(published end)`; with `left_behind`, the range is one the
-    /// writer has left (see [`Segment::flush_unmapped`]).
-    fn sync_upto(&self, target: impl FnOnce(u64) -> u64, left_behind: bool) -> Result<()> {
+    /// Syncs up to `target(published end)`, each segment's range with `flush`
+    /// ([`Segment::flush_unmapped`] for a range the writer has left).
+    fn sync_upto(
+        &self,
+        target: impl FnOnce(u64) -> u64,
+        flush: fn(&Segment, usize, usize) -> Result<()>,
+    ) -> Result<()> {
         let s = &self.shared;
         let _guard = s.sync_lock.lock().unwrap();
         *s.last_sync.lock().unwrap() = std::time::Instant::now();
@@ -487,11 +491,7 @@ impl Partition {
             let cap = seg.capacity() as u64;
             let from = durable.saturating_sub(seg.base).min(cap);
             let to = end.saturating_sub(seg.base).min(cap);
-            if left_behind {
-                seg.flush_unmapped(from as usize, to as usize)
-            } else {
-                seg.flush(from as usize, to as usize)
-            }
+            flush(seg, from as usize, to as usize)
         });
         match result {
             Ok(()) => {

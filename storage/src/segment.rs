@@ -160,7 +160,7 @@ fn populate(map: &memmap2::MmapRaw, path: &Path) -> Result<()> {
     };
     match e.raw_os_error() {
         Some(libc::EINVAL) => {
-            for at in (0..map.len()).step_by(crate::config::PAGE_SIZE as usize) {
+            for at in (0..map.len()).step_by(page_size()) {
                 // SAFETY: inside the mapping, which only this thread knows yet.
                 unsafe { map.as_ptr().add(at).read_volatile() };
             }
@@ -171,8 +171,9 @@ fn populate(map: &memmap2::MmapRaw, path: &Path) -> Result<()> {
     }
 }
 
-/// The kernel's page size (4 KiB on x86-64; larger on some arm64 kernels).
-fn page_size() -> usize {
+/// The kernel's page size (4 KiB on x86-64; larger on some arm64 kernels): the unit of
+/// writeback, write protection and unmapping.
+pub(crate) fn page_size() -> usize {
     static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     // SAFETY: sysconf has no preconditions.
     *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
@@ -457,15 +458,20 @@ impl Segment {
 mod tests {
     use super::*;
 
-    /// The `VmFlags` line of /proc/self/smaps for the mapping starting at `addr`.
-    fn vm_flags(addr: *const u8) -> String {
+    /// The `field` line of /proc/self/smaps for the mapping starting at `addr`.
+    fn smaps_line(addr: *const u8, field: &str) -> String {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let start = format!("{:x}-", addr as usize);
         let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
         lines
-            .find(|l| l.starts_with("VmFlags:"))
-            .unwrap_or_else(|| panic!("no mapping at {start}"))
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} for the mapping at {start}"))
             .to_string()
+    }
+
+    /// The `VmFlags` line of the mapping starting at `addr`.
+    fn vm_flags(addr: *const u8) -> String {
+        smaps_line(addr, "VmFlags:")
     }
 
     /// Segments the writer fills (spares, and the reopened tail) ask for page-sized folios
@@ -514,15 +520,9 @@ mod tests {
         }
     }
 
-    /// Resident pages of the mapping starting at `addr` (its `Rss` in /proc/self/smaps).
+    /// Resident pages of the mapping starting at `addr` (its `Rss`), in KiB.
     fn rss_kib(addr: *const u8) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let start = format!("{:x}-", addr as usize);
-        let line = smaps
-            .lines()
-            .skip_while(|l| !l.starts_with(&start))
-            .find(|l| l.starts_with("Rss:"))
-            .unwrap_or_else(|| panic!("no mapping at {start}"));
+        let line = smaps_line(addr, "Rss:");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
