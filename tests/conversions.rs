@@ -5,11 +5,13 @@
 mod common;
 
 use clicktrail_storage::schema::{
-    self, Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, MatchKind,
+    self, Click, Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange,
+    MatchKind,
 };
-use clicktrail_storage::{Journal, JournalConfig, RecordExt};
+use clicktrail_storage::{Event, Journal, JournalConfig, RecordExt};
 use common::{agent, Server};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -87,6 +89,25 @@ fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Record kinds in each ingest partition (read with the server stopped).
+fn kinds_by_partition(data: &Path) -> BTreeMap<String, BTreeSet<u16>> {
+    let j = Journal::open(data, JournalConfig::default()).unwrap();
+    let mut out = BTreeMap::new();
+    for p in j
+        .partitions()
+        .iter()
+        .filter(|p| p.name().starts_with("ingest-"))
+    {
+        let kinds: &mut BTreeSet<u16> = out.entry(p.name().to_string()).or_default();
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            kinds.insert(rec.kind);
+        }
+    }
+    j.close().unwrap();
+    out
 }
 
 fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversalV3>) {
@@ -411,6 +432,22 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
     let (cs, rs) = conversions(&data);
+    // Every durable record (conversions, reversals) is on the durable shard, one partition
+    // in order; clicks are on the other shard, so group commits never carry click bytes.
+    let kinds = kinds_by_partition(&data);
+    let durable: BTreeSet<u16> = [Conversion::KIND as u16, ConversionReversalV3::KIND as u16]
+        .into_iter()
+        .collect();
+    assert!(
+        kinds["ingest-0"].is_superset(&durable)
+            && !kinds["ingest-0"].contains(&(Click::KIND as u16)),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds["ingest-1"],
+        [Click::KIND as u16].into_iter().collect::<BTreeSet<_>>(),
+        "{kinds:?}"
+    );
     let mut orders: Vec<&str> = cs.iter().map(|c| c.order_id.as_str()).collect();
     orders.sort();
     assert_eq!(

@@ -27,7 +27,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
 use clicktrail_actors::clicks::SharedClicks;
-use clicktrail_actors::ingest::{AppendError, IngestShards};
+use clicktrail_actors::ingest::{AppendError, IngestShards, DURABLE_SHARD};
 use clicktrail_storage::schema::{
     Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, Currency, MatchKind,
     Money, Pair, ReversalReason,
@@ -366,12 +366,6 @@ fn digest(parts: &[&str]) -> u64 {
         }
     }
     h
-}
-
-fn digest_of_key(key: &(String, String)) -> u64 {
-    let h = digest(&[&key.0, &key.1]);
-    // FNV's high bits mix better than its low ones.
-    h ^ (h >> 29)
 }
 
 fn match_name(m: MatchKind) -> &'static str {
@@ -814,12 +808,10 @@ impl Conversions {
         }
         let task = actix_rt::spawn(async move {
             let payload = clicktrail_actors::Output::event(&c).payload;
-            // Spread over the shards by order (equal payloads have equal digests).
-            let shard = (digest_of_key(&key) >> 32) as usize;
             let result = conv
                 .ingest
                 .append(
-                    shard,
+                    DURABLE_SHARD,
                     Conversion::KIND as u16,
                     Conversion::VERSION,
                     &payload,
@@ -1242,7 +1234,7 @@ async fn reverse(
             return HttpResponse::Ok().json(a);
         }
     };
-    let result = append_about(&conv, &id, &rev).await;
+    let result = append_about(&conv, &rev).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
     match result {
@@ -1285,22 +1277,15 @@ fn reversal_answer(id: &str, reversal_id: &str, e: &Entry, reversed_minor: i64) 
     })
 }
 
-/// Appends a record about conversion `id` (a reversal, a decision) durably, to the shard
-/// its id picks (every record about one conversion on one shard, in order).
+/// Appends a record about a conversion (a reversal, a decision) durably, to the durable
+/// shard (every record about one conversion in one partition, in order).
 async fn append_about<E: clicktrail_storage::Event>(
     conv: &Conversions,
-    id: &str,
     event: &E,
 ) -> Result<clicktrail_storage::Appended, AppendError> {
     let payload = clicktrail_actors::Output::event(event).payload;
     conv.ingest
-        .append(
-            digest(&[id]) as usize,
-            E::KIND as u16,
-            E::VERSION,
-            &payload,
-            true,
-        )
+        .append(DURABLE_SHARD, E::KIND as u16, E::VERSION, &payload, true)
         .await
 }
 
@@ -1454,7 +1439,7 @@ async fn review(
         };
         (change, key)
     };
-    let result = append_about(&conv, &id, &change).await;
+    let result = append_about(&conv, &change).await;
     let mut index = conv.index.lock().unwrap();
     let e = index.by_order.get_mut(&key).expect("indexed");
     match result {

@@ -296,7 +296,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     let keep_unless_minimal = |s: String| if minimal { String::new() } else { s };
 
     let seq = edge.codec.next_seq();
-    let shard = seq as usize % edge.ingest.count();
+    let shard = edge.ingest.click_shard(seq);
     let at_us = now_us();
     let id = edge.codec.encode(&ClickIdParts {
         node: edge.node_id,

@@ -32,7 +32,8 @@ pub struct JournalConfig {
     pub partitions_max: usize,
     /// Most concurrent readers of one partition. Default: 64. Bounds: 1 ..= 1024.
     pub readers_max: usize,
-    /// How often the group-commit flusher syncs written data. Default: 2 ms.
+    /// How often the group-commit flusher starts a round (syncing what someone waits on);
+    /// a round that takes longer is followed at once. Default: 2 ms.
     /// Bounds: 1 ms ..= 1 s.
     pub flush_interval: Duration,
     /// How often a partition nobody waits on is synced anyway. Group commit at

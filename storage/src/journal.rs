@@ -223,6 +223,7 @@ fn flusher_loop(inner: std::sync::Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>
     let Some(interval) = inner.upgrade().map(|i| i.config.flush_interval) else {
         return;
     };
+    let mut round = std::time::Instant::now();
     loop {
         {
             let (lock, cond) = &*stop;
@@ -230,11 +231,16 @@ fn flusher_loop(inner: std::sync::Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>
             if *stopped {
                 return;
             }
-            let (stopped, _) = cond.wait_timeout(stopped, interval).unwrap();
+            // Rounds start every interval, not an interval after the last one ended: the
+            // syncs of a round are part of the group-commit wait, not added to it.
+            let (stopped, _) = cond
+                .wait_timeout(stopped, interval.saturating_sub(round.elapsed()))
+                .unwrap();
             if *stopped {
                 return;
             }
         }
+        round = std::time::Instant::now();
         let Some(inner) = inner.upgrade() else { return };
         let parts = inner.partitions.read().unwrap().clone();
         drop(inner);

@@ -24,6 +24,16 @@ use clicktrail_storage::{Appended, Writer, DURABLE_WAIT_DEFAULT};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The shard of every durable record: conversions, reversals and review decisions.
+///
+/// One partition takes them all, so one sync per group commit acknowledges every waiting
+/// conversion (each sync is a device flush, and on the project VM every flush stalls the
+/// guest), and every record about one conversion is in one partition, in order. Measured
+/// at 10k conversions/s open loop, fresh server, three runs each: spread over two shards,
+/// p99 9.1 / 10.0 / 11.1 ms (p50 2.6-2.8); all on one, p99 5.8 / 6.6 / 7.6 ms (p50 2.0).
+/// One partition absorbs far more than that: a conversion is about 200 bytes.
+pub const DURABLE_SHARD: usize = 0;
+
 /// Why an append was not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -79,6 +89,16 @@ impl IngestShards {
 
     pub fn count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The shard for the click or impression numbered `seq`: with two shards or more,
+    /// clicks spread over every shard but [`DURABLE_SHARD`], so the group commits that
+    /// acknowledge conversions never carry click bytes; with one shard, that one.
+    pub fn click_shard(&self, seq: u32) -> usize {
+        match self.shards.len() {
+            1 => 0,
+            n => 1 + seq as usize % (n - 1),
+        }
     }
 
     /// Records one payload in shard `shard` (modulo the count) and acknowledges it.
@@ -205,5 +225,27 @@ impl Handler<Stop> for IngestShard {
         let end = self.retire();
         ctx.stop();
         MessageResult(vec![(crate::system::ingest_partition(self.index), end)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clicks_spread_over_every_shard_but_the_durable_one() {
+        assert!((0..100).all(|seq| IngestShards::new(1, 8).click_shard(seq) == DURABLE_SHARD));
+        for n in 2..=5 {
+            let shards = IngestShards::new(n, 8);
+            let mut hits = vec![0; n];
+            for seq in 0..1000 {
+                hits[shards.click_shard(seq)] += 1;
+            }
+            assert_eq!(hits[DURABLE_SHARD], 0, "{n} shards: {hits:?}");
+            assert!(
+                hits[1..].iter().all(|&h| h >= 1000 / (n - 1) - 1),
+                "{hits:?}"
+            );
+        }
     }
 }
