@@ -38,6 +38,13 @@ struct ProviderState {
     made: BTreeMap<String, (String, Value)>,
     /// Funded Wise transfers.
     funded: Vec<u64>,
+    /// Wise: every transfer is cancelled (at Wise) as soon as it is created, so funding
+    /// it answers 422 `transfer.invalid-state`, as it does for one funded already.
+    cancel_transfers: bool,
+    /// Wise: stall the answer to the first funding request this long (after funding).
+    stall_first_funding: Option<Duration>,
+    /// PayPal: the status new payout batches get (`PENDING` when unset).
+    batch_status: Option<&'static str>,
     /// Stall the first payment request this long (after making the payment).
     stall_first: Option<Duration>,
     /// Answer the first payment request with this status (without paying).
@@ -139,6 +146,9 @@ impl Provider {
         let Some((method, path, headers, body)) = read_request(s) else {
             return;
         };
+        if method == "GET" {
+            return self.status_lookup(s, &path);
+        }
         assert_eq!(method, "POST");
         let seen = Seen {
             path: path.clone(),
@@ -201,9 +211,10 @@ impl Provider {
                 } else {
                     let batch = format!("PB{}", st.made.len());
                     st.made.insert(id, (batch.clone(), v));
+                    let status = st.batch_status.unwrap_or("PENDING");
                     (
                         201,
-                        json!({"batch_header": {"payout_batch_id": batch, "batch_status": "PENDING"}}),
+                        json!({"batch_header": {"payout_batch_id": batch, "batch_status": status}}),
                     )
                 }
             }
@@ -226,10 +237,13 @@ impl Provider {
             }
             p if p.ends_with("/payments") => {
                 let id: u64 = p.split('/').nth(5).unwrap().parse().unwrap();
-                if st.funded.contains(&id) {
+                if st.funded.contains(&id) || st.cancel_transfers {
                     (422, json!({"errors": [{"code": "transfer.invalid-state"}]}))
                 } else {
                     st.funded.push(id);
+                    if st.funded.len() == 1 {
+                        stall = st.stall_first_funding.take();
+                    }
                     (
                         201,
                         json!({"type": "BALANCE", "status": "COMPLETED", "errorCode": null}),
@@ -242,6 +256,46 @@ impl Provider {
         if let Some(d) = stall {
             std::thread::sleep(d);
         }
+        respond(s, status, &reply);
+    }
+
+    /// `GET /v1/transfers/{id}` (Wise) and `GET /v1/payments/payouts/{batch}` (PayPal).
+    fn status_lookup(&self, s: &mut TcpStream, path: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.seen.push(Seen {
+            path: path.to_string(),
+            headers: HashMap::new(),
+            body: String::new(),
+        });
+        let (status, reply) = if let Some(id) = path.strip_prefix("/v1/transfers/") {
+            let id: u64 = id.parse().unwrap();
+            let known = st.made.values().any(|(t, _)| t.parse() == Ok(id));
+            let state = if st.funded.contains(&id) {
+                "outgoing_payment_sent"
+            } else if st.cancel_transfers {
+                "cancelled"
+            } else {
+                "incoming_payment_waiting"
+            };
+            if known {
+                (200, json!({"id": id, "status": state}))
+            } else {
+                (404, json!({"errors": [{"code": "transfer.not-found"}]}))
+            }
+        } else if let Some(batch) = path.strip_prefix("/v1/payments/payouts/") {
+            let status = st.batch_status.unwrap_or("PENDING");
+            if st.made.values().any(|(b, _)| b == batch) {
+                (
+                    200,
+                    json!({"batch_header": {"payout_batch_id": batch, "batch_status": status}}),
+                )
+            } else {
+                (404, json!({"name": "RESOURCE_NOT_FOUND"}))
+            }
+        } else {
+            (404, json!({"error": "unknown path"}))
+        };
+        drop(st);
         respond(s, status, &reply);
     }
 
@@ -467,6 +521,8 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
     // PayPal's first payout request fails with a 503.
     stripe.state.lock().unwrap().stall_first = Some(Duration::from_millis(1500));
     paypal.state.lock().unwrap().fail_first = Some(503);
+    // Wise funds the transfer but its answer comes after our timeout.
+    wise.state.lock().unwrap().stall_first_funding = Some(Duration::from_millis(1500));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &stripe, &paypal, &wise, &[]);
     let data = dir.path().join("data");
@@ -634,7 +690,11 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
     let fund = wise.seen("/payments");
     assert_eq!(fund[0].path, "/v3/profiles/4242/transfers/1000/payments");
     assert_eq!(fund[0].body, r#"{"type":"BALANCE"}"#);
-    assert_eq!(wise.seen("/payments").len(), 1);
+    // The funding answer came too late; the retry was told the transfer cannot be funded
+    // (422), asked for its status and found it funded: paid once.
+    assert_eq!(wise.seen("/payments").len(), 2);
+    assert_eq!(wise.state.lock().unwrap().funded, [1000]);
+    assert_eq!(wise.seen("/v1/transfers/1000").len(), 1);
 
     // The ledger: approved -> paid (net) and fees, nothing approved left.
     wait_for("paid in the ledger", 10, || {
@@ -1005,4 +1065,58 @@ fn unsettled_payouts_are_held_for_an_admin_never_retried_blindly() {
     });
     assert_eq!(stripe.made().len(), 1, "only the first request ever paid");
     assert_eq!(balance(&a, addr, P_WISE)["approved_minor"], 1000);
+}
+
+#[test]
+fn a_cancelled_wise_transfer_or_a_denied_paypal_batch_is_not_taken_as_paid() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    // Wise answers funding with 422 `transfer.invalid-state`, which it also says for a
+    // transfer funded already: here the transfer was cancelled, and only its status says
+    // so. PayPal takes the payout but denies the batch.
+    wise.state.lock().unwrap().cancel_transfers = true;
+    paypal.state.lock().unwrap().batch_status = Some("DENIED");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stripe, &paypal, &wise, &[]);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    sale(&a, addr, "LW", "o-1", "120.00");
+    sale(&a, addr, "LP", "o-2", "80.00");
+    wait_for("approved", 20, || {
+        balance(&a, addr, P_WISE)["approved_minor"] == 1200
+            && balance(&a, addr, P_PAYPAL)["approved_minor"] == 800
+    });
+    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!(s, 202);
+    wait_for("both items settled", 20, || {
+        let it = items(&a, addr);
+        it.len() == 2 && it.iter().all(|i| i["status"] == "cancelled")
+    });
+    let it = items(&a, addr);
+    let error = |p: &str| {
+        it.iter().find(|i| i["provider"] == p).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(error("wise").contains("is cancelled"), "{it:?}");
+    assert!(error("paypal").contains("DENIED"), "{it:?}");
+    // The transfer's status was asked for; nothing is paid, the money is payable again.
+    let lookups: Vec<String> = wise
+        .state
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .map(|s| s.path.clone())
+        .filter(|p| p.starts_with("/v1/transfers/"))
+        .collect();
+    assert_eq!(lookups, ["/v1/transfers/1000"], "one status lookup");
+    wait_for("the ledger releases the reservations", 10, || {
+        let (w, p) = (balance(&a, addr, P_WISE), balance(&a, addr, P_PAYPAL));
+        w["paid_minor"] == 0
+            && w["approved_minor"] == 1200
+            && p["paid_minor"] == 0
+            && p["approved_minor"] == 800
+    });
 }

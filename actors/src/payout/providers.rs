@@ -247,7 +247,21 @@ fn send(
     for (k, v) in headers {
         req = req.header(*k, v.as_str());
     }
-    match req.send(body) {
+    reply(req.send(body))
+}
+
+/// A GET with `headers` (a status lookup).
+fn fetch(agent: &ureq::Agent, url: &str, headers: &[(&str, String)]) -> Result<Reply, String> {
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    reply(req.call())
+}
+
+/// Status and JSON body (`Null` when it is not JSON) of an answer, read up to 1 MiB.
+fn reply(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
+    match answer {
         Ok(mut r) => {
             let status = r.status().as_u16();
             let text = r
@@ -386,17 +400,44 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
         body.to_string(),
     ) {
         Err(e) => Outcome::Retry(format!("paypal: {e}")),
-        Ok(r) if (200..300).contains(&r.status) => {
-            match r.body["batch_header"]["payout_batch_id"].as_str() {
-                Some(id) => Outcome::Paid(id.to_string()),
-                None => Outcome::Retry(format!("paypal: no payout_batch_id in {}", short(&r.body))),
+        Ok(r) if (200..300).contains(&r.status) => paypal_batch_outcome(&r.body),
+        // The batch id was used: an earlier attempt of this item made a batch. Whether that
+        // one pays is in its status.
+        Ok(r) if r.status == 400 && duplicate_batch(&r.body).is_some() => {
+            let batch = duplicate_batch(&r.body).unwrap_or_default();
+            match fetch(
+                agent,
+                &format!("{base}/v1/payments/payouts/{}", form(&batch)),
+                &[("Authorization", format!("Bearer {token}"))],
+            ) {
+                Err(e) => Outcome::Retry(format!("paypal batch {batch}: {e}")),
+                Ok(r) if r.status == 200 => paypal_batch_outcome(&r.body),
+                Ok(r) => Outcome::Retry(format!(
+                    "paypal batch {batch}: {} {}",
+                    r.status,
+                    short(&r.body)
+                )),
             }
         }
-        // The batch id was used: an earlier attempt of this item went through.
-        Ok(r) if r.status == 400 && duplicate_batch(&r.body).is_some() => {
-            Outcome::Paid(duplicate_batch(&r.body).unwrap_or_default())
-        }
         Ok(r) => failure("paypal", r.status, &r.body),
+    }
+}
+
+/// A PayPal payout batch's header: accepted (`PENDING`, `PROCESSING`, `SUCCESS`: PayPal
+/// has taken the payout and pays it from the balance) or refused (`DENIED`, `CANCELED`).
+/// What happens to the item afterwards (unclaimed and returned after 30 days) is not
+/// followed.
+fn paypal_batch_outcome(body: &Value) -> Outcome {
+    let header = &body["batch_header"];
+    match (
+        header["payout_batch_id"].as_str(),
+        header["batch_status"].as_str(),
+    ) {
+        (Some(_), Some(s @ ("DENIED" | "CANCELED"))) => {
+            Outcome::Refused(format!("paypal batch {s}: {}", short(body)))
+        }
+        (Some(id), Some("PENDING" | "PROCESSING" | "SUCCESS")) => Outcome::Paid(id.to_string()),
+        _ => Outcome::Retry(format!("paypal: unclear batch {}", short(body))),
     }
 }
 
@@ -478,11 +519,40 @@ fn wise(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) ->
             // Anything else (an unreadable body) says nothing for sure: ask again.
             _ => Outcome::Retry(format!("wise funding: {}", short(&r.body))),
         },
-        // Funded already by an earlier attempt of this item.
+        // Not fundable: funded by an earlier attempt of this item, or cancelled or
+        // refunded at Wise. Only the transfer's status tells which.
         Ok(r) if r.status == 422 && r.body.to_string().contains("transfer.invalid-state") => {
-            Outcome::Paid(transfer.to_string())
+            wise_transfer_outcome(agent, base, &auth, transfer)
         }
         Ok(r) => failure("wise funding", r.status, &r.body),
+    }
+}
+
+/// What the status of Wise transfer `transfer` says about its payment: funded and on its
+/// way (paid), ended without paying (refused), or not funded yet (retried: the retry
+/// funds the same transfer, which `customerTransactionId` brings back).
+fn wise_transfer_outcome(
+    agent: &ureq::Agent,
+    base: &str,
+    auth: &[(&str, String)],
+    transfer: u64,
+) -> Outcome {
+    match fetch(agent, &format!("{base}/v1/transfers/{transfer}"), auth) {
+        Err(e) => Outcome::Retry(format!("wise transfer {transfer}: {e}")),
+        Ok(r) if r.status == 200 => match r.body["status"].as_str() {
+            Some("processing" | "funds_converted" | "outgoing_payment_sent") => {
+                Outcome::Paid(transfer.to_string())
+            }
+            Some(s @ ("cancelled" | "funds_refunded" | "bounced_back" | "charged_back")) => {
+                Outcome::Refused(format!("wise transfer {transfer} is {s}"))
+            }
+            _ => Outcome::Retry(format!("wise transfer {transfer}: {}", short(&r.body))),
+        },
+        Ok(r) => Outcome::Retry(format!(
+            "wise transfer {transfer}: {} {}",
+            r.status,
+            short(&r.body)
+        )),
     }
 }
 
