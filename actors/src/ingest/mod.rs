@@ -29,9 +29,10 @@ use std::sync::{Arc, Mutex};
 /// One partition takes them all, so one sync per group commit acknowledges every waiting
 /// conversion (each sync is a device flush, and on the project VM every flush stalls the
 /// guest), and every record about one conversion is in one partition, in order. Measured
-/// at 10k conversions/s open loop, fresh server, three runs each: spread over two shards,
-/// p99 9.1 / 10.0 / 11.1 ms (p50 2.6-2.8); all on one, p99 5.8 / 6.6 / 7.6 ms (p50 2.0).
-/// One partition absorbs far more than that: a conversion is about 200 bytes.
+/// at 10k conversions/s open loop on a fresh server: spread over two shards, p99 9.1-11.1
+/// ms in four runs; on one (with flusher rounds every 2 ms), p99 6.4-9.1 ms in 12 of 14
+/// runs (the other two had single 50-100 ms stalls). One partition absorbs far more than
+/// that rate: a conversion is about 200 bytes.
 pub const DURABLE_SHARD: usize = 0;
 
 /// Why an append was not acknowledged.
