@@ -116,7 +116,8 @@ impl Default for ServerConfig {
 pub struct JournalSection {
     /// Data directory (the journal lives in `<data-dir>/journal`). Default: `./data`.
     pub data_dir: PathBuf,
-    /// Bytes per segment file. Default: 64MiB. Bounds: 64KiB ..= 1GiB, a multiple of 4KiB.
+    /// Bytes per segment file once a partition has grown (the first is 4MiB, quadrupling at
+    /// each roll). Default: 64MiB. Bounds: 64KiB ..= 1GiB, a multiple of 4KiB.
     pub segment_size: ByteSize,
     /// Largest record payload. Default: 1MiB. Bounds: 1KiB ..= 16MiB, fits in a segment.
     pub record_size_max: ByteSize,

@@ -61,6 +61,27 @@ fn expected_verdicts(n: usize) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// Sizes of the segment files of partition `name`, in base order.
+fn segment_sizes(data: &Path, name: &str) -> Vec<u64> {
+    let dir = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let file = p.file_name().unwrap().to_str().unwrap();
+            file.split_once('-').is_some_and(|(_, n)| n == name)
+        })
+        .unwrap();
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs.iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect()
+}
+
 #[test]
 fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +105,10 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     ] {
         assert_eq!(ready["actors"][actor]["state"], "running", "{body}");
     }
+    // The ingest partitions the server created start at full segment size; quiet ones
+    // (here the fraud scorer's output) start small.
+    assert_eq!(segment_sizes(&data, "ingest-1"), [64 << 20]);
+    assert_eq!(segment_sizes(&data, "fraud-verdicts"), [4 << 20]);
     // The fraud scorer tails ingest-0: the bot clicks get verdicts.
     server.wait_until("verdicts", |s| {
         get(s.addr, "/metrics").is_ok_and(|(_, m)| {

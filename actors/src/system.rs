@@ -89,6 +89,14 @@ pub fn build(
 ) -> (Supervisor, Handles) {
     assert!((1..=INGEST_SHARDS_MAX).contains(&config.ingest_shards));
     let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
+    for n in 0..config.ingest_shards {
+        // Created here, before any actor can open them with a small first segment: the
+        // ingest partitions take every click and start at full segment size. A failure
+        // here is the shard actor's to report when it opens the partition itself.
+        if let Err(e) = journal.busy_partition(&ingest_partition(n)) {
+            log::warn!("journal: {}: {e}", ingest_partition(n));
+        }
+    }
     let mut sup = Supervisor::new(journal.clone(), health, config.supervisor.clone());
     for n in 0..config.ingest_shards {
         let shards = shards.clone();

@@ -7,6 +7,11 @@ use std::time::Duration;
 pub const SEGMENT_SIZE_MIN: u64 = 64 * 1024;
 /// Largest segment we accept (keeps offsets inside a segment in u32 range with headroom).
 pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
+/// A new partition's first segment (see [`JournalConfig::first_segment_size`]). Partitions
+/// that see a few records a minute (entities, payouts, verdicts) stay this small instead of
+/// each preallocating, mapping and populating a full segment: a fresh demo server had 641 MB
+/// of segment files and 690 MB resident for ten partitions at 64 MiB.
+pub const SEGMENT_SIZE_FIRST: u64 = 4 << 20;
 /// Hard ceiling on `record-size-max`.
 pub const RECORD_SIZE_MAX_CEILING: usize = 16 << 20;
 /// Hard ceiling on `partitions-max`.
@@ -22,8 +27,9 @@ const _: () = assert!(SEGMENT_SIZE_MAX % PAGE_SIZE == 0);
 /// How the journal lays out and limits its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
-    /// Bytes per segment file, preallocated. Default: 64 MiB. Bounds: 64 KiB ..= 1 GiB,
-    /// a multiple of 4 KiB.
+    /// Bytes per segment file, preallocated, once a partition has grown: its first segment
+    /// is smaller and each roll quadruples the size up to this. Default: 64 MiB. Bounds:
+    /// 64 KiB ..= 1 GiB, a multiple of 4 KiB.
     pub segment_size: u64,
     /// Largest payload of one record. Default: 1 MiB. Bounds: 1 KiB ..= 16 MiB and small
     /// enough that one record fits in an empty segment.
@@ -61,6 +67,28 @@ impl Default for JournalConfig {
 }
 
 impl JournalConfig {
+    /// Size of a new partition's first segment: [`SEGMENT_SIZE_FIRST`], or more when the
+    /// largest record needs it, and never more than `segment_size`. Each roll quadruples the
+    /// size up to `segment_size` ([`JournalConfig::next_segment_size`]).
+    pub fn first_segment_size(&self) -> u64 {
+        let biggest = crate::frame::frame_size(self.record_size_max, true) as u64
+            + crate::segment::SEGMENT_HEADER_SIZE as u64;
+        SEGMENT_SIZE_FIRST
+            .max(biggest.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .min(self.segment_size)
+    }
+
+    /// Size of the segment that follows one of `current` bytes.
+    pub fn next_segment_size(&self, current: u64) -> u64 {
+        // Four times rather than twice: a busy partition reaches full size after two rolls
+        // (4, 16, 64 MiB). A roll syncs the new header and the directory on the append path,
+        // a stall of a few milliseconds on the project VM.
+        current
+            .saturating_mul(4)
+            .max(self.first_segment_size())
+            .min(self.segment_size)
+    }
+
     /// Checks every bound and the relations between fields.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));

@@ -84,7 +84,9 @@ impl Journal {
         let lock = lock_dir(&root)?;
         let mut partitions = Vec::new();
         for (id, name, dir) in list_partitions(&root)? {
-            partitions.push(Partition::open(dir, id, name, config.clone())?);
+            // A directory left without segments (a crash as it was created) starts small.
+            let first = config.first_segment_size();
+            partitions.push(Partition::open(dir, id, name, config.clone(), first)?);
         }
         if partitions.len() > config.partitions_max {
             return Err(Error::TooManyPartitions {
@@ -114,8 +116,21 @@ impl Journal {
         &self.inner.config
     }
 
-    /// The partition named `name`, created if it does not exist yet.
+    /// The partition named `name`, created if it does not exist yet (starting with a small
+    /// segment: [`JournalConfig::first_segment_size`]).
     pub fn partition(&self, name: &str) -> Result<Partition> {
+        self.partition_starting_at(name, self.inner.config.first_segment_size())
+    }
+
+    /// Like [`Journal::partition`], but a partition created here starts at the full
+    /// `segment_size`: for partitions known to be busy from the first second (the ingest
+    /// shards), which would otherwise roll twice early on, each roll a short stall of
+    /// their appends. An existing partition is returned as it is.
+    pub fn busy_partition(&self, name: &str) -> Result<Partition> {
+        self.partition_starting_at(name, self.inner.config.segment_size)
+    }
+
+    fn partition_starting_at(&self, name: &str, first_segment: u64) -> Result<Partition> {
         if let Some(p) = self.get(name) {
             return Ok(p);
         }
@@ -143,7 +158,13 @@ impl Journal {
             .max()
             .unwrap_or(1);
         let dir = self.inner.root.join(format!("{id:05}-{name}"));
-        let p = Partition::open(dir, id, name.to_string(), self.inner.config.clone())?;
+        let p = Partition::open(
+            dir,
+            id,
+            name.to_string(),
+            self.inner.config.clone(),
+            first_segment,
+        )?;
         crate::segment::sync_dir(&self.inner.root)?;
         self.inner.partitions.write().unwrap().push(p.clone());
         Ok(p)

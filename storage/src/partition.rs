@@ -203,7 +203,15 @@ impl Partition {
     ///
     /// Recovery keeps every record up to the first torn or corrupt one and drops the rest:
     /// the bad segment's tail is zeroed and later segments are quarantined.
-    pub(crate) fn open(dir: PathBuf, id: u32, name: String, config: JournalConfig) -> Result<Self> {
+    /// Opens (recovering) or creates the partition in `dir`; a new one's first segment is
+    /// `first_segment` bytes.
+    pub(crate) fn open(
+        dir: PathBuf,
+        id: u32,
+        name: String,
+        config: JournalConfig,
+        first_segment: u64,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         remove_spares(&dir)?;
         let files = list_segments(&dir)?;
@@ -272,7 +280,7 @@ impl Partition {
             segments.push(Arc::new(seg));
         }
         if segments.is_empty() {
-            let seg = Segment::create(&dir, id, end, config.segment_size)?;
+            let seg = Segment::create(&dir, id, end, first_segment)?;
             segments.push(Arc::new(seg));
         }
         let start = segments[0].base;
@@ -751,7 +759,8 @@ impl Writer {
     }
 
     fn prepare_spare(&mut self) {
-        let (dir, size) = (self.shared.dir.clone(), self.shared.config.segment_size);
+        let dir = self.shared.dir.clone();
+        let size = self.shared.config.next_segment_size(self.seg.size());
         let spawned = std::thread::Builder::new()
             .name("journal-spare".into())
             .spawn(move || Segment::create_spare(&dir, size));
@@ -764,7 +773,9 @@ impl Writer {
         let spare = match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(spare))) => spare,
             Some(Ok(Err(e))) => return Err(e), // e.g. disk full; the next append retries
-            Some(Err(_)) | None => Segment::create_spare(&s.dir, s.config.segment_size)?,
+            Some(Err(_)) | None => {
+                Segment::create_spare(&s.dir, s.config.next_segment_size(self.seg.size()))?
+            }
         };
         let seg = spare.activate(&s.dir, s.id, self.end)?;
         self.seg.advise_sealed();

@@ -364,6 +364,11 @@ impl Segment {
         let _ = self.map.advise(Advice::Normal);
     }
 
+    /// The file's size: header and frame space.
+    pub fn size(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     /// Bytes of frame space (file size minus header).
     #[inline]
     pub fn capacity(&self) -> usize {

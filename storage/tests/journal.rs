@@ -566,3 +566,82 @@ fn background_syncs_stop_at_a_record_before_the_page_being_written_then_catch_up
     drop(w);
     journal.close().unwrap();
 }
+
+#[test]
+fn segments_start_small_and_grow_up_to_segment_size() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        segment_size: 32 * MIB,
+        record_size_max: 64 * 1024,
+        ..small_config()
+    };
+    assert_eq!(config.first_segment_size(), 4 * MIB);
+    let payload = vec![7u8; 60 * 1024];
+    let written = {
+        let j = Journal::open(dir.path(), config.clone()).unwrap();
+        let p = j.partition("p").unwrap();
+        let mut w = p.writer().unwrap();
+        // 4 + 16 + 32 MiB fill three segments; the fourth is as large as the third.
+        let n = (53 * MIB / payload.len() as u64) as usize;
+        for _ in 0..n {
+            w.append(TEST_KIND, 1, None, &payload).unwrap();
+        }
+        drop(w);
+        j.close().unwrap();
+        n
+    };
+    let sizes: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|(_, path)| std::fs::metadata(path).unwrap().len())
+        .collect();
+    assert_eq!(sizes, [4 * MIB, 16 * MIB, 32 * MIB, 32 * MIB]);
+    {
+        // A busy partition starts at full size; asking again returns it as it is.
+        let j = Journal::open(dir.path(), config.clone()).unwrap();
+        let hot = j.busy_partition("hot").unwrap();
+        assert_eq!(hot.segment_count(), 1);
+        assert_eq!(j.partition("p").unwrap().segment_count(), 4);
+        assert_eq!(j.busy_partition("p").unwrap().segment_count(), 4);
+        let mut w = hot.writer().unwrap();
+        w.append(TEST_KIND, 1, None, &payload).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let hot_dir = std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_str().unwrap().ends_with("-hot"))
+            .unwrap();
+        let seg = std::fs::read_dir(hot_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        assert_eq!(std::fs::metadata(seg).unwrap().len(), 32 * MIB);
+    }
+    // Reopened, every record reads back across segments of three sizes.
+    let j = Journal::open(dir.path(), config).unwrap();
+    let p = j.partition("p").unwrap();
+    let all = read_all(&p);
+    assert_eq!(all.len(), written);
+    assert!(all.iter().all(|r| r.payload == payload));
+    j.close().unwrap();
+
+    // The largest record fits in a new partition's first segment, however large it is.
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        segment_size: 64 * MIB,
+        record_size_max: 6 * MIB as usize,
+        ..small_config()
+    };
+    assert!(config.first_segment_size() > 6 * MIB);
+    assert!(config.first_segment_size() < 7 * MIB);
+    let j = Journal::open(dir.path(), config).unwrap();
+    let p = j.partition("big").unwrap();
+    let mut w = p.writer().unwrap();
+    w.append(TEST_KIND, 1, None, &vec![1u8; 6 << 20]).unwrap();
+    w.append(TEST_KIND, 1, None, &vec![2u8; 6 << 20]).unwrap();
+    drop(w);
+    assert_eq!(p.segment_count(), 2);
+    j.close().unwrap();
+}
