@@ -12,7 +12,6 @@ use std::time::Duration;
 
 const PAYLOAD_SIZE: usize = 128;
 const BATCH: u64 = 100_000;
-// 64 MiB segments, as in production.
 const KIND: u16 = 0x7000;
 
 fn config() -> JournalConfig {
@@ -59,8 +58,9 @@ fn appends(c: &mut Criterion) {
     });
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path(), config()).unwrap();
-    // One long-lived writer, as in the server; segment rolls are part of the cost.
-    let part = journal.partition("bench-raw").unwrap();
+    // One long-lived writer on a busy (full-segment) partition, as the server's ingest
+    // shards; segment rolls are part of the cost.
+    let part = journal.busy_partition("bench-raw").unwrap();
     let mut w = part.writer().unwrap();
     let consumer = part.consumer("bench");
     g.bench_function("journal_append", |b| {
@@ -71,7 +71,7 @@ fn appends(c: &mut Criterion) {
             retain_passed(&part, &consumer, w.end());
         })
     });
-    let part = journal.partition("bench-click").unwrap();
+    let part = journal.busy_partition("bench-click").unwrap();
     let mut w = part.writer().unwrap();
     let consumer = part.consumer("bench");
     let click = samples::click();

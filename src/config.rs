@@ -155,7 +155,8 @@ impl Default for JournalSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ActorsSection {
-    /// Ingest shards, one journal partition each. Default: 2. Bounds: 1 ..= 64.
+    /// Ingest shards, one journal partition each: shard 0 takes conversions and the records
+    /// about them, the others clicks and impressions. Default: 2. Bounds: 1 ..= 64.
     pub ingest_shards: usize,
     /// Bounded hand-off per shard; when full the edge answers 503. Default: 4096.
     /// Bounds: 1 ..= 1000000.

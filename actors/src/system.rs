@@ -64,7 +64,7 @@ impl Default for SystemConfig {
 /// What the HTTP edge holds on to from the actor system.
 #[derive(Debug, Clone)]
 pub struct Handles {
-    /// Where the edge hands clicks, impressions and conversions.
+    /// Where the edge hands clicks and impressions (shards 1..) and conversions (shard 0).
     pub ingest: IngestShards,
     /// Live counters for the stats API.
     pub stats: SharedStats,

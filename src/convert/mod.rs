@@ -1488,7 +1488,9 @@ async fn confirm_durable(conv: &Conversions, id: &str) -> Result<(), HttpRespons
         let mut index = conv.index.lock().unwrap();
         if let Some(key) = index.by_id.get(id).cloned() {
             let e = index.by_order.get_mut(&key).expect("indexed");
-            // Only the record just confirmed: the other may be at another shard's offset.
+            // Only the record just confirmed: the other one's offset may be further on (or,
+            // for a conversion recorded before every durable record went to one shard, on
+            // another shard).
             let confirmed = |st: &State| matches!(st, State::Written { shard: s, end: n } if *s == shard && *n == end);
             if confirmed(&e.state) {
                 e.state = State::Recorded;

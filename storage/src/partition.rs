@@ -199,12 +199,11 @@ fn quarantine(path: &Path, why: &str) {
 }
 
 impl Partition {
-    /// Opens (recovering) or creates the partition stored in `dir`.
+    /// Opens (recovering) or creates the partition stored in `dir`; a new one's first
+    /// segment is `first_segment` bytes.
     ///
     /// Recovery keeps every record up to the first torn or corrupt one and drops the rest:
     /// the bad segment's tail is zeroed and later segments are quarantined.
-    /// Opens (recovering) or creates the partition in `dir`; a new one's first segment is
-    /// `first_segment` bytes.
     pub(crate) fn open(
         dir: PathBuf,
         id: u32,
@@ -279,6 +278,22 @@ impl Partition {
             end = report.end;
             segments.push(Arc::new(seg));
         }
+        // An empty last segment too small for today's largest record (a quiet partition
+        // made under a smaller `record-size-max`) would refuse such a record for ever: a
+        // segment after it would get the same base. Nothing is in it; make it big enough.
+        let biggest = frame::frame_size(config.record_size_max, true);
+        if segments
+            .last()
+            .is_some_and(|s| s.base == end && s.capacity() < biggest)
+        {
+            let small = segments.pop().expect("checked");
+            std::fs::remove_file(&small.path).map_err(|e| Error::io(&small.path, e))?;
+            log::info!(
+                "journal: partition {name}: empty segment at {end} made room for record-size-max"
+            );
+            segment::sync_dir(&dir)?;
+        }
+        // With segments left, the writer's first roll makes the next one, big enough.
         if segments.is_empty() {
             let seg = Segment::create(&dir, id, end, first_segment)?;
             segments.push(Arc::new(seg));
@@ -759,8 +774,7 @@ impl Writer {
     }
 
     fn prepare_spare(&mut self) {
-        let dir = self.shared.dir.clone();
-        let size = self.shared.config.next_segment_size(self.seg.size());
+        let (dir, size) = (self.shared.dir.clone(), self.next_segment_size());
         let spawned = std::thread::Builder::new()
             .name("journal-spare".into())
             .spawn(move || Segment::create_spare(&dir, size));
@@ -768,14 +782,17 @@ impl Writer {
         self.spare = spawned.ok();
     }
 
+    /// Size of the segment after the one being written.
+    fn next_segment_size(&self) -> u64 {
+        self.shared.config.next_segment_size(self.seg.size())
+    }
+
     fn roll(&mut self) -> Result<()> {
         let s = &self.shared;
         let spare = match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(spare))) => spare,
             Some(Ok(Err(e))) => return Err(e), // e.g. disk full; the next append retries
-            Some(Err(_)) | None => {
-                Segment::create_spare(&s.dir, s.config.next_segment_size(self.seg.size()))?
-            }
+            Some(Err(_)) | None => Segment::create_spare(&s.dir, self.next_segment_size())?,
         };
         let seg = spare.activate(&s.dir, s.id, self.end)?;
         self.seg.advise_sealed();

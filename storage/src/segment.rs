@@ -1,7 +1,8 @@
 //! Segment files: one preallocated, memory-mapped file holding a run of frames.
 //!
 //! ```text
-//! file: <partition dir>/<base offset, 20 digits>.seg, exactly segment-size bytes
+//! file: <partition dir>/<base offset, 20 digits>.seg, as many bytes as its header's size
+//!       (a partition's first segment is small, later ones grow up to segment-size)
 //!
 //! offset  size  field
 //!      0     8  magic b"CTJRNL\r\n" (the CR LF catches text-mode mangling)

@@ -627,6 +627,31 @@ fn segments_start_small_and_grow_up_to_segment_size() {
     assert!(all.iter().all(|r| r.payload == payload));
     j.close().unwrap();
 
+    // A quiet partition's empty first segment, made under a smaller record-size-max, makes
+    // room when the limit is raised.
+    let dir = tempfile::tempdir().unwrap();
+    let small = JournalConfig {
+        segment_size: 64 * MIB,
+        record_size_max: 64 * 1024,
+        ..small_config()
+    };
+    let j = Journal::open(dir.path(), small).unwrap();
+    assert_eq!(j.partition("quiet").unwrap().segment_count(), 1);
+    j.close().unwrap();
+    drop(j);
+    let raised = JournalConfig {
+        segment_size: 64 * MIB,
+        record_size_max: 6 * MIB as usize,
+        ..small_config()
+    };
+    let j = Journal::open(dir.path(), raised).unwrap();
+    let p = j.partition("quiet").unwrap();
+    let mut w = p.writer().unwrap();
+    w.append(TEST_KIND, 1, None, &vec![3u8; 6 << 20]).unwrap();
+    drop(w);
+    assert_eq!(read_all(&p).len(), 1);
+    j.close().unwrap();
+
     // The largest record fits in a new partition's first segment, however large it is.
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig {

@@ -402,12 +402,17 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
         Err(e) => Outcome::Retry(format!("paypal: {e}")),
         Ok(r) if (200..300).contains(&r.status) => paypal_batch_outcome(&r.body),
         // The batch id was used: an earlier attempt of this item made a batch. Whether that
-        // one pays is in its status.
+        // one pays is in its status; without its id, only a person can tell.
         Ok(r) if r.status == 400 && duplicate_batch(&r.body).is_some() => {
-            let batch = duplicate_batch(&r.body).unwrap_or_default();
+            let Some(batch) = duplicate_batch(&r.body).flatten() else {
+                return Outcome::Refused(format!(
+                    "paypal: sender_batch_id used already, by a batch it does not name: {}",
+                    short(&r.body)
+                ));
+            };
             match fetch(
                 agent,
-                &format!("{base}/v1/payments/payouts/{}", form(&batch)),
+                &format!("{base}/v1/payments/payouts/{batch}"),
                 &[("Authorization", format!("Bearer {token}"))],
             ) {
                 Err(e) => Outcome::Retry(format!("paypal batch {batch}: {e}")),
@@ -423,12 +428,17 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
     }
 }
 
-/// A PayPal payout batch's header: accepted (`PENDING`, `PROCESSING`, `SUCCESS`: PayPal
-/// has taken the payout and pays it from the balance) or refused (`DENIED`, `CANCELED`).
-/// What happens to the item afterwards (unclaimed and returned after 30 days) is not
-/// followed.
+/// A PayPal payout batch (one item each): refused when the batch is `DENIED` or
+/// `CANCELED` or, in a looked-up batch, its item failed, was blocked, returned, refunded
+/// or reversed; otherwise accepted (`PENDING`, `PROCESSING`, `SUCCESS`: PayPal has taken
+/// the payout and pays it from the balance). A batch denied or an item failed after that
+/// first answer is not followed.
 fn paypal_batch_outcome(body: &Value) -> Outcome {
     let header = &body["batch_header"];
+    let item = body["items"][0]["transaction_status"].as_str();
+    if let Some(s @ ("FAILED" | "BLOCKED" | "RETURNED" | "REFUNDED" | "REVERSED")) = item {
+        return Outcome::Refused(format!("paypal item {s}: {}", short(body)));
+    }
     match (
         header["payout_batch_id"].as_str(),
         header["batch_status"].as_str(),
@@ -441,8 +451,9 @@ fn paypal_batch_outcome(body: &Value) -> Outcome {
     }
 }
 
-/// The earlier payout's id when PayPal says the `sender_batch_id` was used already.
-fn duplicate_batch(body: &Value) -> Option<String> {
+/// `Some` when PayPal says the `sender_batch_id` was used already, with the earlier batch's
+/// id when its link names one (`.../payouts/<id>`, letters, digits, `-` or `_`).
+fn duplicate_batch(body: &Value) -> Option<Option<String>> {
     let d = body["details"].as_array()?.iter().find(|d| {
         d["field"]
             .as_str()
@@ -452,11 +463,16 @@ fn duplicate_batch(body: &Value) -> Option<String> {
         .as_array()
         .and_then(|l| l.first())
         .and_then(|l| l["href"].as_str());
-    Some(
-        href.and_then(|h| h.rsplit('/').next())
-            .unwrap_or("duplicate")
-            .to_string(),
-    )
+    let id = href
+        .map(|h| h.split(['?', '#']).next().unwrap_or(h))
+        .and_then(|h| h.split('/').skip_while(|seg| *seg != "payouts").nth(1))
+        .filter(|id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    Some(id.map(str::to_string))
 }
 
 fn wise(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) -> Outcome {
@@ -543,7 +559,9 @@ fn wise_transfer_outcome(
             Some("processing" | "funds_converted" | "outgoing_payment_sent") => {
                 Outcome::Paid(transfer.to_string())
             }
-            Some(s @ ("cancelled" | "funds_refunded" | "bounced_back" | "charged_back")) => {
+            // Ended without paying. (`bounced_back` is on its way to one of these, and may
+            // still be sent again: asked again later, like any state in between.)
+            Some(s @ ("cancelled" | "funds_refunded")) => {
                 Outcome::Refused(format!("wise transfer {transfer} is {s}"))
             }
             _ => Outcome::Retry(format!("wise transfer {transfer}: {}", short(&r.body))),
@@ -596,5 +614,67 @@ mod tests {
         assert!(ProviderKind::Paypal.check_account("nobody").is_err());
         assert!(ProviderKind::Wise.check_account("12345").is_ok());
         assert!(ProviderKind::Wise.check_account("12a").is_err());
+    }
+
+    #[test]
+    fn paypal_answers_map_to_outcomes() {
+        use serde_json::json;
+        let dup = |href: Option<&str>| {
+            let link = href.map_or(json!([]), |h| json!([{"href": h, "rel": "self"}]));
+            duplicate_batch(&json!({"details": [{"field": "SENDER_BATCH_ID", "link": link}]}))
+        };
+        let batch = "https://api-m.paypal.com/v1/payments/payouts/PB12_x-Y";
+        assert_eq!(dup(Some(batch)), Some(Some("PB12_x-Y".into())));
+        assert_eq!(
+            dup(Some(&format!("{batch}?fields=x"))),
+            Some(Some("PB12_x-Y".into()))
+        );
+        assert_eq!(
+            dup(Some(&format!("{batch}/"))),
+            Some(Some("PB12_x-Y".into()))
+        );
+        // No link, no id after `payouts`, or one that is not a plain id: used, batch unknown.
+        assert_eq!(dup(None), Some(None));
+        assert_eq!(
+            dup(Some("https://api-m.paypal.com/v1/payments/payouts/")),
+            Some(None)
+        );
+        assert_eq!(
+            dup(Some("https://x/v1/payments/payouts/a%2F..")),
+            Some(None)
+        );
+        assert_eq!(
+            duplicate_batch(&json!({"details": [{"field": "amount"}]})),
+            None
+        );
+
+        let answer = |batch: &str, item: Option<&str>| {
+            let mut v = json!({"batch_header": {"payout_batch_id": "PB1", "batch_status": batch}});
+            if let Some(i) = item {
+                v["items"] = json!([{"transaction_status": i}]);
+            }
+            paypal_batch_outcome(&v)
+        };
+        for s in ["PENDING", "PROCESSING", "SUCCESS"] {
+            assert_eq!(answer(s, None), Outcome::Paid("PB1".into()), "{s}");
+        }
+        assert_eq!(
+            answer("SUCCESS", Some("UNCLAIMED")),
+            Outcome::Paid("PB1".into())
+        );
+        for s in ["DENIED", "CANCELED"] {
+            assert!(matches!(answer(s, None), Outcome::Refused(_)), "{s}");
+        }
+        for i in ["FAILED", "BLOCKED", "RETURNED", "REFUNDED", "REVERSED"] {
+            assert!(
+                matches!(answer("SUCCESS", Some(i)), Outcome::Refused(_)),
+                "{i}"
+            );
+        }
+        assert!(matches!(answer("WHATEVER", None), Outcome::Retry(_)));
+        assert!(matches!(
+            paypal_batch_outcome(&json!({})),
+            Outcome::Retry(_)
+        ));
     }
 }
