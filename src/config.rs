@@ -481,6 +481,8 @@ impl PayoutsSection {
             timeout: Duration::from_millis(self.timeout_ms),
             backoff_initial: Duration::from_millis(self.backoff_initial_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
+            // Read from the data directory when the server starts (`server::installation_id`).
+            installation_id: String::new(),
         })
     }
 }

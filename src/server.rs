@@ -33,6 +33,45 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+/// File in the data directory holding the installation id.
+pub const INSTALLATION_ID_FILE: &str = "installation-id";
+
+/// This data directory's installation id (see `PayoutConfig::installation_id`): read from
+/// [`INSTALLATION_ID_FILE`], or made on first start: 16 random hex digits for a new data
+/// directory, empty for one that already recorded payout items (their keys must not
+/// change under an in-flight retry). Written durably before any payout can be tried.
+pub fn installation_id(data_dir: &std::path::Path, journal: &Journal) -> anyhow::Result<String> {
+    let path = data_dir.join(INSTALLATION_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            anyhow::ensure!(
+                id.is_empty() || (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{} must hold 16 hex digits (or nothing), not {id:?}",
+                path.display()
+            );
+            return Ok(id.to_string());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let paid_before = journal
+        .get(clicktrail_actors::system::PAYOUTS)
+        .is_some_and(|p| p.end() > 0);
+    let id = if paid_before {
+        String::new()
+    } else {
+        format!("{:016x}", fastrand::u64(..))
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(run(config))
@@ -58,11 +97,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot record configured {what}"))?;
     }
     let health = Health::default();
+    let mut system_config = config.system_config();
+    system_config.payouts.installation_id = installation_id(&data_dir, &journal)?;
     let (supervisor, handles) = system::build(
         journal.clone(),
         health.clone(),
         store.clone(),
-        &config.system_config(),
+        &system_config,
     );
     let metrics = Arc::new(Metrics::default());
     let edge = web::Data::new(Edge::new(
@@ -346,4 +387,41 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+#[cfg(test)]
+mod installation_tests {
+    use super::*;
+    use clicktrail_storage::JournalConfig;
+
+    #[test]
+    fn installation_ids_are_made_once_and_empty_where_payouts_came_before_them() {
+        // A new data directory gets 16 random hex digits, kept across restarts.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalConfig::default()).unwrap();
+        let id = installation_id(dir.path(), &journal).unwrap();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(installation_id(dir.path(), &journal).unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        let j2 = Journal::open(other.path(), JournalConfig::default()).unwrap();
+        assert_ne!(installation_id(other.path(), &j2).unwrap(), id);
+
+        // One that recorded payout items before ids existed keeps the bare item ids.
+        let old = tempfile::tempdir().unwrap();
+        let j3 = Journal::open(old.path(), JournalConfig::default()).unwrap();
+        let mut w = j3
+            .partition(clicktrail_actors::system::PAYOUTS)
+            .unwrap()
+            .writer()
+            .unwrap();
+        w.append(0x7000, 1, None, &[0u8; 8]).unwrap();
+        drop(w);
+        assert_eq!(installation_id(old.path(), &j3).unwrap(), "");
+        assert_eq!(installation_id(old.path(), &j3).unwrap(), "");
+
+        // A damaged file stops the server rather than changing the keys.
+        std::fs::write(dir.path().join(INSTALLATION_ID_FILE), "xyz\n").unwrap();
+        assert!(installation_id(dir.path(), &journal).is_err());
+    }
 }

@@ -645,7 +645,13 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
     assert_eq!(f["amount"], "1470");
     assert_eq!(f["currency"], "eur");
     assert_eq!(f["destination"], "acct_1Partner");
-    assert_eq!(f["metadata[item_id]"], *keys.iter().next().unwrap());
+    // The key is this installation's id, then the item id.
+    let key = keys.iter().next().unwrap();
+    let installation = std::fs::read_to_string(data.join("installation-id")).unwrap();
+    assert_eq!(
+        *key,
+        format!("{}-{}", installation.trim(), f["metadata[item_id]"])
+    );
     let si = it.iter().find(|i| i["provider"] == "stripe").unwrap();
     assert_eq!(
         (si["gross"].as_str(), si["fee"].as_str(), si["net"].as_str()),
@@ -1135,4 +1141,50 @@ fn a_cancelled_wise_transfer_or_a_denied_paypal_batch_is_not_taken_as_paid() {
         w["paid_minor"] == 0 && w["approved_minor"] == 1200
     });
     assert_eq!(balance(&a, addr, P_PAYPAL)["paid_minor"], 0);
+}
+
+#[test]
+fn two_installations_paying_through_one_account_never_share_idempotency_keys() {
+    let (stripe, paypal, wise) = (Provider::start(), Provider::start(), Provider::start());
+    // Two data directories with the same configuration, so the same item ids: a wiped
+    // and restarted server, or a second program paying through the same accounts. A
+    // shared key would make each provider hand back the first payment, and the second
+    // installation would count it as paid with nothing paid.
+    let mut keys = Vec::new();
+    for install in ["one", "two"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &stripe, &paypal, &wise, &[]);
+        let data = dir.path().join(install);
+        let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+        let (a, addr) = (agent(), server.addr);
+        sale(&a, addr, "LS", "o-1", "100.00");
+        sale(&a, addr, "LP", "o-2", "80.00");
+        sale(&a, addr, "LW", "o-3", "120.00");
+        wait_for("approved", 20, || {
+            balance(&a, addr, P_WISE)["approved_minor"] == 1200
+        });
+        let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+        assert_eq!(s, 202);
+        wait_for("paid", 20, || {
+            let it = items(&a, addr);
+            it.len() == 3 && it.iter().all(|i| i["status"] == "paid")
+        });
+        let id = std::fs::read_to_string(data.join("installation-id")).unwrap();
+        assert_eq!(id.trim().len(), 16, "{id:?}");
+        keys.push(id);
+    }
+    assert_ne!(keys[0], keys[1]);
+    for (name, p) in [("stripe", &stripe), ("paypal", &paypal), ("wise", &wise)] {
+        assert_eq!(p.made().len(), 2, "{name}: one payment per installation");
+    }
+    assert_eq!(wise.state.lock().unwrap().funded.len(), 2);
+    let stripe_keys: std::collections::BTreeSet<_> = stripe
+        .seen("/v1/transfers")
+        .iter()
+        .map(|s| s.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(stripe_keys.len(), 2);
+    assert!(stripe_keys
+        .iter()
+        .all(|k| keys.iter().any(|i| k.starts_with(i.trim()))));
 }

@@ -129,6 +129,24 @@ pub struct PayoutConfig {
     pub timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// This installation's id, put before the item id in every provider idempotency key,
+    /// so two installations paying through one provider account (or one whose data
+    /// directory was wiped) never share a key: a shared key makes the provider return the
+    /// other payment, which would count as paid with nothing paid. Empty for data
+    /// directories that held payouts before installation ids existed, so their in-flight
+    /// items keep the keys they were first tried with.
+    pub installation_id: String,
+}
+
+impl PayoutConfig {
+    /// The idempotency key of every provider call for `item_id`.
+    pub fn idempotency_key(&self, item_id: &str) -> String {
+        if self.installation_id.is_empty() {
+            item_id.to_string()
+        } else {
+            format!("{}-{item_id}", self.installation_id)
+        }
+    }
 }
 
 impl Default for PayoutConfig {
@@ -142,6 +160,7 @@ impl Default for PayoutConfig {
             timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
+            installation_id: String::new(),
         }
     }
 }
@@ -710,6 +729,7 @@ impl Engine {
                 &pc,
                 &Payment {
                     item_id: &v.item_id,
+                    key: &self.config.idempotency_key(&v.item_id),
                     batch_id: &v.batch_id,
                     affiliate_id: &v.affiliate_id,
                     destination: &v.destination,

@@ -154,6 +154,9 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Payment<'a> {
     pub item_id: &'a str,
+    /// The idempotency key of every call for this item (see
+    /// [`super::PayoutConfig::idempotency_key`]).
+    pub key: &'a str,
     pub batch_id: &'a str,
     pub affiliate_id: &'a str,
     pub destination: &'a str,
@@ -333,7 +336,7 @@ fn stripe(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
     .join("&");
     let headers = [
         ("Authorization", format!("Bearer {}", c.credentials)),
-        ("Idempotency-Key", p.item_id.to_string()),
+        ("Idempotency-Key", p.key.to_string()),
     ];
     match send(
         agent,
@@ -377,7 +380,7 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
     };
     let body = serde_json::json!({
         "sender_batch_header": {
-            "sender_batch_id": p.item_id,
+            "sender_batch_id": p.key,
             "email_subject": "You have a payout",
             "recipient_type": "EMAIL",
         },
@@ -385,7 +388,7 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
             "recipient_type": "EMAIL",
             "amount": { "value": decimal(&p.net), "currency": p.net.currency.as_str() },
             "receiver": p.destination,
-            "sender_item_id": p.item_id,
+            "sender_item_id": p.key,
             "note": format!("clicktrail payout {}", p.item_id),
         }],
     });
@@ -394,7 +397,7 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
         &format!("{base}/v1/payments/payouts"),
         &[
             ("Authorization", format!("Bearer {token}")),
-            ("PayPal-Request-Id", p.item_id.to_string()),
+            ("PayPal-Request-Id", p.key.to_string()),
         ],
         "application/json",
         body.to_string(),
@@ -501,7 +504,7 @@ fn wise(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) ->
     let transfer_body = serde_json::json!({
         "targetAccount": p.destination.parse::<u64>().unwrap_or(0),
         "quoteUuid": quote,
-        "customerTransactionId": uuid_for(p.item_id),
+        "customerTransactionId": uuid_for(p.key),
         "details": { "reference": format!("payout {}", p.batch_id) },
     });
     let transfer = match send(
