@@ -388,7 +388,8 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
             "recipient_type": "EMAIL",
             "amount": { "value": decimal(&p.net), "currency": p.net.currency.as_str() },
             "receiver": p.destination,
-            "sender_item_id": p.key,
+            // 36 characters however long the affiliate id (PayPal bounds this field), stable.
+            "sender_item_id": uuid_for(p.key),
             "note": format!("clicktrail payout {}", p.item_id),
         }],
     });
