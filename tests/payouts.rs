@@ -43,7 +43,8 @@ struct ProviderState {
     cancel_transfers: bool,
     /// Wise: stall the answer to the first funding request this long (after funding).
     stall_first_funding: Option<Duration>,
-    /// PayPal: the status new payout batches get (`PENDING` when unset).
+    /// PayPal: the status of every batch (otherwise `PENDING` when made and `SUCCESS` when
+    /// looked up, as PayPal settles it meanwhile).
     batch_status: Option<&'static str>,
     /// Stall the first payment request this long (after making the payment).
     stall_first: Option<Duration>,
@@ -283,7 +284,7 @@ impl Provider {
                 (404, json!({"errors": [{"code": "transfer.not-found"}]}))
             }
         } else if let Some(batch) = path.strip_prefix("/v1/payments/payouts/") {
-            let status = st.batch_status.unwrap_or("PENDING");
+            let status = st.batch_status.unwrap_or("SUCCESS");
             if st.made.values().any(|(b, _)| b == batch) {
                 (
                     200,
@@ -666,8 +667,11 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
         "Basic cHAtY2xpZW50OnBwLXNlY3JldA=="
     );
     assert_eq!(token[0].body, "grant_type=client_credentials");
+    // 503; then PENDING (not settled: asked again); then the used sender_batch_id, whose
+    // batch is looked up and found SUCCESS.
     let payouts = paypal.seen("/v1/payments/payouts");
-    assert!(payouts.len() >= 2);
+    assert!(payouts.len() >= 3, "{}", payouts.len());
+    assert_eq!(paypal.seen("/v1/payments/payouts/PB0").len(), 1);
     let made = paypal.made();
     assert_eq!(made.len(), 1);
     let (_, body) = made.values().next().unwrap();

@@ -396,10 +396,10 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
     match send(
         agent,
         &format!("{base}/v1/payments/payouts"),
-        &[
-            ("Authorization", format!("Bearer {token}")),
-            ("PayPal-Request-Id", p.key.to_string()),
-        ],
+        // No `PayPal-Request-Id`: PayPal would answer a retry with the first answer (often
+        // `PENDING`) for 30 days. The used `sender_batch_id` makes it answer 400 with a
+        // link to the batch instead, whose status then settles the item.
+        &[("Authorization", format!("Bearer {token}"))],
         "application/json",
         body.to_string(),
     ) {
@@ -432,11 +432,12 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
     }
 }
 
-/// A PayPal payout batch (one item each): refused when the batch is `DENIED` or
-/// `CANCELED` or, in a looked-up batch, its item failed, was blocked, returned, refunded
-/// or reversed; otherwise accepted (`PENDING`, `PROCESSING`, `SUCCESS`: PayPal has taken
-/// the payout and pays it from the balance). A batch denied or an item failed after that
-/// first answer is not followed.
+/// A PayPal payout batch (one item each): paid once the batch is `SUCCESS`; refused when
+/// it is `DENIED` or `CANCELED`, or its item failed, was blocked, returned, refunded or
+/// reversed; `PENDING` or `PROCESSING` is not settled yet: the item is tried again (with
+/// its backoff), which finds the batch through its `sender_batch_id` and asks its status.
+/// An item `UNCLAIMED` in a `SUCCESS` batch counts as paid; its return 30 days later, if
+/// the receiver never claims it, is not followed.
 fn paypal_batch_outcome(body: &Value) -> Outcome {
     let header = &body["batch_header"];
     let item = body["items"][0]["transaction_status"].as_str();
@@ -450,7 +451,10 @@ fn paypal_batch_outcome(body: &Value) -> Outcome {
         (Some(_), Some(s @ ("DENIED" | "CANCELED"))) => {
             Outcome::Refused(format!("paypal batch {s}: {}", short(body)))
         }
-        (Some(id), Some("PENDING" | "PROCESSING" | "SUCCESS")) => Outcome::Paid(id.to_string()),
+        (Some(id), Some("SUCCESS")) => Outcome::Paid(id.to_string()),
+        (Some(id), Some(s @ ("PENDING" | "PROCESSING"))) => {
+            Outcome::Retry(format!("paypal batch {id} is {s}: not settled yet"))
+        }
         _ => Outcome::Retry(format!("paypal: unclear batch {}", short(body))),
     }
 }
@@ -659,8 +663,9 @@ mod tests {
             }
             paypal_batch_outcome(&v)
         };
-        for s in ["PENDING", "PROCESSING", "SUCCESS"] {
-            assert_eq!(answer(s, None), Outcome::Paid("PB1".into()), "{s}");
+        assert_eq!(answer("SUCCESS", None), Outcome::Paid("PB1".into()));
+        for s in ["PENDING", "PROCESSING"] {
+            assert!(matches!(answer(s, None), Outcome::Retry(_)), "{s}");
         }
         assert_eq!(
             answer("SUCCESS", Some("UNCLAIMED")),
