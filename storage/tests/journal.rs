@@ -248,21 +248,39 @@ fn model_based_random_actions() {
 
 #[test]
 fn concurrent_writer_and_tailing_readers() {
+    let segments = tail_while_writing(small_config(), 50_000, 200);
+    assert!(segments.len() > 10, "the test must cross segment rolls");
+}
+
+#[test]
+fn tailing_readers_cross_segments_that_grow() {
+    const MIB: u64 = 1 << 20;
+    let config = JournalConfig {
+        segment_size: 64 * MIB,
+        ..small_config()
+    };
+    // About 32 MiB: the first segment (4 MiB), the second (16), into the third (64).
+    let segments = tail_while_writing(config, 8_000, 8_000);
+    assert_eq!(segments, [4 * MIB, 16 * MIB, 64 * MIB]);
+}
+
+/// Writes `n` records (8 to 8 + `spread` bytes) while three readers tail the partition and
+/// check every record in order; returns the sizes of the segment files.
+fn tail_while_writing(config: JournalConfig, n: u64, spread: u64) -> Vec<u64> {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(dir.path(), small_config()).unwrap();
+    let journal = Journal::open(dir.path(), config).unwrap();
     let part = journal.partition("clicks-0").unwrap();
-    const N: u64 = 50_000;
     let readers: Vec<_> = (0..3)
         .map(|i| {
             let mut r = part.reader().unwrap();
             std::thread::spawn(move || {
                 let mut seen = 0u64;
-                while seen < N {
+                while seen < n {
                     match r.next().unwrap() {
                         Some(rec) => {
-                            let n = u64::from_le_bytes(rec.payload[..8].try_into().unwrap());
-                            assert_eq!(n, seen, "reader {i} out of order");
-                            assert!(rec.payload[8..].iter().all(|b| *b == n as u8));
+                            let k = u64::from_le_bytes(rec.payload[..8].try_into().unwrap());
+                            assert_eq!(k, seen, "reader {i} out of order");
+                            assert!(rec.payload[8..].iter().all(|b| *b == k as u8));
                             seen += 1;
                         }
                         None => assert!(r.wait(Duration::from_secs(10)), "reader {i} starved"),
@@ -273,23 +291,23 @@ fn concurrent_writer_and_tailing_readers() {
         })
         .collect();
     let mut w = part.writer().unwrap();
-    for n in 0..N {
-        let mut payload = vec![n as u8; 8 + (n % 200) as usize];
-        payload[..8].copy_from_slice(&n.to_le_bytes());
+    for k in 0..n {
+        let mut payload = vec![k as u8; 8 + (k % spread) as usize];
+        payload[..8].copy_from_slice(&k.to_le_bytes());
         w.append(TEST_KIND, 1, None, &payload).unwrap();
-        if n % 5000 == 0 {
+        if k % (n / 10) == 0 {
             std::thread::sleep(Duration::from_millis(2)); // let readers catch up and sleep
         }
     }
     for r in readers {
         r.join().unwrap();
     }
-    assert!(
-        part.segment_count() > 10,
-        "the test must cross segment rolls"
-    );
     drop(w);
     journal.close().unwrap();
+    segment_files(dir.path())
+        .iter()
+        .map(|(_, path)| std::fs::metadata(path).unwrap().len())
+        .collect()
 }
 
 /// A tiny executor for the async waits: parks the thread until woken.
