@@ -63,11 +63,7 @@ pub fn installation_id(data_dir: &std::path::Path, journal: &Journal) -> anyhow:
     } else {
         format!("{:016x}", fastrand::u64(..))
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{id}\n"))
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+    clicktrail_storage::segment::replace_file(&path, format!("{id}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
 }

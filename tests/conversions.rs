@@ -8,7 +8,7 @@ use clicktrail_storage::schema::{
     self, Click, Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange,
     MatchKind,
 };
-use clicktrail_storage::{Event, Journal, JournalConfig, RecordExt};
+use clicktrail_storage::{Event, Journal, JournalConfig, Record, RecordExt};
 use common::{agent, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,43 +91,41 @@ fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Record kinds in each ingest partition (read with the server stopped).
-fn kinds_by_partition(data: &Path) -> BTreeMap<String, BTreeSet<u16>> {
+/// Calls `f(partition name, record)` for every record of every ingest partition (read
+/// with the server stopped).
+fn each_ingest_record(data: &Path, mut f: impl FnMut(&str, &Record<'_>)) {
     let j = Journal::open(data, JournalConfig::default()).unwrap();
-    let mut out = BTreeMap::new();
     for p in j
         .partitions()
         .iter()
         .filter(|p| p.name().starts_with("ingest-"))
     {
-        let kinds: &mut BTreeSet<u16> = out.entry(p.name().to_string()).or_default();
         let mut r = p.reader().unwrap();
         while let Some(rec) = r.next().unwrap() {
-            kinds.insert(rec.kind);
+            f(p.name(), &rec);
         }
     }
     j.close().unwrap();
+}
+
+/// Record kinds in each ingest partition.
+fn kinds_by_partition(data: &Path) -> BTreeMap<String, BTreeSet<u16>> {
+    let mut out: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    each_ingest_record(data, |p, rec| {
+        out.entry(p.to_string()).or_default().insert(rec.kind);
+    });
     out
 }
 
 fn conversions(data: &Path) -> (Vec<Conversion>, Vec<ConversionReversalV3>) {
-    let j = Journal::open(data, JournalConfig::default()).unwrap();
     let (mut cs, mut rs) = (Vec::new(), Vec::new());
-    for p in j
-        .partitions()
-        .iter()
-        .filter(|p| p.name().starts_with("ingest-"))
-    {
-        let mut r = p.reader().unwrap();
-        while let Some(rec) = r.next().unwrap() {
-            if let Some(c) = rec.to_owned_event::<Conversion>() {
-                cs.push(c);
-            } else if let Some(rv) = schema::reversal(&rec) {
-                rs.push(rv);
-            }
+    each_ingest_record(data, |_, rec| {
+        if let Some(c) = rec.to_owned_event::<Conversion>() {
+            cs.push(c);
+        } else if let Some(rv) = schema::reversal(rec) {
+            rs.push(rv);
         }
-    }
-    j.close().unwrap();
+    });
     (cs, rs)
 }
 
@@ -753,21 +751,10 @@ fn conversions_are_approved_or_rejected_once_with_who_and_why() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
 
-    let j = Journal::open(&data, JournalConfig::default()).unwrap();
     let mut changes = Vec::new();
-    for p in j
-        .partitions()
-        .iter()
-        .filter(|p| p.name().starts_with("ingest-"))
-    {
-        let mut r = p.reader().unwrap();
-        while let Some(rec) = r.next().unwrap() {
-            if let Some(c) = rec.to_owned_event::<ConversionStatusChange>() {
-                changes.push(c);
-            }
-        }
-    }
-    j.close().unwrap();
+    each_ingest_record(&data, |_, rec| {
+        changes.extend(rec.to_owned_event::<ConversionStatusChange>());
+    });
     changes.sort_by_key(|c| c.at_us);
     assert_eq!(
         changes.len(),

@@ -566,13 +566,7 @@ impl Partition {
             .iter()
             .map(|(n, p)| format!("{n} {}\n", p.load(Ordering::Acquire)))
             .collect();
-        let path = self.shared.dir.join(CONSUMERS_FILE);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(&path, e))?;
-        segment::sync_dir(&self.shared.dir)
+        segment::replace_file(&self.shared.dir.join(CONSUMERS_FILE), text.as_bytes())
     }
 
     /// Keeps every segment of this partition whatever its consumers have read (for

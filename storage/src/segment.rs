@@ -183,6 +183,21 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
+/// Replaces the file at `path` with `bytes` so that a crash or power loss leaves either
+/// the old file or the new one: written to `<path>.tmp`, synced, renamed over `path`, and
+/// the directory synced.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(path, e))?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
 /// Fsyncs a directory so that a created, renamed or removed file name survives power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

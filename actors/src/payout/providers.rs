@@ -253,13 +253,24 @@ fn send(
     reply(req.send(body))
 }
 
-/// A GET with `headers` (a status lookup).
-fn fetch(agent: &ureq::Agent, url: &str, headers: &[(&str, String)]) -> Result<Reply, String> {
+/// A status lookup: GETs `url` and lets `decide` read the JSON of a 200; anything else
+/// (no answer, another status) says nothing yet, so the item is tried again.
+fn look_up(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, String)],
+    what: &str,
+    decide: impl FnOnce(&Value) -> Outcome,
+) -> Outcome {
     let mut req = agent.get(url);
     for (k, v) in headers {
         req = req.header(*k, v.as_str());
     }
-    reply(req.call())
+    match reply(req.call()) {
+        Err(e) => Outcome::Retry(format!("{what}: {e}")),
+        Ok(r) if r.status == 200 => decide(&r.body),
+        Ok(r) => Outcome::Retry(format!("{what}: {} {}", r.status, short(&r.body))),
+    }
 }
 
 /// Status and JSON body (`Null` when it is not JSON) of an answer, read up to 1 MiB.
@@ -407,27 +418,20 @@ fn paypal(agent: &ureq::Agent, base: &str, c: &ProviderConfig, p: &Payment<'_>) 
         Ok(r) if (200..300).contains(&r.status) => paypal_batch_outcome(&r.body),
         // The batch id was used: an earlier attempt of this item made a batch. Whether that
         // one pays is in its status; without its id, only a person can tell.
-        Ok(r) if r.status == 400 && duplicate_batch(&r.body).is_some() => {
-            let Some(batch) = duplicate_batch(&r.body).flatten() else {
-                return Outcome::Refused(format!(
-                    "paypal: sender_batch_id used already, by a batch it does not name: {}",
-                    short(&r.body)
-                ));
-            };
-            match fetch(
+        Ok(r) if r.status == 400 => match duplicate_batch(&r.body) {
+            None => failure("paypal", r.status, &r.body),
+            Some(None) => Outcome::Refused(format!(
+                "paypal: sender_batch_id used already, by a batch it does not name: {}",
+                short(&r.body)
+            )),
+            Some(Some(batch)) => look_up(
                 agent,
                 &format!("{base}/v1/payments/payouts/{batch}"),
                 &[("Authorization", format!("Bearer {token}"))],
-            ) {
-                Err(e) => Outcome::Retry(format!("paypal batch {batch}: {e}")),
-                Ok(r) if r.status == 200 => paypal_batch_outcome(&r.body),
-                Ok(r) => Outcome::Retry(format!(
-                    "paypal batch {batch}: {} {}",
-                    r.status,
-                    short(&r.body)
-                )),
-            }
-        }
+                &format!("paypal batch {batch}"),
+                paypal_batch_outcome,
+            ),
+        },
         Ok(r) => failure("paypal", r.status, &r.body),
     }
 }
@@ -561,25 +565,21 @@ fn wise_transfer_outcome(
     auth: &[(&str, String)],
     transfer: u64,
 ) -> Outcome {
-    match fetch(agent, &format!("{base}/v1/transfers/{transfer}"), auth) {
-        Err(e) => Outcome::Retry(format!("wise transfer {transfer}: {e}")),
-        Ok(r) if r.status == 200 => match r.body["status"].as_str() {
+    let what = format!("wise transfer {transfer}");
+    let url = format!("{base}/v1/transfers/{transfer}");
+    look_up(agent, &url, auth, &what, |body| {
+        match body["status"].as_str() {
             Some("processing" | "funds_converted" | "outgoing_payment_sent") => {
                 Outcome::Paid(transfer.to_string())
             }
             // Ended without paying. (`bounced_back` is on its way to one of these, and may
             // still be sent again: asked again later, like any state in between.)
             Some(s @ ("cancelled" | "funds_refunded")) => {
-                Outcome::Refused(format!("wise transfer {transfer} is {s}"))
+                Outcome::Refused(format!("{what} is {s}"))
             }
-            _ => Outcome::Retry(format!("wise transfer {transfer}: {}", short(&r.body))),
-        },
-        Ok(r) => Outcome::Retry(format!(
-            "wise transfer {transfer}: {} {}",
-            r.status,
-            short(&r.body)
-        )),
-    }
+            _ => Outcome::Retry(format!("{what}: {}", short(body))),
+        }
+    })
 }
 
 /// Fee and net for paying `gross` through `c`.
