@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The README's benchmark table, in one run on this machine (generator on the same box):
 #
-#   1. closed loop, 64 connections, 2 threads: the bare may_minihttp static-302 baseline
-#      and clicktrail's full click path, each driven by wrk and by clicktrail-load with the
-#      same request (scenario wrk-clicks), so both tools are compared on both servers;
+#   1. closed loop, 64 connections, 2 threads: the bare may_minihttp static-302 baseline,
+#      the actix-web floor (benches/actix_floor: clicktrail's framework and server set-up
+#      answering a static 302, no click work) and clicktrail's full click path, each driven
+#      by wrk and by clicktrail-load with the same request (scenario wrk-clicks), so both
+#      tools are compared on every server;
 #   2. open loop at 10k, 20k and 40k clicks/s with realistic browser clicks (scenario
 #      clicks): corrected p50/p99/p99.9, and the server's own redirect histogram over the
 #      same run (the independent measurement: server time without queueing);
@@ -19,6 +21,7 @@ secs=${1:-10}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release --bin clicktrail -q && cargo build --release -p clicktrail-load -q
 (cd benches/baseline && cargo build --release -q)
+(cd benches/actix_floor && cargo build --release -q)
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -28,14 +31,17 @@ wait_ready() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1
 
 benches/baseline/target/release/clicktrail-baseline 127.0.0.1:18090 2>/dev/null &
 pids+=($!)
+benches/actix_floor/target/release/clicktrail-actix-floor 127.0.0.1:18092 &
+pids+=($!)
 sed 's/^listen = .*/listen = "127.0.0.1:18091"/' config/demo.toml > "$work/ct.toml"
 RUST_LOG=warn target/release/clicktrail serve --config "$work/ct.toml" --data-dir "$work/data" &
 pids+=($!)
 wait_ready 18090 /
+wait_ready 18092 /c/demo
 wait_ready 18091 /readyz
 
 url='/c/demo?sub1=bench&utm_source=wrk'
-for server in 18090 18091; do
+for server in 18090 18092 18091; do
   wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$server$url" > "$work/wrk-$server.txt"
   $load --target "http://127.0.0.1:$server" --max --duration "${secs}s" --warmup 1s \
     --connections 64 --threads 2 --scenario wrk-clicks --quiet --json "$work/max-$server.json" > /dev/null
@@ -90,12 +96,16 @@ def lat(d, kind="all", corr="corrected"):
     return d["latency_us"][kind][corr]
 print()
 b_wrk, c_wrk = wrk_rps("wrk-18090.txt"), wrk_rps("wrk-18091.txt")
+f_wrk, f_ld = wrk_rps("wrk-18092.txt"), j("max-18092")["achieved_rate"]
 b_ld, c_ld = j("max-18090")["achieved_rate"], j("max-18091")["achieved_rate"]
 print("| closed loop, 64 connections, 2 threads | wrk | clicktrail-load |")
 print("|---|---|---|")
 print(f"| bare baseline (may_minihttp static 302) | {b_wrk:,.0f}/s | {b_ld:,.0f}/s |")
+print(f"| actix-web floor (static 302, no click work) | {f_wrk:,.0f}/s | {f_ld:,.0f}/s |")
 print(f"| clicktrail `GET /c/demo` (full click path) | {c_wrk:,.0f}/s | {c_ld:,.0f}/s |")
 print(f"| ratio clicktrail / baseline | {c_wrk / b_wrk:.0%} | {c_ld / b_ld:.0%} |")
+print(f"| ratio actix-web floor / baseline | {f_wrk / b_wrk:.0%} | {f_ld / b_ld:.0%} |")
+print(f"| ratio clicktrail / actix-web floor | {c_wrk / f_wrk:.0%} | {c_ld / f_ld:.0%} |")
 print(f"| clicktrail-load / wrk on the baseline | | {b_ld / b_wrk:.2f}x |")
 print()
 print("| open loop, browser clicks | achieved | p50 | p99 | p99.9 | max | late sends | server p99 (own histogram) |")
