@@ -494,12 +494,19 @@ pub struct ConversionsSection {
     /// How far back a fingerprint match may reach; shorter than cookie windows because a
     /// fingerprint is a weaker signal. Default: 24. Bounds: 1 ..= 720.
     pub fingerprint_window_hours: u64,
+    /// Most clicks the recent-click index keeps in memory (about 300 bytes each).
+    /// Fingerprint matches and the `{sub1}`..`{sub5}` of postbacks reach back this many
+    /// clicks, whatever the windows say: 200,000 clicks is 33 minutes at 100 clicks/s.
+    /// `/metrics` shows how far back the index reaches
+    /// (`clicktrail_click_index_span_seconds`). Default: 200000. Bounds: 1000 ..= 50000000.
+    pub click_index_max: usize,
 }
 
 impl Default for ConversionsSection {
     fn default() -> Self {
         ConversionsSection {
             fingerprint_window_hours: 24,
+            click_index_max: clicktrail_actors::clicks::CLICKS_MAX,
         }
     }
 }
@@ -674,6 +681,10 @@ impl Config {
             || "conversions.fingerprint-window-hours must be 1..=720".into(),
         )?;
         check(
+            (1_000..=50_000_000).contains(&self.conversions.click_index_max),
+            || "conversions.click-index-max must be 1000..=50000000".into(),
+        )?;
+        check(
             self.program.hold_days <= clicktrail_actors::ledger::HOLD_DAYS_MAX,
             || "program.hold-days must be 0..=365".into(),
         )?;
@@ -773,6 +784,7 @@ impl Config {
         SystemConfig {
             ingest_shards: a.ingest_shards,
             ingest_queue_max: a.ingest_queue_max,
+            click_index_max: self.conversions.click_index_max,
             supervisor: SupervisorConfig {
                 restart_backoff_initial: Duration::from_millis(a.restart_backoff_initial_ms),
                 restart_backoff_max: Duration::from_millis(a.restart_backoff_max_ms),
@@ -850,6 +862,16 @@ mod tests {
     }
 
     #[test]
+    fn the_click_index_bound_reaches_the_actors() {
+        let c = Config::from_toml(
+            &format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n[conversions]\nclick-index-max = 5000000\n"),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.system_config().click_index_max, 5_000_000);
+    }
+
+    #[test]
     fn sizes_parse_with_units() {
         assert_eq!(parse_size("64MiB"), Some(64 << 20));
         assert_eq!(parse_size("65536"), Some(65536));
@@ -889,6 +911,7 @@ mod tests {
                 "background-sync-interval-ms",
             ),
             ("[program]\nhold-days = 400\n", "hold-days"),
+            ("[conversions]\nclick-index-max = 500\n", "click-index-max"),
             ("[payouts]\nschedule = \"weekly\"\n", "schedule"),
             ("[payouts]\ntime-zone = \"Mars/Olympus\"\n", "time-zone"),
             ("[payouts]\nminimum = { XYZ = 5 }\n", "minimum XYZ"),

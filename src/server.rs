@@ -31,6 +31,8 @@ pub struct AppState {
     pub started: Instant,
     /// The edge's counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// The recent-click index, for its reach on `/metrics`.
+    pub clicks: clicktrail_actors::clicks::SharedClicks,
 }
 
 /// File in the data directory holding the installation id.
@@ -138,6 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
         metrics,
+        clicks: handles.clicks.clone(),
     });
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
     let workers = match config.server.workers {
@@ -341,6 +344,40 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             p.durable()
         );
     }
+    let (indexed, capacity, oldest) = {
+        let c = state.clicks.lock().unwrap();
+        (c.len(), c.capacity(), c.oldest_at_us())
+    };
+    gauge(
+        &mut out,
+        "clicktrail_click_index_clicks",
+        "Clicks in the recent-click index (fingerprint matches, postback sub-ids).",
+        "gauge",
+    );
+    let _ = writeln!(out, "clicktrail_click_index_clicks {indexed}");
+    gauge(
+        &mut out,
+        "clicktrail_click_index_capacity",
+        "Most clicks the index keeps (conversions.click-index-max).",
+        "gauge",
+    );
+    let _ = writeln!(out, "clicktrail_click_index_capacity {capacity}");
+    gauge(
+        &mut out,
+        "clicktrail_click_index_span_seconds",
+        "How far back the index reaches: now minus its oldest click (0 when empty).",
+        "gauge",
+    );
+    let span_us = oldest.map_or(0, |o| {
+        clicktrail_actors::catalog::now_us()
+            .saturating_sub(o)
+            .max(0)
+    });
+    let _ = writeln!(
+        out,
+        "clicktrail_click_index_span_seconds {:.3}",
+        span_us as f64 / 1e6
+    );
     gauge(
         &mut out,
         "clicktrail_journal_segments",

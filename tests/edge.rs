@@ -464,6 +464,28 @@ fn clicks_redirect_set_cookies_and_are_journaled_exactly() {
     assert!(metrics.contains("clicktrail_deep_links_refused_total 5"));
     assert!(metrics.contains("clicktrail_bad_requests_total{cause=\"repeated_param\"} 1"));
     assert!(metrics.contains("clicktrail_redirect_duration_seconds_bucket{le=\"+Inf\"}"));
+    // The recent-click index reaches the clicks (its reader runs behind the edge) and says
+    // how far back it reaches.
+    let gauge = |m: &str, name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {m}"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, m) = get(addr, "/metrics").unwrap();
+        if gauge(&m, "clicktrail_click_index_clicks") == 9.0 {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        gauge(&metrics, "clicktrail_click_index_capacity"),
+        200_000.0
+    );
+    let span = gauge(&metrics, "clicktrail_click_index_span_seconds");
+    assert!(span > 0.0 && span < 600.0, "span {span}");
 
     server.signal(libc::SIGTERM);
     let (code, log) = server.wait(Duration::from_secs(15));

@@ -42,6 +42,9 @@ pub struct SystemConfig {
     /// Most records handed to one shard and not yet acknowledged; beyond it the edge answers
     /// 503. Default: 4096.
     pub ingest_queue_max: usize,
+    /// Most clicks the recent-click index keeps (fingerprint matches and postback
+    /// sub-ids reach back this far, oldest first out). Default: [`CLICKS_MAX`].
+    pub click_index_max: usize,
     pub supervisor: SupervisorConfig,
     pub postbacks: postback::DispatcherConfig,
     pub ledger: ledger::LedgerConfig,
@@ -53,6 +56,7 @@ impl Default for SystemConfig {
         SystemConfig {
             ingest_shards: 2,
             ingest_queue_max: 4096,
+            click_index_max: CLICKS_MAX,
             supervisor: SupervisorConfig::default(),
             postbacks: postback::DispatcherConfig::default(),
             ledger: ledger::LedgerConfig::default(),
@@ -147,7 +151,9 @@ pub fn build(
             )
         }),
     );
-    let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(CLICKS_MAX)));
+    let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(
+        config.click_index_max,
+    )));
     let (i, c) = (inputs.clone(), clicks.clone());
     sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));
     // The ledger too, for `commission.created`.

@@ -12,7 +12,7 @@ use clicktrail_storage::{Record, RecordExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-/// Default bound on indexed clicks (about 300 bytes each).
+/// Default bound on indexed clicks (about 300 bytes each; `conversions.click-index-max`).
 pub const CLICKS_MAX: usize = 200_000;
 
 /// What a conversion or postback needs of a click.
@@ -83,6 +83,22 @@ impl RecentClicks {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// When the oldest indexed click happened (µs since the epoch): how far back
+    /// fingerprint matches and postback sub-ids reach now.
+    pub fn oldest_at_us(&self) -> Option<i64> {
+        // A click id seen twice (the same record replayed) leaves an older entry in
+        // `order` whose click is gone from `by_id`: skip those.
+        self.order
+            .iter()
+            .find_map(|(id, _)| self.by_id.get(id))
+            .map(|c| c.at_us)
+    }
+
+    /// The most clicks kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn is_empty(&self) -> bool {
@@ -177,5 +193,21 @@ mod tests {
             r.by_fingerprint(7, 0).is_none(),
             "evicted click no longer matches"
         );
+    }
+
+    #[test]
+    fn the_reach_is_the_oldest_click_kept() {
+        let mut r = RecentClicks::new(2);
+        assert_eq!(r.oldest_at_us(), None);
+        r.insert(info("c1", 100), None);
+        r.insert(info("c2", 200), None);
+        assert_eq!(r.oldest_at_us(), Some(100));
+        r.insert(info("c3", 300), None);
+        assert_eq!(r.oldest_at_us(), Some(200), "c1 evicted");
+        // The same click twice (a replayed record): the stale entry is skipped.
+        r.insert(info("c3", 300), None);
+        assert_eq!(r.oldest_at_us(), Some(300));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.capacity(), 2);
     }
 }
