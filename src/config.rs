@@ -495,8 +495,9 @@ pub struct ConversionsSection {
     /// fingerprint is a weaker signal. Default: 24. Bounds: 1 ..= 720.
     pub fingerprint_window_hours: u64,
     /// Most clicks the recent-click index keeps in memory (about 300 bytes each).
-    /// Fingerprint matches and the `{sub1}`..`{sub5}` of postbacks reach back this many
-    /// clicks, whatever the windows say: 200,000 clicks is 33 minutes at 100 clicks/s.
+    /// Fingerprint matches reach back this many clicks, whatever the window says: 200,000
+    /// clicks is 33 minutes at 100 clicks/s. (Postback sub-ids of older clicks are read
+    /// back from the journal.)
     /// `/metrics` shows how far back the index reaches
     /// (`clicktrail_click_index_span_seconds`). Default: 200000. Bounds: 1000 ..= 50000000.
     pub click_index_max: usize,

@@ -607,3 +607,80 @@ fn a_commission_reaches_the_affiliates_own_postback_with_its_amount() {
         format!("/comm?cv={id}&pay=125&amt=1250&cur=EUR&aff=a1&st=pending")
     );
 }
+
+/// `{sub1}` comes from the click, however long ago it was: a click that has left the
+/// in-memory index (1,000 clicks here) and a restart is read back from the journal.
+#[test]
+fn postbacks_carry_the_sub_ids_of_clicks_gone_from_the_recent_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[conversions]\nclick-index-max = 1000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let r = a
+        .get(format!("http://{addr}/c/L1?sub1=early-bird&sub3=third"))
+        .call()
+        .unwrap();
+    let first = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .split("click_id=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    for _ in 0..1100 {
+        click(&a, addr);
+    }
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+
+    // After the restart the index holds the newest 1,000 clicks, not the first.
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let addr = server.addr;
+    let indexed = |m: &str| {
+        m.lines().find_map(|l| {
+            l.strip_prefix("clicktrail_click_index_clicks ")?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    wait_for("the index rebuilt", &server, || {
+        let m = a
+            .get(format!("http://{addr}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        indexed(&m) == Some(1000)
+    });
+    let rx = Receiver::start(0, None);
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}/old?s1={{sub1}}&s3={{sub3}}&oid={{order_id}}", rx.addr),
+               "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(pb["secret"].as_str().unwrap().to_string());
+    let (s, conv) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/conversions"),
+        M1,
+        json!({"click_id": first, "order_id": "old-1", "amount": "5.00", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201, "{conv}");
+    wait_for("postback delivered", &server, || {
+        rx.seen.lock().unwrap().iter().any(|s| s.status == 200)
+    });
+    let seen = rx.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].target, "/old?s1=early-bird&s3=third&oid=old-1");
+    assert!(seen[0].signature_ok);
+    drop(server);
+}

@@ -42,8 +42,8 @@ pub struct SystemConfig {
     /// Most records handed to one shard and not yet acknowledged; beyond it the edge answers
     /// 503. Default: 4096.
     pub ingest_queue_max: usize,
-    /// Most clicks the recent-click index keeps (fingerprint matches and postback
-    /// sub-ids reach back this far, oldest first out). Default: [`CLICKS_MAX`].
+    /// Most clicks the recent-click index keeps (fingerprint matches reach back this far,
+    /// oldest first out). Default: [`CLICKS_MAX`].
     pub click_index_max: usize,
     pub supervisor: SupervisorConfig,
     pub postbacks: postback::DispatcherConfig,

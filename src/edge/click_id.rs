@@ -139,35 +139,8 @@ pub fn base64url_encode(raw: &[u8]) -> String {
     out
 }
 
-fn sextet(b: u8) -> Option<u32> {
-    Some(match b {
-        b'A'..=b'Z' => b - b'A',
-        b'a'..=b'z' => b - b'a' + 26,
-        b'0'..=b'9' => b - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    } as u32)
-}
-
-/// Decodes exactly `N` bytes (N a multiple of 3) from base64url without padding.
-pub fn base64url_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if N % 3 != 0 || b.len() != N / 3 * 4 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, c) in b.chunks_exact(4).enumerate() {
-        let mut n = 0u32;
-        for ch in c {
-            n = n << 6 | sextet(*ch)?;
-        }
-        out[i * 3] = (n >> 16) as u8;
-        out[i * 3 + 1] = (n >> 8) as u8;
-        out[i * 3 + 2] = n as u8;
-    }
-    Some(out)
-}
+/// Decoding is shared with the click index, which reads ids' layout to find old clicks.
+pub use clicktrail_actors::clicks::base64url_decode;
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,16 @@
 //!
 //! Bounded: at most `capacity` clicks (default [`CLICKS_MAX`]); the oldest go first.
 //! Fingerprints of opted-out visitors are never stored, so they never match.
+//!
+//! Past that bound a click is still found by its id ([`ClickLookup::info`]): the indexer
+//! keeps where every 64th click of each ingest partition sits (time, sequence, offset;
+//! under half a byte per click), the id says its partition, time and sequence, and a
+//! lookup reads the journal from the nearest sample before it. So postbacks get the
+//! `{sub1}`..`{sub5}` of any click the journal still holds, however old.
 
 use crate::worker::{Output, Processor};
-use clicktrail_storage::schema::Click;
-use clicktrail_storage::{Record, RecordExt};
+use clicktrail_storage::schema::{ArchivedClick, Click};
+use clicktrail_storage::{Journal, Record, RecordExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -26,9 +32,118 @@ pub struct ClickInfo {
     pub sub_ids: Vec<String>,
 }
 
+/// What a click id's layout says without its MAC checked: enough to find the click in the
+/// journal. (The edge's `ClickIdCodec` writes and verifies ids; see its layout table.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdLayout {
+    /// The ingest shard, i.e. partition `ingest-{shard}`, that recorded the click.
+    pub shard: u8,
+    pub time_s: u32,
+    pub seq: u32,
+}
+
+/// Decodes exactly `N` bytes (N a multiple of 3) from base64url without padding.
+pub fn base64url_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
+    fn sextet(b: u8) -> Option<u32> {
+        Some(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let b = s.as_bytes();
+    if N % 3 != 0 || b.len() != N / 3 * 4 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, c) in b.chunks_exact(4).enumerate() {
+        let mut n = 0u32;
+        for ch in c {
+            n = n << 6 | sextet(*ch)?;
+        }
+        out[i * 3] = (n >> 16) as u8;
+        out[i * 3 + 1] = (n >> 8) as u8;
+        out[i * 3 + 2] = n as u8;
+    }
+    Some(out)
+}
+
+/// The shard, time and sequence of a version-1 click id (24 bytes, 32 characters).
+pub fn id_layout(click_id: &str) -> Option<IdLayout> {
+    let raw = base64url_decode::<24>(click_id)?;
+    (raw[0] == 1).then(|| IdLayout {
+        shard: raw[3],
+        time_s: u32::from_be_bytes(raw[4..8].try_into().unwrap()),
+        seq: u32::from_be_bytes(raw[8..12].try_into().unwrap()),
+    })
+}
+
+/// One click in [`SAMPLE_EVERY`] of a partition is sampled.
+pub const SAMPLE_EVERY: u64 = 64;
+/// How far a lookup looks around the id's time (seconds): the id's time is taken just
+/// before the append, and records of one partition are in time order but for workers
+/// racing each other.
+const LOOKUP_SLACK_S: i64 = 2;
+/// Most records one lookup reads (a lookup normally reads under 200).
+const LOOKUP_SCAN_MAX: usize = 200_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at_us: i64,
+    seq: u32,
+    offset: u64,
+}
+
+/// Where sampled clicks sit, per ingest shard, in journal order.
+#[derive(Debug, Default)]
+struct Positions {
+    shards: HashMap<u8, (u64, Vec<Sample>)>,
+}
+
+impl Positions {
+    fn note(&mut self, shard: u8, sample: Sample) {
+        let (seen, samples) = self.shards.entry(shard).or_default();
+        if *seen % SAMPLE_EVERY == 0 {
+            samples.push(sample);
+        }
+        *seen += 1;
+    }
+
+    /// Where to start reading for a click with this layout, if the shard has any clicks:
+    /// near its sequence, and the start of its time window (for when the first misses).
+    fn scan_start(&self, l: IdLayout) -> Option<(u64, u64)> {
+        let (_, samples) = self.shards.get(&l.shard)?;
+        let t = l.time_s as i64 * 1_000_000;
+        let lo = samples
+            .partition_point(|s| s.at_us < t - LOOKUP_SLACK_S * 1_000_000)
+            .saturating_sub(1);
+        let hi = samples.partition_point(|s| s.at_us <= t + (LOOKUP_SLACK_S + 1) * 1_000_000);
+        let window = samples.get(lo..hi.max(lo + 1))?;
+        // The sample nearest before the id's sequence, or else (a click just after a
+        // restart, before its run's first sample) nearest after it, less two samples for
+        // appends that overtook each other. Sequences wrap and start at a random value in
+        // each process, hence signed distances rather than an order; a distance over 2^24
+        // is another run. With neither: the window's start.
+        let best = window
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let d = l.seq.wrapping_sub(s.seq) as i32;
+                (d.unsigned_abs() < 1 << 24).then_some(((d < 0, d.unsigned_abs()), i))
+            })
+            .min()
+            .map_or(0, |(_, i)| i.saturating_sub(2));
+        Some((window[best].offset, window[0].offset))
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct RecentClicks {
+    positions: Positions,
     capacity: usize,
     by_id: HashMap<Arc<str>, ClickInfo, foldhash::fast::RandomState>,
     /// Latest click per fingerprint: (click id, time).
@@ -40,6 +155,7 @@ pub struct RecentClicks {
 impl RecentClicks {
     pub fn new(capacity: usize) -> Self {
         RecentClicks {
+            positions: Positions::default(),
             capacity: capacity.max(1),
             by_id: HashMap::default(),
             by_fingerprint: HashMap::default(),
@@ -109,6 +225,78 @@ impl RecentClicks {
 /// Shared handle the edge reads.
 pub type SharedClicks = Arc<Mutex<RecentClicks>>;
 
+/// A click's [`ClickInfo`] from its record.
+fn info_of(c: &ArchivedClick) -> ClickInfo {
+    ClickInfo {
+        click_id: c.click_id.as_str().into(),
+        at_us: c.at_us.to_native(),
+        affiliate_id: c.affiliate_id.as_str().to_string(),
+        campaign_id: c.campaign_id.as_str().to_string(),
+        sub_ids: c.sub_ids.iter().map(|s| s.as_str().to_string()).collect(),
+    }
+}
+
+/// Finds clicks by id: in the recent index, else in the journal (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ClickLookup {
+    pub clicks: SharedClicks,
+    pub journal: Journal,
+}
+
+impl ClickLookup {
+    /// The click with this id, while the journal holds it. `None` for ids that are not
+    /// click ids, clicks not yet indexed or past retention.
+    pub fn info(&self, click_id: &str) -> Option<ClickInfo> {
+        self.find(click_id).0
+    }
+
+    /// [`ClickLookup::info`] and how many journal records it read.
+    fn find(&self, click_id: &str) -> (Option<ClickInfo>, usize) {
+        let mut read = 0;
+        let found = self.find_counting(click_id, &mut read);
+        (found, read)
+    }
+
+    fn find_counting(&self, click_id: &str, read: &mut usize) -> Option<ClickInfo> {
+        let (layout, starts) = {
+            let c = self.clicks.lock().unwrap();
+            if let Some(i) = c.get(click_id) {
+                return Some(i.clone());
+            }
+            let l = id_layout(click_id)?;
+            (l, c.positions.scan_start(l))
+        };
+        // The journal is read without the index's lock held. A shard with no click indexed
+        // yet (the indexer reads only what is synced, and rebuilds on start) is read from
+        // its start, as far as a lookup goes.
+        let partition = self
+            .journal
+            .get(&crate::system::ingest_partition(layout.shard as usize))?;
+        let (near, window) = starts.unwrap_or((partition.start(), partition.start()));
+        let until_us = (layout.time_s as i64 + LOOKUP_SLACK_S + 1) * 1_000_000;
+        let mut scan = |from: u64, most: usize| -> Option<ClickInfo> {
+            let mut reader = partition.reader_at(from).ok()?;
+            for _ in 0..most.min(LOOKUP_SCAN_MAX.saturating_sub(*read)) {
+                let rec = reader.next().ok()??;
+                *read += 1;
+                let Some(c) = rec.event::<Click>() else {
+                    continue;
+                };
+                if c.click_id.as_str() == click_id {
+                    return Some(info_of(c));
+                }
+                if c.at_us.to_native() > until_us {
+                    return None;
+                }
+            }
+            None
+        };
+        // Near its sequence it is within a few samples, unless another run's sequences
+        // came close to it in the same seconds (then the window is read whole).
+        scan(near, 4 * SAMPLE_EVERY as usize).or_else(|| scan(window, LOOKUP_SCAN_MAX))
+    }
+}
+
 /// The processor that keeps [`RecentClicks`] current.
 #[derive(Debug)]
 pub struct ClickIndexer {
@@ -122,6 +310,7 @@ impl ClickIndexer {
         {
             let mut c = clicks.lock().unwrap();
             *c = RecentClicks::new(c.capacity);
+            // (Positions start over with it: the indexer reads every partition again.)
         }
         ClickIndexer { inputs, clicks }
     }
@@ -144,19 +333,24 @@ impl Processor for ClickIndexer {
         let Some(c) = input.event::<Click>() else {
             return Ok(());
         };
-        let info = ClickInfo {
-            click_id: c.click_id.as_str().into(),
-            at_us: c.at_us.to_native(),
-            affiliate_id: c.affiliate_id.as_str().to_string(),
-            campaign_id: c.campaign_id.as_str().to_string(),
-            sub_ids: c.sub_ids.iter().map(|s| s.as_str().to_string()).collect(),
-        };
+        let info = info_of(c);
         let fp = if c.opted_out {
             None
         } else {
             c.fingerprint.as_ref().map(|f| f.to_native())
         };
-        self.clicks.lock().unwrap().insert(info, fp);
+        let mut clicks = self.clicks.lock().unwrap();
+        if let Some(l) = id_layout(c.click_id.as_str()) {
+            clicks.positions.note(
+                l.shard,
+                Sample {
+                    at_us: info.at_us,
+                    seq: l.seq,
+                    offset: input.offset,
+                },
+            );
+        }
+        clicks.insert(info, fp);
         Ok(())
     }
 }
@@ -193,6 +387,180 @@ mod tests {
             r.by_fingerprint(7, 0).is_none(),
             "evicted click no longer matches"
         );
+    }
+
+    /// A version-1 click id with this layout (the MAC is not checked by lookups).
+    fn id(shard: u8, time_s: u32, seq: u32) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut raw = [0u8; 24];
+        raw[0] = 1;
+        raw[3] = shard;
+        raw[4..8].copy_from_slice(&time_s.to_be_bytes());
+        raw[8..12].copy_from_slice(&seq.to_be_bytes());
+        raw[16..].copy_from_slice(&seq.to_le_bytes().repeat(2));
+        let mut out = String::new();
+        for c in raw.chunks_exact(3) {
+            let n = (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32;
+            for shift in [18, 12, 6, 0] {
+                out.push(ALPHABET[(n >> shift) as usize & 63] as char);
+            }
+        }
+        out
+    }
+
+    fn click(click_id: &str, at_us: i64, sub1: &str) -> Click {
+        Click {
+            at_us,
+            click_id: click_id.into(),
+            link_code: "l".into(),
+            affiliate_id: "a".into(),
+            campaign_id: "c".into(),
+            sub_ids: vec![sub1.into(), String::new()],
+            ip: String::new(),
+            user_agent: String::new(),
+            referrer: String::new(),
+            accept_language: String::new(),
+            sec_fetch_dest: String::new(),
+            sec_fetch_site: String::new(),
+            client_hints: vec![],
+            visitor_id: None,
+            fingerprint: None,
+            opted_out: false,
+            destination: String::new(),
+            utm: vec![],
+        }
+    }
+
+    #[test]
+    fn id_layout_reads_shard_time_and_sequence() {
+        assert_eq!(
+            id_layout(&id(3, 1_764_000_000, 0xdead_beef)),
+            Some(IdLayout {
+                shard: 3,
+                time_s: 1_764_000_000,
+                seq: 0xdead_beef
+            })
+        );
+        assert_eq!(id_layout("short"), None);
+        assert_eq!(id_layout(&"!".repeat(32)), None);
+        let mut v2 = id(1, 1, 1).into_bytes();
+        v2[1] = b'C'; // version byte 2
+        assert_eq!(id_layout(std::str::from_utf8(&v2).unwrap()), None);
+    }
+
+    /// Clicks evicted from the index long ago are read back from the journal by id:
+    /// across partitions, a process restart (the sequence jumps), a sequence wrapping
+    /// round and appends that overtook each other; what is not there is `None`.
+    #[test]
+    fn evicted_clicks_are_found_in_the_journal_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), Default::default()).unwrap();
+        let t0: i64 = 1_764_000_000;
+        // (shard, at_us, seq) in journal order; 4 clicks per millisecond.
+        let mut clicks = Vec::new();
+        for shard in [1u8, 2] {
+            let mut seq = u32::MAX - 1000 + u32::from(shard); // wraps within the run
+            for n in 0..3000i64 {
+                if n == 1700 {
+                    // A restarted process: a new random start.
+                    seq = 1_000_000 * u32::from(shard);
+                }
+                let at_us = t0 * 1_000_000 + n * 250;
+                clicks.push((shard, at_us, seq));
+                seq = seq.wrapping_add(2);
+            }
+        }
+        // Two pairs of appends overtook each other.
+        clicks.swap(100, 101);
+        clicks.swap(2500, 2502);
+        let mut ids = Vec::new();
+        for shard in [1u8, 2] {
+            let p = journal
+                .partition(&crate::system::ingest_partition(shard.into()))
+                .unwrap();
+            let mut w = p.writer().unwrap();
+            for &(s, at_us, seq) in clicks.iter().filter(|c| c.0 == shard) {
+                let cid = id(s, (at_us / 1_000_000) as u32, seq);
+                w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
+                    .unwrap();
+                ids.push((cid, seq));
+            }
+        }
+        let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(10)));
+        let mut indexer = ClickIndexer::new(vec![], shared.clone());
+        for shard in [1usize, 2] {
+            let p = journal
+                .partition(&crate::system::ingest_partition(shard))
+                .unwrap();
+            let mut r = p.reader().unwrap();
+            while let Some(rec) = r.next().unwrap() {
+                indexer.process(&rec, &mut Vec::new()).unwrap();
+            }
+        }
+        assert_eq!(shared.lock().unwrap().len(), 10, "all but 10 evicted");
+        let lookup = ClickLookup {
+            clicks: shared,
+            journal: journal.clone(),
+        };
+        for (cid, seq) in &ids {
+            let (info, read) = lookup.find(cid);
+            let info = info.unwrap_or_else(|| panic!("{cid} not found"));
+            assert_eq!(&*info.click_id, cid.as_str());
+            assert_eq!(info.sub_ids[0], format!("s{seq}"));
+            // From the nearest sample, not from the start of the time window (the whole
+            // run here): a lookup reads about three samples' worth of records.
+            assert!(read <= 3 * SAMPLE_EVERY as usize + 2, "{cid}: read {read}");
+        }
+        // Not in the journal: another shard, a time with no clicks, a sequence never used,
+        // something that is not a click id.
+        assert!(lookup.info(&id(4, t0 as u32, 1)).is_none());
+        assert!(lookup.info(&id(1, t0 as u32 + 3600, 1)).is_none());
+        assert!(lookup.info(&id(1, t0 as u32, 5)).is_none());
+        assert!(lookup.info("not a click id").is_none());
+        assert!(
+            journal.get("ingest-4").is_none(),
+            "a lookup creates no partition"
+        );
+    }
+
+    /// Two runs whose sequences overlap within the same seconds: the nearest sample may
+    /// be the other run's, and the lookup falls back to reading the window.
+    #[test]
+    fn clicks_are_found_when_two_runs_sequences_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), Default::default()).unwrap();
+        let p = journal
+            .partition(&crate::system::ingest_partition(1))
+            .unwrap();
+        let mut w = p.writer().unwrap();
+        let t0: i64 = 1_764_000_000;
+        let mut ids = Vec::new();
+        for n in 0..1000i64 {
+            // Run one: even sequences from 0; run two from n = 500: odd ones from 1.
+            let seq = if n < 500 { 2 * n } else { 2 * (n - 500) + 1 } as u32;
+            let at_us = t0 * 1_000_000 + n * 1000;
+            let cid = id(1, (at_us / 1_000_000) as u32, seq);
+            w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
+                .unwrap();
+            ids.push((cid, seq));
+        }
+        let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1)));
+        let mut indexer = ClickIndexer::new(vec![], shared.clone());
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            indexer.process(&rec, &mut Vec::new()).unwrap();
+        }
+        let lookup = ClickLookup {
+            clicks: shared,
+            journal: journal.clone(),
+        };
+        for (cid, seq) in &ids {
+            let info = lookup
+                .info(cid)
+                .unwrap_or_else(|| panic!("{cid} not found"));
+            assert_eq!(info.sub_ids[0], format!("s{seq}"));
+        }
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn deliveries_of(
     postbacks: &HashMap<String, Postback>,
     partition: u32,
     rec: &clicktrail_storage::Record<'_>,
-    clicks: Option<&crate::clicks::SharedClicks>,
+    clicks: Option<&crate::clicks::ClickLookup>,
 ) -> Vec<Delivery> {
     if let Some(t) = rec.event::<LedgerTxn>() {
         return commission_deliveries(postbacks, partition, rec.offset, t);
@@ -502,8 +502,8 @@ struct Engine {
     backlogged: usize,
     in_flight: usize,
     rng: fastrand::Rng,
-    /// Recent clicks, for the `{sub1}`..`{sub5}` macros.
-    clicks: Option<crate::clicks::SharedClicks>,
+    /// Clicks by id, for the `{sub1}`..`{sub5}` macros.
+    clicks: Option<crate::clicks::ClickLookup>,
 }
 
 impl Engine {
@@ -592,6 +592,15 @@ impl Engine {
                     break;
                 };
                 n += 1;
+                // Ids do not depend on the values: look the click up (maybe in the
+                // journal) only for a record with a delivery still to make, not for every
+                // finished one read again on start.
+                let open = deliveries_of(&catalog.postbacks, partition, &rec, None)
+                    .iter()
+                    .any(|d| !self.finished.contains(&d.id));
+                if !open {
+                    continue;
+                }
                 for d in deliveries_of(&catalog.postbacks, partition, &rec, self.clicks.as_ref()) {
                     if !self.finished.contains(&d.id) {
                         self.enqueue(d, Instant::now());
@@ -736,14 +745,13 @@ impl Engine {
     }
 }
 
-/// The click's sub-ids as `{sub1}`..`{sub5}`, while it is still in the recent-click index.
+/// The click's sub-ids as `{sub1}`..`{sub5}`, while the journal holds the click.
 fn insert_subs(
     v: &mut BTreeMap<&'static str, String>,
     click_id: Option<&str>,
-    clicks: Option<&crate::clicks::SharedClicks>,
+    clicks: Option<&crate::clicks::ClickLookup>,
 ) {
-    let subs = click_id
-        .and_then(|id| clicks.and_then(|k| k.lock().unwrap().get(id).map(|i| i.sub_ids.clone())));
+    let subs = click_id.and_then(|id| clicks.and_then(|k| k.info(id)).map(|i| i.sub_ids));
     for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
         v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
     }
@@ -976,7 +984,10 @@ impl Dispatcher {
         ThreadActor::start(arbiter, ctx, "postback-dispatcher", move |ctx, stop| {
             let mut engine = Engine::open(ctx.journal.clone(), store, config, &inputs)
                 .map_err(|e| e.to_string())?;
-            engine.clicks = Some(clicks);
+            engine.clicks = Some(crate::clicks::ClickLookup {
+                clicks,
+                journal: ctx.journal.clone(),
+            });
             ctx.running();
             run(engine, stop, commands).map_err(|e| e.to_string())
         })
