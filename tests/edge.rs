@@ -635,3 +635,123 @@ fn a_full_ingest_queue_answers_503_with_retry_after_and_records_nothing() {
     acked.sort();
     assert_eq!(got, acked, "exactly the redirected clicks are journaled");
 }
+
+/// Everything a click records, from a full browser request: header values as sent (cut to
+/// 512 bytes), client hints in order, utm pairs, the visitor cookie. With the `minimal`
+/// opt-out policy and partial IP truncation, an opted-out click keeps none of the
+/// browser's details and a tracked one keeps a /24.
+#[test]
+fn a_click_records_what_the_browser_sent_and_minimal_opt_out_drops_it() {
+    for minimal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let landing = Landing::start();
+        let config = write_config(dir.path(), landing.addr, 4096);
+        if minimal {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str("[tracking]\nopt-out = \"minimal\"\nip-truncation = \"partial\"\n");
+            std::fs::write(&config, text).unwrap();
+        }
+        let data = dir.path().join("data");
+        let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+        let a = agent();
+        let long_ua = format!("Mozilla/5.0 ({})", "x".repeat(600));
+        let visitor = "ct_vid=AAAAAAAAAAAAAAAAAAAAAAAA";
+        let browser = [
+            ("user-agent", long_ua.as_str()),
+            ("referer", "https://news.example/story?id=7"),
+            ("accept-language", "de-CH,de;q=0.9"),
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-ch-ua", "\"Chromium\";v=\"124\""),
+            ("sec-ch-ua-platform", "\"Linux\""),
+            ("sec-ch-ua-mobile", "?0"),
+            ("cookie", visitor),
+        ];
+        let path = "/c/L2?sub2=b&utm_source=mail&utm_campaign=spring%20sale";
+        let tracked = call(&a, server.addr, path, &browser);
+        let mut opted_headers = browser.to_vec();
+        opted_headers.push(("sec-gpc", "1"));
+        let opted = call(&a, server.addr, path, &opted_headers);
+        assert_eq!((tracked.status, opted.status), (302, 302));
+        server.signal(libc::SIGTERM);
+        assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+
+        let (clicks, _) = journal_events(&data);
+        assert_eq!(clicks.len(), 2);
+        let id = |r: &Reply| {
+            r.location
+                .as_deref()
+                .unwrap()
+                .split("click_id=")
+                .nth(1)
+                .unwrap()
+                .split(['&', '#'])
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let find = |r: &Reply| clicks.iter().find(|c| c.click_id == id(r)).unwrap().clone();
+        let (t, o) = (find(&tracked), find(&opted));
+        for c in [&t, &o] {
+            assert_eq!(c.link_code, "L2");
+            assert_eq!(c.affiliate_id, "a2");
+            assert_eq!(c.sub_ids, vec!["", "b", "", "", ""]);
+            assert_eq!(
+                c.utm
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.value.as_str()))
+                    .collect::<Vec<_>>(),
+                vec![("utm_source", "mail"), ("utm_campaign", "spring sale")]
+            );
+            assert_eq!(
+                (c.sec_fetch_dest.as_str(), c.sec_fetch_site.as_str()),
+                ("document", "cross-site")
+            );
+            assert_eq!(c.visitor_id.as_deref(), Some("AAAAAAAAAAAAAAAAAAAAAAAA"));
+            assert!(c
+                .destination
+                .starts_with(&format!("http://{}/landing?src=ct", landing.addr)));
+            assert!(
+                c.destination.contains("utm_campaign=spring+sale"),
+                "{}",
+                c.destination
+            );
+        }
+        assert_eq!(t.user_agent, long_ua[..512]);
+        assert_eq!(t.referrer, "https://news.example/story?id=7");
+        assert_eq!(t.accept_language, "de-CH,de;q=0.9");
+        assert_eq!(
+            t.client_hints
+                .iter()
+                .map(|p| (p.name.as_str(), p.value.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("sec-ch-ua", "\"Chromium\";v=\"124\""),
+                ("sec-ch-ua-mobile", "?0"),
+                ("sec-ch-ua-platform", "\"Linux\""),
+            ]
+        );
+        assert!(t.fingerprint.is_some() && !t.opted_out);
+        assert!(o.fingerprint.is_none() && o.opted_out);
+        if minimal {
+            assert_eq!(t.ip, "127.0.0.0");
+            assert_eq!(
+                (
+                    o.ip.as_str(),
+                    o.user_agent.as_str(),
+                    o.referrer.as_str(),
+                    o.accept_language.as_str()
+                ),
+                ("", "", "", "")
+            );
+            assert!(o.client_hints.is_empty());
+        } else {
+            assert_eq!(t.ip, "127.0.0.1");
+            assert_eq!(
+                (o.ip.as_str(), o.user_agent.as_str()),
+                ("127.0.0.1", &long_ua[..512])
+            );
+            assert_eq!(o.client_hints.len(), 3);
+        }
+    }
+}

@@ -21,18 +21,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use click_id::{ClickIdCodec, ClickIdParts};
 use clicktrail_actors::catalog::{now_us, valid_id, EntityStore, LinkRt, Status};
 use clicktrail_actors::ingest::{AppendError, IngestShards};
-use clicktrail_storage::schema::{Click, Impression, Pair};
+use clicktrail_storage::schema::{Click, ClickRef, Impression, PairRef, Text};
 use clicktrail_storage::Event;
 use hmac::Hmac;
 use request::{BadRequest, Cidr};
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Client-hint headers recorded with a click. Header names are built once: looking a
 /// header up by `&str` parses the name on every call, which showed in the click profile.
-const CLIENT_HINTS: [HeaderName; 6] = [
+static CLIENT_HINTS: [HeaderName; 6] = [
     HeaderName::from_static("sec-ch-ua"),
     HeaderName::from_static("sec-ch-ua-mobile"),
     HeaderName::from_static("sec-ch-ua-platform"),
@@ -188,11 +189,18 @@ fn redirect_to(location: &str) -> HttpResponse {
     }
 }
 
-fn text(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
-    headers
-        .get(name)
-        .map(|v| request::keep(&String::from_utf8_lossy(v.as_bytes())))
-        .unwrap_or_default()
+fn pair<'a>(name: &'a str, value: &'a str) -> PairRef<'a> {
+    PairRef {
+        name: Text(name),
+        value: Text(value),
+    }
+}
+
+/// A header's value as text, cut to what is kept; empty when absent.
+fn text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Cow<'_, str> {
+    headers.get(name).map_or(Cow::Borrowed(""), |v| {
+        request::keep(String::from_utf8_lossy(v.as_bytes()))
+    })
 }
 
 fn valid_visitor_id(s: &str) -> bool {
@@ -257,14 +265,18 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
     };
     let opted_out = flag(&SEC_GPC) || flag(&DNT);
     let minimal = opted_out && edge.tracking.opt_out == OptOutPolicy::Minimal;
+    // Header values are borrowed from the request and archived from there (`ClickRef`):
+    // copying each into a `String` first cost about 20 allocations per click.
     let user_agent = text(headers, header::USER_AGENT);
     let accept_language = text(headers, header::ACCEPT_LANGUAGE);
-    let hints: Vec<Pair> = CLIENT_HINTS
+    let hints: Vec<(&str, Cow<str>)> = CLIENT_HINTS
         .iter()
         .filter_map(|h| {
-            headers.get(h).map(|v| Pair {
-                name: h.as_str().to_string(),
-                value: request::keep(&String::from_utf8_lossy(v.as_bytes())),
+            headers.get(h).map(|v| {
+                (
+                    h.as_str(),
+                    request::keep(String::from_utf8_lossy(v.as_bytes())),
+                )
             })
         })
         .collect();
@@ -277,23 +289,21 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             &[&user_agent, &accept_language],
         )
     });
+    let mut truncated_buf = request::IpText::default();
     let stored_ip = match (minimal, edge.tracking.ip_truncation) {
-        (true, _) => String::new(),
-        (false, IpTruncation::Partial) => request::IpText::default()
-            .format(request::truncate_ip(ip))
-            .to_string(),
-        (false, IpTruncation::None) => ip_text.to_string(),
+        (true, _) => "",
+        (false, IpTruncation::Partial) => truncated_buf.format(request::truncate_ip(ip)),
+        (false, IpTruncation::None) => ip_text,
     };
     // Every Cookie header, whole (HTTP/2 may split cookies over several headers).
-    let existing_visitor = headers
+    let existing_visitor: Option<&str> = headers
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .find_map(|c| {
             request::cookie(c, &edge.tracking.cookie_name).filter(|v| valid_visitor_id(v))
-        })
-        .map(str::to_string);
-    let visitor_id = existing_visitor.clone().unwrap_or_else(new_visitor_id);
-    let keep_unless_minimal = |s: String| if minimal { String::new() } else { s };
+        });
+    let visitor_id: Cow<str> = existing_visitor.map_or_else(|| new_visitor_id().into(), Cow::from);
+    let unless_minimal = |s| if minimal { Text("") } else { Text(s) };
 
     let seq = edge.codec.next_seq();
     let shard = edge.ingest.click_shard(seq);
@@ -305,7 +315,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         seq,
         link: link.number,
     });
-    let referrer = keep_unless_minimal(text(headers, header::REFERER));
+    let referrer = text(headers, header::REFERER);
 
     let (kind, version, payload, location) = if is_click {
         let base = match query.url.as_deref() {
@@ -322,60 +332,65 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             .collect();
         params.push((campaign.campaign.click_id_param.as_str(), id.as_str()));
         let location = redirect::with_params(&base, &params);
-        let subs: Vec<String> = (0..5)
-            .map(|i| {
-                if query.subs[i].is_empty() {
-                    link.link.sub_ids.get(i).cloned().unwrap_or_default()
-                } else {
-                    query.subs[i].clone()
-                }
-            })
-            .collect();
-        let click = Click {
+        let (fetch_dest, fetch_site) = (
+            text(headers, &SEC_FETCH_DEST),
+            text(headers, &SEC_FETCH_SITE),
+        );
+        let click = ClickRef {
             at_us,
-            click_id: id.clone(),
-            link_code: link.link.code.clone(),
-            affiliate_id: link.link.affiliate_id.clone(),
-            campaign_id: link.link.campaign_id.clone(),
-            sub_ids: subs,
-            ip: stored_ip,
-            user_agent: keep_unless_minimal(user_agent),
-            referrer,
-            accept_language: keep_unless_minimal(accept_language),
-            sec_fetch_dest: text(headers, &SEC_FETCH_DEST),
-            sec_fetch_site: text(headers, &SEC_FETCH_SITE),
-            client_hints: if minimal { Vec::new() } else { hints },
-            visitor_id: Some(visitor_id.clone()),
-            fingerprint,
-            opted_out,
-            destination: location,
-            utm: query
-                .utm
-                .iter()
-                .map(|(n, v)| Pair {
-                    name: n.clone(),
-                    value: v.clone(),
+            click_id: Text(&id),
+            link_code: Text(&link.link.code),
+            affiliate_id: Text(&link.link.affiliate_id),
+            campaign_id: Text(&link.link.campaign_id),
+            sub_ids: (0..5)
+                .map(|i| {
+                    Text(if query.subs[i].is_empty() {
+                        link.link.sub_ids.get(i).map_or("", String::as_str)
+                    } else {
+                        &query.subs[i]
+                    })
                 })
                 .collect(),
+            ip: Text(stored_ip),
+            user_agent: unless_minimal(&user_agent),
+            referrer: unless_minimal(&referrer),
+            accept_language: unless_minimal(&accept_language),
+            sec_fetch_dest: Text(&fetch_dest),
+            sec_fetch_site: Text(&fetch_site),
+            client_hints: if minimal {
+                Vec::new()
+            } else {
+                hints.iter().map(|(n, v)| pair(n, v)).collect()
+            },
+            visitor_id: Some(Text(&visitor_id)),
+            fingerprint,
+            opted_out,
+            destination: Text(&location),
+            utm: params[..params.len() - 1]
+                .iter()
+                .map(|(n, v)| pair(n, v))
+                .collect(),
         };
-        let payload = archive(&click);
-        (
-            Click::KIND,
-            Click::VERSION,
-            payload,
-            Some(click.destination),
-        )
+        let payload = click.archive_into(ARCHIVE_BUFFER.take());
+        (Click::KIND, Click::VERSION, payload, Some(location))
     } else {
+        let owned_unless_minimal = |s: &str| {
+            if minimal {
+                String::new()
+            } else {
+                s.to_string()
+            }
+        };
         let imp = Impression {
             at_us,
             impression_id: id.clone(),
             link_code: link.link.code.clone(),
             affiliate_id: link.link.affiliate_id.clone(),
             campaign_id: link.link.campaign_id.clone(),
-            ip: stored_ip,
-            user_agent: keep_unless_minimal(user_agent),
-            referrer,
-            visitor_id: existing_visitor,
+            ip: stored_ip.to_string(),
+            user_agent: owned_unless_minimal(&user_agent),
+            referrer: owned_unless_minimal(&referrer),
+            visitor_id: existing_visitor.map(str::to_string),
         };
         (Impression::KIND, Impression::VERSION, archive(&imp), None)
     };

@@ -313,16 +313,23 @@ pub fn valid_cookie_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Cuts a header value to `HEADER_KEEP_MAX` bytes at a character boundary.
-pub fn keep(s: &str) -> String {
+/// Cuts a header value to `HEADER_KEEP_MAX` bytes at a character boundary (borrowed
+/// stays borrowed: most header values are kept as they are, straight from the request).
+pub fn keep(s: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
     if s.len() <= HEADER_KEEP_MAX {
-        return s.to_string();
+        return s;
     }
     let mut end = HEADER_KEEP_MAX;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    match s {
+        std::borrow::Cow::Borrowed(b) => std::borrow::Cow::Borrowed(&b[..end]),
+        std::borrow::Cow::Owned(mut o) => {
+            o.truncate(end);
+            std::borrow::Cow::Owned(o)
+        }
+    }
 }
 
 /// The fingerprint HMAC key, derived from the click-id key.
@@ -464,6 +471,14 @@ mod tests {
         );
         assert_eq!(cookie("a=1; ct_vid=xyz; b=2", "ct_vid"), Some("xyz"));
         assert_eq!(cookie("a=1", "ct_vid"), None);
-        assert_eq!(keep(&"é".repeat(400)).len(), HEADER_KEEP_MAX);
+        assert_eq!(keep("é".repeat(400).into()).len(), HEADER_KEEP_MAX);
+        assert_eq!(
+            keep(("é".repeat(400) + "x").as_str().into()).len(),
+            HEADER_KEEP_MAX
+        );
+        assert!(matches!(
+            keep("short".into()),
+            std::borrow::Cow::Borrowed("short")
+        ));
     }
 }

@@ -147,6 +147,94 @@ pub struct Click {
     pub utm: Vec<Pair>,
 }
 
+/// A string borrowed for archiving: archives exactly as a `String` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text<'a>(pub &'a str);
+
+impl Archive for Text<'_> {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+
+    #[inline]
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::string::ArchivedString::resolve_from_str(self.0, resolver, out);
+    }
+}
+
+impl<S> Serialize<S> for Text<'_>
+where
+    S: rancor::Fallible + ?Sized,
+    S::Error: rancor::Source,
+    str: rkyv::SerializeUnsized<S>,
+{
+    #[inline]
+    fn serialize(&self, serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(self.0, serializer)
+    }
+}
+
+/// A [`Pair`] of borrowed strings, archived as a [`Pair`].
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+#[rkyv(as = ArchivedPair)]
+#[rkyv(serialize_bounds(__S: rkyv::ser::Allocator + rkyv::ser::Writer, <__S as rancor::Fallible>::Error: rancor::Source))]
+pub struct PairRef<'a> {
+    #[rkyv(omit_bounds)]
+    pub name: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub value: Text<'a>,
+}
+
+/// A [`Click`] of borrowed fields, archived byte for byte as the [`Click`] with the same
+/// values: the edge archives a click straight from the request it holds, without copying
+/// every header into a `String` first (about 20 allocations per click).
+#[derive(Archive, Serialize, Debug, Clone)]
+#[rkyv(as = ArchivedClick)]
+#[rkyv(serialize_bounds(__S: rkyv::ser::Allocator + rkyv::ser::Writer, <__S as rancor::Fallible>::Error: rancor::Source))]
+pub struct ClickRef<'a> {
+    pub at_us: i64,
+    #[rkyv(omit_bounds)]
+    pub click_id: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub link_code: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub affiliate_id: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub campaign_id: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub sub_ids: Vec<Text<'a>>,
+    #[rkyv(omit_bounds)]
+    pub ip: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub user_agent: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub referrer: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub accept_language: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub sec_fetch_dest: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub sec_fetch_site: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub client_hints: Vec<PairRef<'a>>,
+    #[rkyv(omit_bounds)]
+    pub visitor_id: Option<Text<'a>>,
+    pub fingerprint: Option<u64>,
+    pub opted_out: bool,
+    #[rkyv(omit_bounds)]
+    pub destination: Text<'a>,
+    #[rkyv(omit_bounds)]
+    pub utm: Vec<PairRef<'a>>,
+}
+
+impl ClickRef<'_> {
+    /// Archives into `buf` (cleared first): the payload of a [`Click`] record.
+    pub fn archive_into(&self, mut buf: AlignedVec) -> AlignedVec {
+        buf.clear();
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, buf)
+            .expect("archiving borrowed strings into a Vec cannot fail")
+    }
+}
+
 /// A tracked impression (`GET /i/{link}`), v1.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -981,6 +1069,88 @@ pub mod samples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The borrowed form archives to exactly the bytes of the owned one, for short
+    /// (inline) and long strings, empty and full vectors, `Some` and `None`.
+    #[test]
+    fn a_borrowed_click_archives_as_the_click() {
+        let long = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)";
+        for (visitor, fingerprint, hints, utm) in [
+            (None, None, 0, 0),
+            (Some("v-123"), Some(42u64), 3, 2),
+            (Some(long), Some(u64::MAX), 1, 0),
+        ] {
+            let owned = Click {
+                at_us: 1_764_000_000_123_456,
+                click_id: "AQABAWkkgQAAAABNAAAAAE0AAABNAAAA".into(),
+                link_code: "demo".into(),
+                affiliate_id: "demo-affiliate".into(),
+                campaign_id: "c".into(),
+                sub_ids: vec![
+                    "s1".into(),
+                    String::new(),
+                    long.into(),
+                    "x".into(),
+                    "é".into(),
+                ],
+                ip: "203.0.113.0".into(),
+                user_agent: long.into(),
+                referrer: String::new(),
+                accept_language: "en-GB,en;q=0.9".into(),
+                sec_fetch_dest: "document".into(),
+                sec_fetch_site: "cross-site".into(),
+                client_hints: (0..hints)
+                    .map(|i| Pair {
+                        name: format!("sec-ch-ua-{i}"),
+                        value: long[..10 * i + 3].into(),
+                    })
+                    .collect(),
+                visitor_id: visitor.map(str::to_string),
+                fingerprint,
+                opted_out: fingerprint.is_none(),
+                destination: format!("https://shop.example/landing?click_id=x&{long}"),
+                utm: (0..utm)
+                    .map(|i| Pair {
+                        name: format!("utm_{i}"),
+                        value: "v".repeat(i * 20),
+                    })
+                    .collect(),
+            };
+            fn pairs(v: &[Pair]) -> Vec<PairRef<'_>> {
+                v.iter()
+                    .map(|p| PairRef {
+                        name: Text(&p.name),
+                        value: Text(&p.value),
+                    })
+                    .collect()
+            }
+            let borrowed = ClickRef {
+                at_us: owned.at_us,
+                click_id: Text(&owned.click_id),
+                link_code: Text(&owned.link_code),
+                affiliate_id: Text(&owned.affiliate_id),
+                campaign_id: Text(&owned.campaign_id),
+                sub_ids: owned.sub_ids.iter().map(|s| Text(s)).collect(),
+                ip: Text(&owned.ip),
+                user_agent: Text(&owned.user_agent),
+                referrer: Text(&owned.referrer),
+                accept_language: Text(&owned.accept_language),
+                sec_fetch_dest: Text(&owned.sec_fetch_dest),
+                sec_fetch_site: Text(&owned.sec_fetch_site),
+                client_hints: pairs(&owned.client_hints),
+                visitor_id: owned.visitor_id.as_deref().map(Text),
+                fingerprint: owned.fingerprint,
+                opted_out: owned.opted_out,
+                destination: Text(&owned.destination),
+                utm: pairs(&owned.utm),
+            };
+            let want = rkyv::to_bytes::<rancor::Error>(&owned).unwrap();
+            let got = borrowed.archive_into(AlignedVec::new());
+            assert_eq!(got.as_slice(), want.as_slice());
+            let back = rkyv::from_bytes::<Click, rancor::Error>(&got).unwrap();
+            assert_eq!(back, owned);
+        }
+    }
 
     #[test]
     fn currency_parse() {
