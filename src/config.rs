@@ -494,13 +494,17 @@ pub struct ConversionsSection {
     /// How far back a fingerprint match may reach; shorter than cookie windows because a
     /// fingerprint is a weaker signal. Default: 24. Bounds: 1 ..= 720.
     pub fingerprint_window_hours: u64,
-    /// Most clicks the recent-click index keeps in memory (about 300 bytes each).
-    /// Fingerprint matches reach back this many clicks, whatever the window says: 200,000
-    /// clicks is 33 minutes at 100 clicks/s. (Postback sub-ids of older clicks are read
-    /// back from the journal.)
-    /// `/metrics` shows how far back the index reaches
-    /// (`clicktrail_click_index_span_seconds`). Default: 200000. Bounds: 1000 ..= 50000000.
+    /// Most clicks the recent-click index keeps whole in memory (about 300 bytes each);
+    /// older ones are read back from the journal when needed (postback sub-ids,
+    /// fingerprint matches). `/metrics`: `clicktrail_click_index_span_seconds`.
+    /// Default: 200000. Bounds: 1000 ..= 50000000.
     pub click_index_max: usize,
+    /// Most fingerprinted clicks remembered for fingerprint matches (under 80 bytes each).
+    /// Matches reach back this many clicks, whatever `fingerprint-window-hours` says:
+    /// 1,000,000 is about 2.8 hours at 100 fingerprinted clicks/s. `/metrics`:
+    /// `clicktrail_fingerprint_index_span_seconds`. Default: 1000000. Bounds: 1000 ..=
+    /// 200000000.
+    pub fingerprint_index_max: usize,
 }
 
 impl Default for ConversionsSection {
@@ -508,6 +512,7 @@ impl Default for ConversionsSection {
         ConversionsSection {
             fingerprint_window_hours: 24,
             click_index_max: clicktrail_actors::clicks::CLICKS_MAX,
+            fingerprint_index_max: clicktrail_actors::clicks::FINGERPRINTS_MAX,
         }
     }
 }
@@ -686,6 +691,10 @@ impl Config {
             || "conversions.click-index-max must be 1000..=50000000".into(),
         )?;
         check(
+            (1_000..=200_000_000).contains(&self.conversions.fingerprint_index_max),
+            || "conversions.fingerprint-index-max must be 1000..=200000000".into(),
+        )?;
+        check(
             self.program.hold_days <= clicktrail_actors::ledger::HOLD_DAYS_MAX,
             || "program.hold-days must be 0..=365".into(),
         )?;
@@ -786,6 +795,7 @@ impl Config {
             ingest_shards: a.ingest_shards,
             ingest_queue_max: a.ingest_queue_max,
             click_index_max: self.conversions.click_index_max,
+            fingerprint_index_max: self.conversions.fingerprint_index_max,
             supervisor: SupervisorConfig {
                 restart_backoff_initial: Duration::from_millis(a.restart_backoff_initial_ms),
                 restart_backoff_max: Duration::from_millis(a.restart_backoff_max_ms),
@@ -865,11 +875,12 @@ mod tests {
     #[test]
     fn the_click_index_bound_reaches_the_actors() {
         let c = Config::from_toml(
-            &format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n[conversions]\nclick-index-max = 5000000\n"),
+            &format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n[conversions]\nclick-index-max = 5000000\nfingerprint-index-max = 7000\n"),
             "test",
         )
         .unwrap();
         assert_eq!(c.system_config().click_index_max, 5_000_000);
+        assert_eq!(c.system_config().fingerprint_index_max, 7000);
     }
 
     #[test]
@@ -913,6 +924,7 @@ mod tests {
             ),
             ("[program]\nhold-days = 400\n", "hold-days"),
             ("[conversions]\nclick-index-max = 500\n", "click-index-max"),
+            ("[conversions]\nfingerprint-index-max = 0\n", "fingerprint-index-max"),
             ("[payouts]\nschedule = \"weekly\"\n", "schedule"),
             ("[payouts]\ntime-zone = \"Mars/Olympus\"\n", "time-zone"),
             ("[payouts]\nminimum = { XYZ = 5 }\n", "minimum XYZ"),

@@ -344,14 +344,27 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             p.durable()
         );
     }
-    let (indexed, capacity, oldest) = {
+    let (indexed, capacity, oldest, fingerprints) = {
         let c = state.clicks.lock().unwrap();
-        (c.len(), c.capacity(), c.oldest_at_us())
+        (
+            c.len(),
+            c.capacity(),
+            c.oldest_at_us(),
+            c.fingerprint_reach(),
+        )
+    };
+    let span_s = |oldest: Option<i64>| {
+        oldest.map_or(0.0, |o| {
+            clicktrail_actors::catalog::now_us()
+                .saturating_sub(o)
+                .max(0) as f64
+                / 1e6
+        })
     };
     gauge(
         &mut out,
         "clicktrail_click_index_clicks",
-        "Clicks in the recent-click index (fingerprint matches, postback sub-ids).",
+        "Clicks kept whole in the recent-click index.",
         "gauge",
     );
     let _ = writeln!(out, "clicktrail_click_index_clicks {indexed}");
@@ -368,15 +381,39 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "How far back the index reaches: now minus its oldest click (0 when empty).",
         "gauge",
     );
-    let span_us = oldest.map_or(0, |o| {
-        clicktrail_actors::catalog::now_us()
-            .saturating_sub(o)
-            .max(0)
-    });
     let _ = writeln!(
         out,
         "clicktrail_click_index_span_seconds {:.3}",
-        span_us as f64 / 1e6
+        span_s(oldest)
+    );
+    let (remembered, most, oldest) = fingerprints;
+    gauge(
+        &mut out,
+        "clicktrail_fingerprint_index_fingerprints",
+        "Browser fingerprints remembered for fingerprint matches.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "clicktrail_fingerprint_index_fingerprints {remembered}"
+    );
+    gauge(
+        &mut out,
+        "clicktrail_fingerprint_index_capacity",
+        "Most fingerprinted clicks remembered (conversions.fingerprint-index-max).",
+        "gauge",
+    );
+    let _ = writeln!(out, "clicktrail_fingerprint_index_capacity {most}");
+    gauge(
+        &mut out,
+        "clicktrail_fingerprint_index_span_seconds",
+        "How far back fingerprint matches reach: now minus the oldest remembered click (0 when empty).",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "clicktrail_fingerprint_index_span_seconds {:.3}",
+        span_s(oldest)
     );
     gauge(
         &mut out,

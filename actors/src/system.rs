@@ -2,7 +2,7 @@
 //! concern added. The binary calls [`build`]; tests build smaller trees by hand.
 
 use crate::catalog::EntityStore;
-use crate::clicks::{ClickIndexer, RecentClicks, SharedClicks, CLICKS_MAX};
+use crate::clicks::{ClickIndexer, RecentClicks, SharedClicks, CLICKS_MAX, FINGERPRINTS_MAX};
 use crate::ingest::{IngestShard, IngestShards};
 use crate::stats::{SharedStats, StatsCounter};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -42,9 +42,12 @@ pub struct SystemConfig {
     /// Most records handed to one shard and not yet acknowledged; beyond it the edge answers
     /// 503. Default: 4096.
     pub ingest_queue_max: usize,
-    /// Most clicks the recent-click index keeps (fingerprint matches reach back this far,
-    /// oldest first out). Default: [`CLICKS_MAX`].
+    /// Most clicks the recent-click index keeps whole (oldest first out). Default:
+    /// [`CLICKS_MAX`].
     pub click_index_max: usize,
+    /// Most fingerprinted clicks remembered for fingerprint matches (oldest first out).
+    /// Default: [`FINGERPRINTS_MAX`].
+    pub fingerprint_index_max: usize,
     pub supervisor: SupervisorConfig,
     pub postbacks: postback::DispatcherConfig,
     pub ledger: ledger::LedgerConfig,
@@ -57,6 +60,7 @@ impl Default for SystemConfig {
             ingest_shards: 2,
             ingest_queue_max: 4096,
             click_index_max: CLICKS_MAX,
+            fingerprint_index_max: FINGERPRINTS_MAX,
             supervisor: SupervisorConfig::default(),
             postbacks: postback::DispatcherConfig::default(),
             ledger: ledger::LedgerConfig::default(),
@@ -151,8 +155,9 @@ pub fn build(
             )
         }),
     );
-    let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::new(
+    let clicks: SharedClicks = Arc::new(std::sync::Mutex::new(RecentClicks::with_fingerprints(
         config.click_index_max,
+        config.fingerprint_index_max,
     )));
     let (i, c) = (inputs.clone(), clicks.clone());
     sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));

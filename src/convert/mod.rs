@@ -26,7 +26,7 @@ use crate::edge::request;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
-use clicktrail_actors::clicks::SharedClicks;
+use clicktrail_actors::clicks::{ClickLookup, SharedClicks};
 use clicktrail_actors::ingest::{AppendError, IngestShards, DURABLE_SHARD};
 use clicktrail_storage::schema::{
     Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, Currency, MatchKind,
@@ -335,8 +335,8 @@ struct Index {
 /// What the conversion handlers share.
 pub struct Conversions {
     store: Arc<EntityStore>,
-    /// Recent clicks, for fingerprint matching.
-    clicks: SharedClicks,
+    /// Clicks by fingerprint and by id, for fingerprint matching.
+    clicks: ClickLookup,
     fingerprint_key: Hmac<Sha256>,
     /// How far back a fingerprint match may reach (shorter than cookie windows).
     fingerprint_window_us: i64,
@@ -550,7 +550,10 @@ impl Conversions {
         mac.update(b"clicktrail conversion id key v1");
         Ok(Conversions {
             store,
-            clicks,
+            clicks: ClickLookup {
+                clicks,
+                journal: journal.clone(),
+            },
             fingerprint_key: request::fingerprint_key(click_id_key),
             fingerprint_window_us: fingerprint_window.as_micros() as i64,
             ingest,
@@ -731,12 +734,14 @@ impl Conversions {
             &[ua, lang],
         );
         let since = now_us - self.fingerprint_window_us;
-        let click = self
+        let id = self
+            .clicks
             .clicks
             .lock()
             .unwrap()
-            .by_fingerprint(fp, since)?
-            .clone();
+            .by_fingerprint(fp, since)?;
+        // The click itself may have left the click index: read it back by id.
+        let click = self.clicks.info(&id)?;
         let campaign = catalog.campaigns.get(&click.campaign_id)?;
         let ok = campaign.campaign.merchant_id == merchant
             && req

@@ -20,6 +20,54 @@ use std::sync::{Arc, Mutex};
 
 /// Default bound on indexed clicks (about 300 bytes each; `conversions.click-index-max`).
 pub const CLICKS_MAX: usize = 200_000;
+/// Default bound on fingerprinted clicks remembered for fingerprint matches (under 80
+/// bytes each; `conversions.fingerprint-index-max`).
+pub const FINGERPRINTS_MAX: usize = 1_000_000;
+
+/// The latest click of each browser fingerprint, kept apart from the clicks themselves
+/// (a fingerprint and a click id: under 80 bytes against ~300 for a click), so matches
+/// reach back further than the click index; a match reads its click back by id.
+#[derive(Debug)]
+struct Fingerprints {
+    capacity: usize,
+    /// Fingerprint -> (time, click id) of its latest click.
+    latest: HashMap<u64, (i64, [u8; 32]), foldhash::fast::RandomState>,
+    /// (fingerprint, time) of every fingerprinted click kept, oldest first. An entry whose
+    /// fingerprint has clicked again since only leaves the queue at eviction.
+    order: VecDeque<(u64, i64)>,
+}
+
+impl Fingerprints {
+    fn new(capacity: usize) -> Self {
+        Fingerprints {
+            capacity: capacity.max(1),
+            latest: HashMap::default(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, fingerprint: u64, at_us: i64, click_id: &str) {
+        // Version-1 click ids are 32 characters; nothing else is ever indexed.
+        let Ok(id) = <[u8; 32]>::try_from(click_id.as_bytes()) else {
+            return;
+        };
+        while self.order.len() >= self.capacity {
+            let Some((f, t)) = self.order.pop_front() else {
+                break;
+            };
+            if self.latest.get(&f).is_some_and(|(at, _)| *at == t) {
+                self.latest.remove(&f);
+            }
+        }
+        self.latest.insert(fingerprint, (at_us, id));
+        self.order.push_back((fingerprint, at_us));
+    }
+
+    fn latest(&self, fingerprint: u64, since_us: i64) -> Option<String> {
+        let (at, id) = self.latest.get(&fingerprint)?;
+        (*at >= since_us).then(|| String::from_utf8_lossy(id).into_owned())
+    }
+}
 
 /// What a conversion or postback needs of a click.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,46 +192,40 @@ impl Positions {
 #[derive(Debug)]
 pub struct RecentClicks {
     positions: Positions,
+    fingerprints: Fingerprints,
     capacity: usize,
     by_id: HashMap<Arc<str>, ClickInfo, foldhash::fast::RandomState>,
-    /// Latest click per fingerprint: (click id, time).
-    by_fingerprint: HashMap<u64, (Arc<str>, i64), foldhash::fast::RandomState>,
-    /// Insertion order, for eviction: (click id, fingerprint).
-    order: VecDeque<(Arc<str>, Option<u64>)>,
+    /// Insertion order, for eviction.
+    order: VecDeque<Arc<str>>,
 }
 
 impl RecentClicks {
+    /// An index of `capacity` clicks and [`FINGERPRINTS_MAX`] fingerprints.
     pub fn new(capacity: usize) -> Self {
+        Self::with_fingerprints(capacity, FINGERPRINTS_MAX)
+    }
+
+    pub fn with_fingerprints(capacity: usize, fingerprints: usize) -> Self {
         RecentClicks {
             positions: Positions::default(),
+            fingerprints: Fingerprints::new(fingerprints),
             capacity: capacity.max(1),
             by_id: HashMap::default(),
-            by_fingerprint: HashMap::default(),
             order: VecDeque::new(),
         }
     }
 
     pub fn insert(&mut self, info: ClickInfo, fingerprint: Option<u64>) {
         while self.order.len() >= self.capacity {
-            let Some((old, fp)) = self.order.pop_front() else {
+            let Some(old) = self.order.pop_front() else {
                 break;
             };
             self.by_id.remove(&old);
-            if let Some(fp) = fp {
-                if self
-                    .by_fingerprint
-                    .get(&fp)
-                    .is_some_and(|(id, _)| *id == old)
-                {
-                    self.by_fingerprint.remove(&fp);
-                }
-            }
         }
         if let Some(fp) = fingerprint {
-            self.by_fingerprint
-                .insert(fp, (info.click_id.clone(), info.at_us));
+            self.fingerprints.insert(fp, info.at_us, &info.click_id);
         }
-        self.order.push_back((info.click_id.clone(), fingerprint));
+        self.order.push_back(info.click_id.clone());
         self.by_id.insert(info.click_id.clone(), info);
     }
 
@@ -191,24 +233,31 @@ impl RecentClicks {
         self.by_id.get(click_id)
     }
 
-    /// The latest click with this fingerprint at or after `since_us`.
-    pub fn by_fingerprint(&self, fingerprint: u64, since_us: i64) -> Option<&ClickInfo> {
-        let (id, at) = self.by_fingerprint.get(&fingerprint)?;
-        (*at >= since_us).then(|| self.by_id.get(id)).flatten()
+    /// The id of the latest click with this fingerprint at or after `since_us` (read the
+    /// click with [`ClickLookup::info`]: it may have left the click index).
+    pub fn by_fingerprint(&self, fingerprint: u64, since_us: i64) -> Option<String> {
+        self.fingerprints.latest(fingerprint, since_us)
+    }
+
+    /// Fingerprints remembered, the most kept, and when the oldest remembered click
+    /// happened (µs since the epoch): how far back fingerprint matches reach now.
+    pub fn fingerprint_reach(&self) -> (usize, usize, Option<i64>) {
+        let f = &self.fingerprints;
+        (f.latest.len(), f.capacity, f.order.front().map(|(_, t)| *t))
     }
 
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    /// When the oldest indexed click happened (µs since the epoch): how far back
-    /// fingerprint matches and postback sub-ids reach now.
+    /// When the oldest indexed click happened (µs since the epoch): how far back the
+    /// index reaches now.
     pub fn oldest_at_us(&self) -> Option<i64> {
         // A click id seen twice (the same record replayed) leaves an older entry in
         // `order` whose click is gone from `by_id`: skip those.
         self.order
             .iter()
-            .find_map(|(id, _)| self.by_id.get(id))
+            .find_map(|id| self.by_id.get(id))
             .map(|c| c.at_us)
     }
 
@@ -309,7 +358,7 @@ impl ClickIndexer {
     pub fn new(inputs: Vec<String>, clicks: SharedClicks) -> Self {
         {
             let mut c = clicks.lock().unwrap();
-            *c = RecentClicks::new(c.capacity);
+            *c = RecentClicks::with_fingerprints(c.capacity, c.fingerprints.capacity);
             // (Positions start over with it: the indexer reads every partition again.)
         }
         ClickIndexer { inputs, clicks }
@@ -371,22 +420,38 @@ mod tests {
 
     #[test]
     fn latest_click_per_fingerprint_within_the_window_and_bounded() {
-        let mut r = RecentClicks::new(3);
-        r.insert(info("c1", 100), Some(7));
-        r.insert(info("c2", 200), Some(7));
-        r.insert(info("c3", 300), None);
-        assert_eq!(&*r.by_fingerprint(7, 150).unwrap().click_id, "c2");
+        // Ids of 32 characters, as click ids are.
+        let c = |n: u32| format!("{n:0>32}");
+        let mut r = RecentClicks::with_fingerprints(3, 4);
+        r.insert(info(&c(1), 100), Some(7));
+        r.insert(info(&c(2), 200), Some(7));
+        r.insert(info(&c(3), 300), None);
+        assert_eq!(r.by_fingerprint(7, 150), Some(c(2)));
         assert!(r.by_fingerprint(7, 250).is_none(), "outside the window");
         assert!(r.by_fingerprint(8, 0).is_none());
-        r.insert(info("c4", 400), Some(9));
+        r.insert(info(&c(4), 400), Some(9));
         assert_eq!(r.len(), 3, "bounded");
-        assert!(r.get("c1").is_none(), "oldest evicted");
-        assert_eq!(&*r.by_fingerprint(7, 0).unwrap().click_id, "c2");
-        r.insert(info("c5", 500), None);
+        assert!(r.get(&c(1)).is_none(), "oldest evicted");
+        // Fingerprints outlive the clicks: c2 has left the click index, not this one.
+        r.insert(info(&c(5), 500), None);
+        r.insert(info(&c(6), 600), None);
+        assert!(r.get(&c(2)).is_none());
+        assert_eq!(r.by_fingerprint(7, 0), Some(c(2)));
+        assert_eq!(r.fingerprint_reach(), (2, 4, Some(100)));
+        // Their own bound: the queue holds 4 fingerprinted clicks. The next one pushes c1
+        // out (fingerprint 7 still has c2); the one after, c2.
+        r.insert(info(&c(7), 700), Some(10));
+        r.insert(info(&c(8), 800), Some(11));
+        assert_eq!(r.by_fingerprint(7, 0), Some(c(2)));
+        r.insert(info(&c(9), 900), Some(12));
         assert!(
             r.by_fingerprint(7, 0).is_none(),
-            "evicted click no longer matches"
+            "evicted fingerprint no longer matches"
         );
+        assert_eq!(r.fingerprint_reach(), (4, 4, Some(400)));
+        // Ids that are not click ids are never remembered.
+        r.insert(info("short", 950), Some(13));
+        assert!(r.by_fingerprint(13, 0).is_none());
     }
 
     /// A version-1 click id with this layout (the MAC is not checked by lookups).
