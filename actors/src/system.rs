@@ -159,8 +159,8 @@ pub fn build(
         config.click_index_max,
         config.fingerprint_index_max,
     )));
-    let (i, c) = (inputs.clone(), clicks.clone());
-    sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone())));
+    let (i, c, j) = (inputs.clone(), clicks.clone(), journal.clone());
+    sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone()).pruning(j.clone())));
     // The ledger too, for `commission.created`.
     let (i, pb) = (
         inputs

@@ -151,13 +151,29 @@ struct Positions {
     shards: HashMap<u8, (u64, Vec<Sample>)>,
 }
 
+/// Every this many samples of a shard, samples of segments retention removed are dropped.
+const PRUNE_EVERY: u64 = 4096;
+
 impl Positions {
-    fn note(&mut self, shard: u8, sample: Sample) {
+    /// Notes a click; says when the shard's samples are due a prune.
+    fn note(&mut self, shard: u8, sample: Sample) -> bool {
         let (seen, samples) = self.shards.entry(shard).or_default();
-        if *seen % SAMPLE_EVERY == 0 {
+        let sampled = *seen % SAMPLE_EVERY == 0;
+        // The number of samples taken so far, this one included.
+        let taken = *seen / SAMPLE_EVERY + 1;
+        if sampled {
             samples.push(sample);
         }
         *seen += 1;
+        sampled && taken % PRUNE_EVERY == 0
+    }
+
+    /// Drops the shard's samples below `start` (the partition's first offset held).
+    fn prune(&mut self, shard: u8, start: u64) {
+        if let Some((_, samples)) = self.shards.get_mut(&shard) {
+            let gone = samples.partition_point(|s| s.offset < start);
+            samples.drain(..gone);
+        }
     }
 
     /// Where to start reading for a click with this layout, if the shard has any clicks:
@@ -351,6 +367,8 @@ impl ClickLookup {
 pub struct ClickIndexer {
     inputs: Vec<String>,
     clicks: SharedClicks,
+    /// For dropping positions in segments retention has removed.
+    journal: Option<Journal>,
 }
 
 impl ClickIndexer {
@@ -361,7 +379,18 @@ impl ClickIndexer {
             *c = RecentClicks::with_fingerprints(c.capacity, c.fingerprints.capacity);
             // (Positions start over with it: the indexer reads every partition again.)
         }
-        ClickIndexer { inputs, clicks }
+        ClickIndexer {
+            inputs,
+            clicks,
+            journal: None,
+        }
+    }
+
+    /// Keeps the click positions to what `journal` still holds (under half a byte per
+    /// click, but without this they would grow for as long as the process runs).
+    pub fn pruning(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
     }
 }
 
@@ -390,14 +419,17 @@ impl Processor for ClickIndexer {
         };
         let mut clicks = self.clicks.lock().unwrap();
         if let Some(l) = id_layout(c.click_id.as_str()) {
-            clicks.positions.note(
-                l.shard,
-                Sample {
-                    at_us: info.at_us,
-                    seq: l.seq,
-                    offset: input.offset,
-                },
-            );
+            let sample = Sample {
+                at_us: info.at_us,
+                seq: l.seq,
+                offset: input.offset,
+            };
+            if clicks.positions.note(l.shard, sample) {
+                let name = crate::system::ingest_partition(l.shard as usize);
+                if let Some(p) = self.journal.as_ref().and_then(|j| j.get(&name)) {
+                    clicks.positions.prune(l.shard, p.start());
+                }
+            }
         }
         clicks.insert(info, fp);
         Ok(())
@@ -587,6 +619,32 @@ mod tests {
             journal.get("ingest-4").is_none(),
             "a lookup creates no partition"
         );
+    }
+
+    /// Positions are pruned every `PRUNE_EVERY` samples, down to what the journal holds.
+    #[test]
+    fn positions_ask_for_pruning_and_drop_removed_segments() {
+        let mut p = Positions::default();
+        let n = SAMPLE_EVERY * PRUNE_EVERY;
+        let due: Vec<u64> = (0..2 * n)
+            .filter(|&i| {
+                p.note(
+                    1,
+                    Sample {
+                        at_us: i as i64,
+                        seq: i as u32,
+                        offset: i * 100,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(due, vec![n - SAMPLE_EVERY, 2 * n - SAMPLE_EVERY]);
+        assert_eq!(p.shards[&1].1.len() as u64, 2 * PRUNE_EVERY);
+        p.prune(1, n * 100);
+        let left = &p.shards[&1].1;
+        assert_eq!(left.len() as u64, PRUNE_EVERY);
+        assert_eq!(left[0].offset, n * 100);
+        p.prune(2, 0); // a shard with no clicks: nothing to do
     }
 
     /// Two runs whose sequences overlap within the same seconds: the nearest sample may
