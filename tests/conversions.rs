@@ -785,20 +785,22 @@ fn conversions_are_approved_or_rejected_once_with_who_and_why() {
 
 /// A fingerprint match reaches back past the clicks kept whole: the click index holds
 /// 1,000 clicks here, the matched click is 1,100 clicks old, and a restart rebuilt both
-/// indexes from the journal.
+/// indexes from the journal. And it finds the browser's latest click on the reporting
+/// merchant's campaigns, though the browser clicked another merchant's offer since.
 #[test]
 fn a_fingerprint_match_finds_a_click_gone_from_the_click_index() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[[links]]\ncode = \"L2\"\naffiliate-id = \"a1\"\ncampaign-id = \"c2\"\n");
     text.push_str("[conversions]\nclick-index-max = 1000\n");
     std::fs::write(&cfg, text).unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
-    let browse = |ua: &str| {
+    let browse_link = |link: &str, ua: &str| {
         let r = a
-            .get(format!("http://{addr}/c/L1?sub1=old"))
+            .get(format!("http://{addr}/c/{link}?sub1=old"))
             .header("user-agent", ua)
             .header("accept-language", "fr")
             .call()
@@ -807,10 +809,11 @@ fn a_fingerprint_match_finds_a_click_gone_from_the_click_index() {
         let loc = r.headers()["location"].to_str().unwrap().to_string();
         loc.split("click_id=").nth(1).unwrap().to_string()
     };
-    let first = browse("Old-Browser/1.0");
+    let first = browse_link("L1", "Old-Browser/1.0");
     for i in 0..1100 {
-        browse(&format!("Other-Browser/{i}"));
+        browse_link("L1", &format!("Other-Browser/{i}"));
     }
+    let on_m2 = browse_link("L2", "Old-Browser/1.0");
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
 
@@ -823,20 +826,22 @@ fn a_fingerprint_match_finds_a_click_gone_from_the_click_index() {
     server.wait_until("the indexes rebuilt", |_| {
         let (_, m) = get_text(&a, addr, "/metrics");
         gauge(&m, "clicktrail_click_index_clicks") == Some(1000.0)
-            && gauge(&m, "clicktrail_fingerprint_index_fingerprints") == Some(1101.0)
+            && gauge(&m, "clicktrail_fingerprint_index_fingerprints") == Some(1102.0)
     });
-    let (s, v) = post(
-        &a,
-        addr,
-        Some(M1),
-        &json!({"order_id": "fp-old", "amount": "3.00", "currency": "EUR",
-                "ip": "127.0.0.1", "user_agent": "Old-Browser/1.0", "accept_language": "fr"})
-        .to_string(),
-    );
-    assert_eq!(s, 201, "{v}");
-    assert_eq!(v["match"], "fingerprint", "{v}");
-    assert_eq!(v["click_id"].as_str(), Some(first.as_str()));
-    assert_eq!(v["affiliate_id"], "a1");
+    for (key, order, want) in [(M1, "fp-old-1", &first), (M2, "fp-old-2", &on_m2)] {
+        let (s, v) = post(
+            &a,
+            addr,
+            Some(key),
+            &json!({"order_id": order, "amount": "3.00", "currency": "EUR",
+                    "ip": "127.0.0.1", "user_agent": "Old-Browser/1.0", "accept_language": "fr"})
+            .to_string(),
+        );
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["match"], "fingerprint", "{v}");
+        assert_eq!(v["click_id"].as_str(), Some(want.as_str()), "{order}");
+        assert_eq!(v["affiliate_id"], "a1");
+    }
 }
 
 fn get_text(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, String) {

@@ -159,8 +159,15 @@ pub fn build(
         config.click_index_max,
         config.fingerprint_index_max,
     )));
-    let (i, c, j) = (inputs.clone(), clicks.clone(), journal.clone());
-    sup = sup.worker(move || Box::new(ClickIndexer::new(i.clone(), c.clone()).pruning(j.clone())));
+    let (i, c, j, s) = (
+        inputs.clone(),
+        clicks.clone(),
+        journal.clone(),
+        store.clone(),
+    );
+    sup = sup.worker(move || {
+        Box::new(ClickIndexer::new(i.clone(), c.clone(), s.clone()).pruning(j.clone()))
+    });
     // The ledger too, for `commission.created`.
     let (i, pb) = (
         inputs

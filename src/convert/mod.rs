@@ -734,12 +734,10 @@ impl Conversions {
             &[ua, lang],
         );
         let since = now_us - self.fingerprint_window_us;
-        let id = self
-            .clicks
-            .clicks
-            .lock()
-            .unwrap()
-            .by_fingerprint(fp, since)?;
+        let id = self.clicks.clicks.lock().unwrap().by_fingerprint(
+            clicktrail_actors::clicks::merchant_fingerprint(fp, merchant),
+            since,
+        )?;
         // The click itself may have left the click index: read it back by id.
         let click = self.clicks.info(&id)?;
         let campaign = catalog.campaigns.get(&click.campaign_id)?;

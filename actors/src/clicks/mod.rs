@@ -24,6 +24,19 @@ pub const CLICKS_MAX: usize = 200_000;
 /// bytes each; `conversions.fingerprint-index-max`).
 pub const FINGERPRINTS_MAX: usize = 1_000_000;
 
+/// The key fingerprint matches use: a browser's fingerprint on one merchant's campaigns.
+/// A browser that clicked merchant A's offer and then B's is still matched to its A click
+/// when A reports a sale.
+pub fn merchant_fingerprint(fingerprint: u64, merchant_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same in every process (the map is rebuilt on start
+    // anyway), and not worth steering collisions into from outside.
+    let mut h = std::hash::DefaultHasher::new();
+    fingerprint.hash(&mut h);
+    merchant_id.hash(&mut h);
+    h.finish()
+}
+
 /// The latest click of each browser fingerprint, kept apart from the clicks themselves
 /// (a fingerprint and a click id: under 80 bytes against ~300 for a click), so matches
 /// reach back further than the click index; a match reads its click back by id.
@@ -249,8 +262,9 @@ impl RecentClicks {
         self.by_id.get(click_id)
     }
 
-    /// The id of the latest click with this fingerprint at or after `since_us` (read the
-    /// click with [`ClickLookup::info`]: it may have left the click index).
+    /// The id of the latest click with this key ([`merchant_fingerprint`]) at or after
+    /// `since_us` (read the click with [`ClickLookup::info`]: it may have left the click
+    /// index).
     pub fn by_fingerprint(&self, fingerprint: u64, since_us: i64) -> Option<String> {
         self.fingerprints.latest(fingerprint, since_us)
     }
@@ -367,13 +381,19 @@ impl ClickLookup {
 pub struct ClickIndexer {
     inputs: Vec<String>,
     clicks: SharedClicks,
+    /// Campaign -> merchant, for fingerprint keys.
+    store: Arc<crate::catalog::EntityStore>,
     /// For dropping positions in segments retention has removed.
     journal: Option<Journal>,
 }
 
 impl ClickIndexer {
     /// A fresh indexer: it empties the shared index (it reads the journal from its start).
-    pub fn new(inputs: Vec<String>, clicks: SharedClicks) -> Self {
+    pub fn new(
+        inputs: Vec<String>,
+        clicks: SharedClicks,
+        store: Arc<crate::catalog::EntityStore>,
+    ) -> Self {
         {
             let mut c = clicks.lock().unwrap();
             *c = RecentClicks::with_fingerprints(c.capacity, c.fingerprints.capacity);
@@ -382,6 +402,7 @@ impl ClickIndexer {
         ClickIndexer {
             inputs,
             clicks,
+            store,
             journal: None,
         }
     }
@@ -415,7 +436,14 @@ impl Processor for ClickIndexer {
         let fp = if c.opted_out {
             None
         } else {
-            c.fingerprint.as_ref().map(|f| f.to_native())
+            // Keyed by merchant too (a campaign unknown to the catalog is not indexed).
+            c.fingerprint.as_ref().and_then(|f| {
+                self.store.with(|cat| {
+                    cat.campaigns
+                        .get(&info.campaign_id)
+                        .map(|k| merchant_fingerprint(f.to_native(), &k.campaign.merchant_id))
+                })
+            })
         };
         let mut clicks = self.clicks.lock().unwrap();
         if let Some(l) = id_layout(c.click_id.as_str()) {
@@ -585,7 +613,8 @@ mod tests {
             }
         }
         let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(10)));
-        let mut indexer = ClickIndexer::new(vec![], shared.clone());
+        let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
+        let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
         for shard in [1usize, 2] {
             let p = journal
                 .partition(&crate::system::ingest_partition(shard))
@@ -669,7 +698,8 @@ mod tests {
             ids.push((cid, seq));
         }
         let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1)));
-        let mut indexer = ClickIndexer::new(vec![], shared.clone());
+        let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
+        let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
         let mut r = p.reader().unwrap();
         while let Some(rec) = r.next().unwrap() {
             indexer.process(&rec, &mut Vec::new()).unwrap();
