@@ -40,6 +40,10 @@ use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// Most journal records a fingerprint match reads to find its click: milliseconds at
+/// worst, against the 200,000 a postback's lookup may read on its own thread.
+const FINGERPRINT_LOOKUP_MAX: usize = 20_000;
+
 /// Confidence given to a fingerprint match: a heuristic, documented as such (shared
 /// networks and identical browsers can collide).
 pub const FINGERPRINT_CONFIDENCE_PPM: u32 = 600_000;
@@ -738,8 +742,10 @@ impl Conversions {
             clicktrail_actors::clicks::merchant_fingerprint(fp, merchant),
             since,
         )?;
-        // The click itself may have left the click index: read it back by id.
-        let click = self.clicks.info(&id)?;
+        // The click itself may have left the click index: read it back by id, with a small
+        // budget, as this runs on a thread that serves requests (the near read takes a few
+        // hundred records; the budget is for the rare id whose sequence misleads).
+        let click = self.clicks.info_within(&id, FINGERPRINT_LOOKUP_MAX)?;
         let campaign = catalog.campaigns.get(&click.campaign_id)?;
         let ok = campaign.campaign.merchant_id == merchant
             && req

@@ -148,8 +148,8 @@ pub const SAMPLE_EVERY: u64 = 64;
 /// before the append, and records of one partition are in time order but for workers
 /// racing each other.
 const LOOKUP_SLACK_S: i64 = 2;
-/// Most records one lookup reads (a lookup normally reads under 200).
-const LOOKUP_SCAN_MAX: usize = 200_000;
+/// Most records one lookup reads (a lookup normally reads under 200 clicks' worth).
+pub const LOOKUP_SCAN_MAX: usize = 200_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -191,7 +191,9 @@ impl Positions {
 
     /// Where to start reading for a click with this layout, if the shard has any clicks:
     /// near its sequence, and the start of its time window (for when the first misses).
-    fn scan_start(&self, l: IdLayout) -> Option<(u64, u64)> {
+    /// `None` for either means "the partition's start": the click may come before the
+    /// first sample kept (retention pruned the ones before it).
+    fn scan_start(&self, l: IdLayout) -> Option<(Option<u64>, Option<u64>)> {
         let (_, samples) = self.shards.get(&l.shard)?;
         let t = l.time_s as i64 * 1_000_000;
         let lo = samples
@@ -213,7 +215,8 @@ impl Positions {
             })
             .min()
             .map_or(0, |(_, i)| i.saturating_sub(2));
-        Some((window[best].offset, window[0].offset))
+        let from = |i: usize| (lo + i > 0).then_some(window[i].offset);
+        Some((from(best), from(0)))
     }
 }
 
@@ -270,7 +273,8 @@ impl RecentClicks {
     }
 
     /// Fingerprints remembered, the most kept, and when the oldest remembered click
-    /// happened (µs since the epoch): how far back fingerprint matches reach now.
+    /// happened (µs since the epoch): how far back fingerprint matches reach now, at
+    /// most (that click's browser may have clicked again since).
     pub fn fingerprint_reach(&self) -> (usize, usize, Option<i64>) {
         let f = &self.fingerprints;
         (f.latest.len(), f.capacity, f.order.front().map(|(_, t)| *t))
@@ -283,8 +287,8 @@ impl RecentClicks {
     /// When the oldest indexed click happened (µs since the epoch): how far back the
     /// index reaches now.
     pub fn oldest_at_us(&self) -> Option<i64> {
-        // A click id seen twice (the same record replayed) leaves an older entry in
-        // `order` whose click is gone from `by_id`: skip those.
+        // A click id seen twice (the same record replayed) is in `order` twice, and the
+        // first may have been evicted from `by_id` already: skip ids no longer there.
         self.order
             .iter()
             .find_map(|id| self.by_id.get(id))
@@ -324,19 +328,28 @@ pub struct ClickLookup {
 
 impl ClickLookup {
     /// The click with this id, while the journal holds it. `None` for ids that are not
-    /// click ids, clicks not yet indexed or past retention.
+    /// click ids, clicks past retention, and clicks the indexer is far from having read
+    /// (right after a start, while it reads the journal again). Reads at most
+    /// [`LOOKUP_SCAN_MAX`] records; for threads that serve requests, see
+    /// [`ClickLookup::info_within`].
     pub fn info(&self, click_id: &str) -> Option<ClickInfo> {
-        self.find(click_id).0
+        self.find(click_id, LOOKUP_SCAN_MAX).0
     }
 
-    /// [`ClickLookup::info`] and how many journal records it read.
-    fn find(&self, click_id: &str) -> (Option<ClickInfo>, usize) {
+    /// [`ClickLookup::info`] reading at most `most` journal records (the near read needs
+    /// about 200 clicks' worth; the rest is for ids whose sequence misleads).
+    pub fn info_within(&self, click_id: &str, most: usize) -> Option<ClickInfo> {
+        self.find(click_id, most).0
+    }
+
+    /// The click and how many journal records it took.
+    fn find(&self, click_id: &str, most: usize) -> (Option<ClickInfo>, usize) {
         let mut read = 0;
-        let found = self.find_counting(click_id, &mut read);
+        let found = self.find_counting(click_id, most, &mut read);
         (found, read)
     }
 
-    fn find_counting(&self, click_id: &str, read: &mut usize) -> Option<ClickInfo> {
+    fn find_counting(&self, click_id: &str, most: usize, read: &mut usize) -> Option<ClickInfo> {
         let (layout, starts) = {
             let c = self.clicks.lock().unwrap();
             if let Some(i) = c.get(click_id) {
@@ -351,16 +364,34 @@ impl ClickLookup {
         let partition = self
             .journal
             .get(&crate::system::ingest_partition(layout.shard as usize))?;
-        let (near, window) = starts.unwrap_or((partition.start(), partition.start()));
+        let (near, window) = starts.unwrap_or((None, None));
+        // A sample below the partition's start (retention ran since the last prune)
+        // starts at the start.
+        let start = partition.start();
+        let (near, window) = (
+            near.unwrap_or(start).max(start),
+            window.unwrap_or(start).max(start),
+        );
         let until_us = (layout.time_s as i64 + LOOKUP_SLACK_S + 1) * 1_000_000;
-        let mut scan = |from: u64, most: usize| -> Option<ClickInfo> {
-            let mut reader = partition.reader_at(from).ok()?;
-            for _ in 0..most.min(LOOKUP_SCAN_MAX.saturating_sub(*read)) {
+        // Reads until the click, a click past its time window, `clicks` clicks, or the
+        // record budget. Impressions and conversions share the partitions: only clicks
+        // count towards `clicks`, as only clicks are sampled.
+        let mut scan = |from: u64, clicks: usize| -> Option<ClickInfo> {
+            let mut reader = match partition.reader_at(from) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("click lookup in {}: {e}", partition.name());
+                    return None;
+                }
+            };
+            let mut seen = 0;
+            while *read < most && seen < clicks {
                 let rec = reader.next().ok()??;
                 *read += 1;
                 let Some(c) = rec.event::<Click>() else {
                     continue;
                 };
+                seen += 1;
                 if c.click_id.as_str() == click_id {
                     return Some(info_of(c));
                 }
@@ -372,7 +403,7 @@ impl ClickLookup {
         };
         // Near its sequence it is within a few samples, unless another run's sequences
         // came close to it in the same seconds (then the window is read whole).
-        scan(near, 4 * SAMPLE_EVERY as usize).or_else(|| scan(window, LOOKUP_SCAN_MAX))
+        scan(near, 4 * SAMPLE_EVERY as usize).or_else(|| scan(window, usize::MAX))
     }
 }
 
@@ -609,6 +640,22 @@ mod tests {
                 let cid = id(s, (at_us / 1_000_000) as u32, seq);
                 w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
                     .unwrap();
+                // An impression after every click: records that are not sampled.
+                w.append_event(
+                    None,
+                    &clicktrail_storage::schema::Impression {
+                        at_us,
+                        impression_id: id(s, (at_us / 1_000_000) as u32, seq ^ 1),
+                        link_code: "l".into(),
+                        affiliate_id: "a".into(),
+                        campaign_id: "c".into(),
+                        ip: String::new(),
+                        user_agent: String::new(),
+                        referrer: String::new(),
+                        visitor_id: None,
+                    },
+                )
+                .unwrap();
                 ids.push((cid, seq));
             }
         }
@@ -630,13 +677,17 @@ mod tests {
             journal: journal.clone(),
         };
         for (cid, seq) in &ids {
-            let (info, read) = lookup.find(cid);
+            let (info, read) = lookup.find(cid, LOOKUP_SCAN_MAX);
             let info = info.unwrap_or_else(|| panic!("{cid} not found"));
             assert_eq!(&*info.click_id, cid.as_str());
             assert_eq!(info.sub_ids[0], format!("s{seq}"));
             // From the nearest sample, not from the start of the time window (the whole
-            // run here): a lookup reads about three samples' worth of records.
-            assert!(read <= 3 * SAMPLE_EVERY as usize + 2, "{cid}: read {read}");
+            // run here): a lookup reads about three samples' worth of clicks, and the
+            // impressions between them.
+            assert!(
+                read <= 2 * (3 * SAMPLE_EVERY as usize + 2),
+                "{cid}: read {read}"
+            );
         }
         // Not in the journal: another shard, a time with no clicks, a sequence never used,
         // something that is not a click id.
