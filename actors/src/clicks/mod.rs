@@ -162,6 +162,10 @@ struct Sample {
 #[derive(Debug, Default)]
 struct Positions {
     shards: HashMap<u8, (u64, Vec<Sample>)>,
+    /// The latest click time the indexer has read per shard: how far it has got.
+    progress: HashMap<u8, i64>,
+    /// Clicks noted in all shards, to tell an indexer at work from one with nothing to read.
+    noted: u64,
 }
 
 /// Every this many samples of a shard, samples of segments retention removed are dropped.
@@ -170,6 +174,9 @@ const PRUNE_EVERY: u64 = 4096;
 impl Positions {
     /// Notes a click; says when the shard's samples are due a prune.
     fn note(&mut self, shard: u8, sample: Sample) -> bool {
+        let latest = self.progress.entry(shard).or_insert(i64::MIN);
+        *latest = (*latest).max(sample.at_us);
+        self.noted += 1;
         let (seen, samples) = self.shards.entry(shard).or_default();
         let sampled = *seen % SAMPLE_EVERY == 0;
         // The number of samples taken so far, this one included.
@@ -179,6 +186,11 @@ impl Positions {
         }
         *seen += 1;
         sampled && taken % PRUNE_EVERY == 0
+    }
+
+    /// The latest click time read in the shard, if any.
+    fn progress(&self, shard: u8) -> Option<i64> {
+        self.progress.get(&shard).copied()
     }
 
     /// Drops the shard's samples below `start` (the partition's first offset held).
@@ -340,6 +352,48 @@ impl ClickLookup {
     /// about 200 clicks' worth; the rest is for ids whose sequence misleads).
     pub fn info_within(&self, click_id: &str, most: usize) -> Option<ClickInfo> {
         self.find(click_id, most).0
+    }
+
+    /// [`ClickLookup::info`], after waiting (blocking, up to `wait`) for the indexer to
+    /// reach the click's time in its partition: after a start the indexer reads the
+    /// journal again, and a lookup far ahead of it would give up. The wait ends early
+    /// when the indexer stops making progress for half a second (nothing more to read:
+    /// the click is not there yet, or will not be).
+    pub fn info_waiting(&self, click_id: &str, wait: std::time::Duration) -> Option<ClickInfo> {
+        self.wait_for_indexer(click_id, wait)?;
+        self.info(click_id)
+    }
+
+    /// The wait of [`ClickLookup::info_waiting`]; `None` when there is nothing to wait
+    /// for (not a click id, or no such partition).
+    fn wait_for_indexer(&self, click_id: &str, wait: std::time::Duration) -> Option<()> {
+        let l = id_layout(click_id)?;
+        self.journal
+            .get(&crate::system::ingest_partition(l.shard as usize))?;
+        let target = l.time_s as i64 * 1_000_000;
+        let deadline = std::time::Instant::now() + wait;
+        let (mut last, mut since) = (None, std::time::Instant::now());
+        loop {
+            let (progress, noted) = {
+                let c = self.clicks.lock().unwrap();
+                if c.get(click_id).is_some() {
+                    break;
+                }
+                (c.positions.progress(l.shard), c.positions.noted)
+            };
+            if progress.is_some_and(|p| p >= target) {
+                break;
+            }
+            let now = std::time::Instant::now();
+            if Some(noted) != last {
+                (last, since) = (Some(noted), now);
+            }
+            if now >= deadline || now - since >= std::time::Duration::from_millis(500) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Some(())
     }
 
     /// The click and how many journal records it took.
@@ -699,6 +753,60 @@ mod tests {
             journal.get("ingest-4").is_none(),
             "a lookup creates no partition"
         );
+    }
+
+    /// Right after a start the indexer has not read the journal yet, and a lookup with a
+    /// small budget starting from the partition's start cannot reach a late click; waiting
+    /// for the indexer to get there first makes it a near read.
+    #[test]
+    fn a_lookup_can_wait_for_the_indexer_to_reach_the_click() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), Default::default()).unwrap();
+        let p = journal
+            .partition(&crate::system::ingest_partition(1))
+            .unwrap();
+        let mut w = p.writer().unwrap();
+        let t0: i64 = 1_764_000_000;
+        let mut ids = Vec::new();
+        for n in 0..5000i64 {
+            let at_us = t0 * 1_000_000 + n * 1000;
+            let cid = id(1, (at_us / 1_000_000) as u32, n as u32);
+            w.append_event(None, &click(&cid, at_us, "late")).unwrap();
+            ids.push(cid);
+        }
+        let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1000)));
+        let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
+        let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
+        let lookup = ClickLookup {
+            clicks: shared,
+            journal: journal.clone(),
+        };
+        let late = &ids[3000];
+        assert!(
+            lookup.find(late, 400).0.is_none(),
+            "400 records from the start do not reach click 3,000"
+        );
+        let indexing = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut r = p.reader().unwrap();
+            while let Some(rec) = r.next().unwrap() {
+                indexer.process(&rec, &mut Vec::new()).unwrap();
+            }
+        });
+        lookup
+            .wait_for_indexer(late, std::time::Duration::from_secs(30))
+            .unwrap();
+        let (info, read) = lookup.find(late, 400);
+        assert_eq!(info.unwrap().sub_ids[0], "late");
+        assert!(read <= 3 * SAMPLE_EVERY as usize + 2, "read {read}");
+        indexing.join().unwrap();
+        // Not a click id, or a partition that does not exist: nothing to wait for.
+        assert!(lookup
+            .wait_for_indexer("nope", Default::default())
+            .is_none());
+        assert!(lookup
+            .wait_for_indexer(&id(9, t0 as u32, 1), Default::default())
+            .is_none());
     }
 
     /// Positions are pruned every `PRUNE_EVERY` samples, down to what the journal holds.

@@ -745,13 +745,20 @@ impl Engine {
     }
 }
 
+/// Longest a delivery waits for the click indexer to reach its click.
+const SUBS_WAIT: Duration = Duration::from_secs(10);
+
 /// The click's sub-ids as `{sub1}`..`{sub5}`, while the journal holds the click.
 fn insert_subs(
     v: &mut BTreeMap<&'static str, String>,
     click_id: Option<&str>,
     clicks: Option<&crate::clicks::ClickLookup>,
 ) {
-    let subs = click_id.and_then(|id| clicks.and_then(|k| k.info(id)).map(|i| i.sub_ids));
+    // On the dispatcher's own thread: it may wait for the click indexer to reach the
+    // click (after a start, while it reads the journal again).
+    let subs = click_id
+        .and_then(|id| clicks.and_then(|k| k.info_waiting(id, SUBS_WAIT)))
+        .map(|i| i.sub_ids);
     for (i, s) in subs.unwrap_or_default().into_iter().enumerate().take(5) {
         v.insert(["sub1", "sub2", "sub3", "sub4", "sub5"][i], s);
     }
