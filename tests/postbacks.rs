@@ -194,6 +194,28 @@ key = "{ADMIN}"
     p
 }
 
+/// Subscribes the partner to a postback at `rx` (`target`: path and query template) for
+/// `triggers`; the receiver checks signatures with the secret it is given.
+fn partner_postback(
+    a: &ureq::Agent,
+    addr: SocketAddr,
+    rx: &Receiver,
+    target: &str,
+    triggers: &[&str],
+) {
+    let (s, pb) = post_json(
+        a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"url": format!("http://{}{target}", rx.addr), "triggers": triggers}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    rx.secrets
+        .lock()
+        .unwrap()
+        .push(pb["secret"].as_str().unwrap().to_string());
+}
+
 fn post_json(a: &ureq::Agent, url: String, key: &str, body: Value) -> (u16, Value) {
     let mut r = a
         .post(url)
@@ -209,7 +231,12 @@ fn post_json(a: &ureq::Agent, url: String, key: &str, body: Value) -> (u16, Valu
 }
 
 fn click(a: &ureq::Agent, addr: SocketAddr) -> String {
-    let r = a.get(format!("http://{addr}/c/L1")).call().unwrap();
+    click_with(a, addr, "")
+}
+
+/// A click on `L1` with this query (`?sub1=..`, or empty): its click id.
+fn click_with(a: &ureq::Agent, addr: SocketAddr, query: &str) -> String {
+    let r = a.get(format!("http://{addr}/c/L1{query}")).call().unwrap();
     r.headers()["location"]
         .to_str()
         .unwrap()
@@ -433,17 +460,7 @@ fn a_server_killed_mid_delivery_delivers_after_restart_with_the_same_id() {
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
     let rx = Receiver::start(0, Some(Duration::from_secs(2)));
-    let (s, pb) = post_json(
-        &a,
-        format!("http://{addr}/api/v1/me/postbacks"),
-        PARTNER,
-        json!({"url": format!("http://{}/pb?oid={{order_id}}", rx.addr), "triggers": ["conversion.created"]}),
-    );
-    assert_eq!(s, 201);
-    rx.secrets
-        .lock()
-        .unwrap()
-        .push(pb["secret"].as_str().unwrap().to_string());
+    partner_postback(&a, addr, &rx, "/pb?oid={order_id}", &["conversion.created"]);
     let cid = click(&a, addr);
     let (s, _) = post_json(
         &a,
@@ -477,30 +494,15 @@ fn approvals_and_reversals_reach_the_affiliates_own_postback() {
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
     let rx = Receiver::start(0, None);
-    let (s, pb) = post_json(
+    partner_postback(
         &a,
-        format!("http://{addr}/api/v1/me/postbacks"),
-        PARTNER,
-        json!({"url": format!("http://{}/life?e={{status}}&oid={{order_id}}&aff={{affiliate_id}}&amt={{amount}}&s1={{sub1}}", rx.addr),
-               "triggers": ["conversion.approved", "conversion.reversed"]}),
+        addr,
+        &rx,
+        "/life?e={status}&oid={order_id}&aff={affiliate_id}&amt={amount}&s1={sub1}",
+        &["conversion.approved", "conversion.reversed"],
     );
-    assert_eq!(s, 201, "{pb}");
-    rx.secrets
-        .lock()
-        .unwrap()
-        .push(pb["secret"].as_str().unwrap().to_string());
 
-    let r = a
-        .get(format!("http://{addr}/c/L1?sub1=spring"))
-        .call()
-        .unwrap();
-    let cid = r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .split("click_id=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let cid = click_with(&a, addr, "?sub1=spring");
     let mut ids = Vec::new();
     for order in ["life-1", "life-2"] {
         let (s, conv) = post_json(
@@ -574,18 +576,7 @@ fn a_commission_reaches_the_affiliates_own_postback_with_its_amount() {
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
     let rx = Receiver::start(0, None);
-    let (s, pb) = post_json(
-        &a,
-        format!("http://{addr}/api/v1/me/postbacks"),
-        PARTNER,
-        json!({"url": format!("http://{}/comm?cv={{conversion_id}}&pay={{payout}}&amt={{amount}}&cur={{currency}}&aff={{affiliate_id}}&st={{status}}", rx.addr),
-               "triggers": ["commission.created"]}),
-    );
-    assert_eq!(s, 201, "{pb}");
-    rx.secrets
-        .lock()
-        .unwrap()
-        .push(pb["secret"].as_str().unwrap().to_string());
+    partner_postback(&a, addr, &rx, "/comm?cv={conversion_id}&pay={payout}&amt={amount}&cur={currency}&aff={affiliate_id}&st={status}", &["commission.created"]);
     let cid = click(&a, addr);
     let (s, conv) = post_json(
         &a,
@@ -620,17 +611,7 @@ fn postbacks_carry_the_sub_ids_of_clicks_gone_from_the_recent_index() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
-    let r = a
-        .get(format!("http://{addr}/c/L1?sub1=early-bird&sub3=third"))
-        .call()
-        .unwrap();
-    let first = r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .split("click_id=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let first = click_with(&a, addr, "?sub1=early-bird&sub3=third");
     for _ in 0..1100 {
         click(&a, addr);
     }
@@ -657,18 +638,13 @@ fn postbacks_carry_the_sub_ids_of_clicks_gone_from_the_recent_index() {
         indexed(&m) == Some(1000)
     });
     let rx = Receiver::start(0, None);
-    let (s, pb) = post_json(
+    partner_postback(
         &a,
-        format!("http://{addr}/api/v1/me/postbacks"),
-        PARTNER,
-        json!({"url": format!("http://{}/old?s1={{sub1}}&s3={{sub3}}&oid={{order_id}}", rx.addr),
-               "triggers": ["conversion.created"]}),
+        addr,
+        &rx,
+        "/old?s1={sub1}&s3={sub3}&oid={order_id}",
+        &["conversion.created"],
     );
-    assert_eq!(s, 201, "{pb}");
-    rx.secrets
-        .lock()
-        .unwrap()
-        .push(pb["secret"].as_str().unwrap().to_string());
     let (s, conv) = post_json(
         &a,
         format!("http://{addr}/api/v1/conversions"),

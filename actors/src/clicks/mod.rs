@@ -552,6 +552,7 @@ impl Processor for ClickIndexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clicktrail_storage::Partition;
 
     fn info(id: &str, at: i64) -> ClickInfo {
         ClickInfo {
@@ -666,7 +667,7 @@ mod tests {
     fn evicted_clicks_are_found_in_the_journal_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), Default::default()).unwrap();
-        let t0: i64 = 1_764_000_000;
+        let t0 = T0;
         // (shard, at_us, seq) in journal order; 4 clicks per millisecond.
         let mut clicks = Vec::new();
         for shard in [1u8, 2] {
@@ -755,25 +756,38 @@ mod tests {
         );
     }
 
-    /// Right after a start the indexer has not read the journal yet, and a lookup with a
-    /// small budget starting from the partition's start cannot reach a late click; waiting
-    /// for the indexer to get there first makes it a near read.
-    #[test]
-    fn a_lookup_can_wait_for_the_indexer_to_reach_the_click() {
+    const T0: i64 = 1_764_000_000;
+
+    /// A journal whose `ingest-1` holds `n` clicks a millisecond apart from `T0`, click `i`
+    /// with sequence `seq(i)` and sub1 `s<seq>`: (its directory, the journal, the
+    /// partition, each click's id and sequence).
+    fn one_partition(
+        n: i64,
+        seq: impl Fn(i64) -> u32,
+    ) -> (tempfile::TempDir, Journal, Partition, Vec<(String, u32)>) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path(), Default::default()).unwrap();
         let p = journal
             .partition(&crate::system::ingest_partition(1))
             .unwrap();
         let mut w = p.writer().unwrap();
-        let t0: i64 = 1_764_000_000;
         let mut ids = Vec::new();
-        for n in 0..5000i64 {
-            let at_us = t0 * 1_000_000 + n * 1000;
-            let cid = id(1, (at_us / 1_000_000) as u32, n as u32);
-            w.append_event(None, &click(&cid, at_us, "late")).unwrap();
-            ids.push(cid);
+        for i in 0..n {
+            let (at_us, seq) = (T0 * 1_000_000 + i * 1000, seq(i));
+            let cid = id(1, (at_us / 1_000_000) as u32, seq);
+            w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
+                .unwrap();
+            ids.push((cid, seq));
         }
+        (dir, journal, p, ids)
+    }
+
+    /// Right after a start the indexer has not read the journal yet, and a lookup with a
+    /// small budget starting from the partition's start cannot reach a late click; waiting
+    /// for the indexer to get there first makes it a near read.
+    #[test]
+    fn a_lookup_can_wait_for_the_indexer_to_reach_the_click() {
+        let (_dir, journal, p, ids) = one_partition(5000, |n| n as u32);
         let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1000)));
         let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
         let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
@@ -781,7 +795,7 @@ mod tests {
             clicks: shared,
             journal: journal.clone(),
         };
-        let late = &ids[3000];
+        let late = &ids[3000].0;
         assert!(
             lookup.find(late, 400).0.is_none(),
             "400 records from the start do not reach click 3,000"
@@ -797,7 +811,7 @@ mod tests {
             .wait_for_indexer(late, std::time::Duration::from_secs(30))
             .unwrap();
         let (info, read) = lookup.find(late, 400);
-        assert_eq!(info.unwrap().sub_ids[0], "late");
+        assert_eq!(info.unwrap().sub_ids[0], "s3000");
         assert!(read <= 3 * SAMPLE_EVERY as usize + 2, "read {read}");
         indexing.join().unwrap();
         // Not a click id, or a partition that does not exist: nothing to wait for.
@@ -805,7 +819,7 @@ mod tests {
             .wait_for_indexer("nope", Default::default())
             .is_none());
         assert!(lookup
-            .wait_for_indexer(&id(9, t0 as u32, 1), Default::default())
+            .wait_for_indexer(&id(9, T0 as u32, 1), Default::default())
             .is_none());
     }
 
@@ -839,23 +853,14 @@ mod tests {
     /// be the other run's, and the lookup falls back to reading the window.
     #[test]
     fn clicks_are_found_when_two_runs_sequences_overlap() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path(), Default::default()).unwrap();
-        let p = journal
-            .partition(&crate::system::ingest_partition(1))
-            .unwrap();
-        let mut w = p.writer().unwrap();
-        let t0: i64 = 1_764_000_000;
-        let mut ids = Vec::new();
-        for n in 0..1000i64 {
-            // Run one: even sequences from 0; run two from n = 500: odd ones from 1.
-            let seq = if n < 500 { 2 * n } else { 2 * (n - 500) + 1 } as u32;
-            let at_us = t0 * 1_000_000 + n * 1000;
-            let cid = id(1, (at_us / 1_000_000) as u32, seq);
-            w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
-                .unwrap();
-            ids.push((cid, seq));
-        }
+        // Run one: even sequences from 0; run two from n = 500: odd ones from 1.
+        let (_dir, journal, p, ids) = one_partition(1000, |n| {
+            if n < 500 {
+                2 * n as u32
+            } else {
+                2 * (n - 500) as u32 + 1
+            }
+        });
         let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1)));
         let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
         let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
