@@ -177,8 +177,8 @@ fn unavailable(edge: &Edge, err: AppendError) -> HttpResponse {
     )
 }
 
-fn redirect_to(location: &str) -> HttpResponse {
-    match HeaderValue::from_str(location) {
+fn redirect_to(location: String) -> HttpResponse {
+    match owned_header(location) {
         Ok(v) => no_store(
             HttpResponse::Found()
                 .insert_header((header::LOCATION, v))
@@ -187,6 +187,11 @@ fn redirect_to(location: &str) -> HttpResponse {
         // `url` serialises to ASCII without controls, so this cannot happen; refuse anyway.
         Err(_) => no_store(HttpResponse::BadRequest().body("bad destination\n")),
     }
+}
+
+/// A header value made from a `String` without copying it (checked as `from_str` does).
+fn owned_header(s: String) -> Result<HeaderValue, header::InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(web::Bytes::from(s))
 }
 
 fn pair<'a>(name: &'a str, value: &'a str) -> PairRef<'a> {
@@ -243,7 +248,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             return pixel();
         }
         let to = campaign.fallback.as_ref().unwrap_or(&campaign.destination);
-        return redirect_to(to.as_str());
+        return redirect_to(to.as_str().to_string());
     }
 
     let headers = req.headers();
@@ -426,12 +431,12 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         c.push_str("; Path=/; HttpOnly; Secure; SameSite=Lax");
         c
     };
-    let mut response = redirect_to(&location);
+    let mut response = redirect_to(location);
     for c in [
         cookie(&edge.tracking.cookie_name, &visitor_id),
         cookie(CLICK_COOKIE, &id),
     ] {
-        if let Ok(v) = HeaderValue::from_str(&c) {
+        if let Ok(v) = owned_header(c) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
