@@ -755,3 +755,51 @@ fn a_click_records_what_the_browser_sent_and_minimal_opt_out_drops_it() {
         }
     }
 }
+
+/// Lowering `ingest-shards` leaves the partitions no longer written in every actor's
+/// history: after a restart with fewer shards the live counters still count the clicks
+/// that went to the dropped one.
+#[test]
+fn clicks_in_a_dropped_shard_still_count_after_lowering_ingest_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = Landing::start();
+    let config = write_config(dir.path(), landing.addr, 4096);
+    let two = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        two.replace("ingest-shards = 2", "ingest-shards = 3"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let a = agent();
+    let clicks_counted = |s: &Server| {
+        let r = call(
+            &a,
+            s.addr,
+            "/api/v1/stats?by=affiliate",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+        );
+        r.body.contains("\"clicks\":10")
+    };
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    for _ in 0..10 {
+        assert_eq!(call(&a, server.addr, "/c/L1", &[]).status, 302);
+    }
+    server.wait_until("10 clicks counted", clicks_counted);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(15)).0, Some(0));
+    let journal = Journal::open(&data, JournalConfig::default()).unwrap();
+    let mut r = journal.get("ingest-2").unwrap().reader().unwrap();
+    assert!(
+        r.next().unwrap().is_some(),
+        "clicks went to the third shard too"
+    );
+    drop(r);
+    journal.close().unwrap();
+    drop(journal); // its lock
+
+    std::fs::write(&config, two).unwrap();
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    server.wait_until("the same 10 clicks counted with 2 shards", clicks_counted);
+    drop(server);
+}

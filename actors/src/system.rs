@@ -113,7 +113,18 @@ pub fn build(
             Arc::new(move |arbiter, ctx| IngestShard::start(arbiter, ctx, &shards, n)),
         );
     }
-    let inputs = ingest_partitions(config.ingest_shards);
+    // The ingest partitions on disk beyond the configured shards too: after
+    // `ingest-shards` is lowered, the partitions no longer written keep their clicks and
+    // conversions in every actor's history (the conversion index reads them all as well).
+    let mut inputs = ingest_partitions(config.ingest_shards);
+    let mut dropped: Vec<usize> = journal
+        .partitions()
+        .iter()
+        .filter_map(|p| p.name().strip_prefix("ingest-")?.parse().ok())
+        .filter(|n| *n >= config.ingest_shards)
+        .collect();
+    dropped.sort_unstable();
+    inputs.extend(dropped.into_iter().map(ingest_partition));
     let i = inputs.clone();
     sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
     let i = inputs.clone();

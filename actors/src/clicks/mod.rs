@@ -164,8 +164,8 @@ struct Positions {
     shards: HashMap<u8, (u64, Vec<Sample>)>,
     /// The latest click time the indexer has read per shard: how far it has got.
     progress: HashMap<u8, i64>,
-    /// Clicks noted in all shards, to tell an indexer at work from one with nothing to read.
-    noted: u64,
+    /// The shards the indexer reads (`None`: not said, as in tests of the index alone).
+    inputs: Option<std::collections::HashSet<u8>>,
 }
 
 /// Every this many samples of a shard, samples of segments retention removed are dropped.
@@ -176,7 +176,6 @@ impl Positions {
     fn note(&mut self, shard: u8, sample: Sample) -> bool {
         let latest = self.progress.entry(shard).or_insert(i64::MIN);
         *latest = (*latest).max(sample.at_us);
-        self.noted += 1;
         let (seen, samples) = self.shards.entry(shard).or_default();
         let sampled = *seen % SAMPLE_EVERY == 0;
         // The number of samples taken so far, this one included.
@@ -191,6 +190,16 @@ impl Positions {
     /// The latest click time read in the shard, if any.
     fn progress(&self, shard: u8) -> Option<i64> {
         self.progress.get(&shard).copied()
+    }
+
+    /// Clicks noted in the shard so far.
+    fn noted(&self, shard: u8) -> u64 {
+        self.shards.get(&shard).map_or(0, |(seen, _)| *seen)
+    }
+
+    /// Whether the indexer reads this shard's partition at all.
+    fn reads(&self, shard: u8) -> bool {
+        self.inputs.as_ref().is_none_or(|i| i.contains(&shard))
     }
 
     /// Drops the shard's samples below `start` (the partition's first offset held).
@@ -331,6 +340,18 @@ fn info_of(c: &ArchivedClick) -> ClickInfo {
     }
 }
 
+/// How a wait for the indexer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// It has read up to the click's time (or indexed the click).
+    Reached,
+    /// It read no click of the partition for half a second.
+    Stalled,
+    /// It does not read that partition (no longer an ingest shard).
+    NotRead,
+    Deadline,
+}
+
 /// Finds clicks by id: in the recent index, else in the journal (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ClickLookup {
@@ -364,9 +385,9 @@ impl ClickLookup {
         self.info(click_id)
     }
 
-    /// The wait of [`ClickLookup::info_waiting`]; `None` when there is nothing to wait
-    /// for (not a click id, or no such partition).
-    fn wait_for_indexer(&self, click_id: &str, wait: std::time::Duration) -> Option<()> {
+    /// The wait of [`ClickLookup::info_waiting`]: how it ended, or `None` when there is
+    /// nothing to wait for (not a click id, no such partition).
+    fn wait_for_indexer(&self, click_id: &str, wait: std::time::Duration) -> Option<Waited> {
         let l = id_layout(click_id)?;
         self.journal
             .get(&crate::system::ingest_partition(l.shard as usize))?;
@@ -377,23 +398,30 @@ impl ClickLookup {
             let (progress, noted) = {
                 let c = self.clicks.lock().unwrap();
                 if c.get(click_id).is_some() {
-                    break;
+                    return Some(Waited::Reached);
                 }
-                (c.positions.progress(l.shard), c.positions.noted)
+                if !c.positions.reads(l.shard) {
+                    return Some(Waited::NotRead);
+                }
+                (c.positions.progress(l.shard), c.positions.noted(l.shard))
             };
             if progress.is_some_and(|p| p >= target) {
-                break;
+                return Some(Waited::Reached);
             }
+            // Stalled: no click read in this partition for a while (the click is not
+            // there yet, or never will be: lost in a crash before its sync).
             let now = std::time::Instant::now();
             if Some(noted) != last {
                 (last, since) = (Some(noted), now);
             }
-            if now >= deadline || now - since >= std::time::Duration::from_millis(500) {
-                break;
+            if now - since >= std::time::Duration::from_millis(500) {
+                return Some(Waited::Stalled);
+            }
+            if now >= deadline {
+                return Some(Waited::Deadline);
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Some(())
     }
 
     /// The click and how many journal records it took.
@@ -483,6 +511,12 @@ impl ClickIndexer {
             let mut c = clicks.lock().unwrap();
             *c = RecentClicks::with_fingerprints(c.capacity, c.fingerprints.capacity);
             // (Positions start over with it: the indexer reads every partition again.)
+            c.positions.inputs = Some(
+                inputs
+                    .iter()
+                    .filter_map(|n| n.strip_prefix("ingest-")?.parse().ok())
+                    .collect(),
+            );
         }
         ClickIndexer {
             inputs,
@@ -790,7 +824,7 @@ mod tests {
         let (_dir, journal, p, ids) = one_partition(5000, |n| n as u32);
         let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(1000)));
         let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
-        let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
+        let mut indexer = ClickIndexer::new(vec!["ingest-1".into()], shared.clone(), store);
         let lookup = ClickLookup {
             clicks: shared,
             journal: journal.clone(),
@@ -807,13 +841,27 @@ mod tests {
                 indexer.process(&rec, &mut Vec::new()).unwrap();
             }
         });
-        lookup
-            .wait_for_indexer(late, std::time::Duration::from_secs(30))
-            .unwrap();
+        assert_eq!(
+            lookup.wait_for_indexer(late, std::time::Duration::from_secs(30)),
+            Some(Waited::Reached)
+        );
         let (info, read) = lookup.find(late, 400);
         assert_eq!(info.unwrap().sub_ids[0], "s3000");
         assert!(read <= 3 * SAMPLE_EVERY as usize + 2, "read {read}");
         indexing.join().unwrap();
+        // A click later than any the partition holds: the indexer stops making progress
+        // there and the wait ends (well before its 60 s).
+        let later = id(1, T0 as u32 + 3600, 1);
+        assert_eq!(
+            lookup.wait_for_indexer(&later, std::time::Duration::from_secs(60)),
+            Some(Waited::Stalled)
+        );
+        // A partition the indexer does not read (a shard dropped from the configuration).
+        journal.partition("ingest-2").unwrap();
+        assert_eq!(
+            lookup.wait_for_indexer(&id(2, T0 as u32, 1), std::time::Duration::from_secs(60)),
+            Some(Waited::NotRead)
+        );
         // Not a click id, or a partition that does not exist: nothing to wait for.
         assert!(lookup
             .wait_for_indexer("nope", Default::default())
