@@ -29,6 +29,11 @@ pub fn ingest_partition(n: usize) -> String {
     format!("ingest-{n}")
 }
 
+/// The shard number of an ingest partition's name (the inverse of [`ingest_partition`]).
+pub fn ingest_shard(name: &str) -> Option<usize> {
+    name.strip_prefix("ingest-")?.parse().ok()
+}
+
 /// Names of all ingest partitions for `shards` shards.
 pub fn ingest_partitions(shards: usize) -> Vec<String> {
     (0..shards).map(ingest_partition).collect()
@@ -120,7 +125,7 @@ pub fn build(
     let mut dropped: Vec<usize> = journal
         .partitions()
         .iter()
-        .filter_map(|p| p.name().strip_prefix("ingest-")?.parse().ok())
+        .filter_map(|p| ingest_shard(p.name()))
         .filter(|n| *n >= config.ingest_shards)
         .collect();
     dropped.sort_unstable();

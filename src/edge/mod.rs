@@ -178,7 +178,7 @@ fn unavailable(edge: &Edge, err: AppendError) -> HttpResponse {
 }
 
 fn redirect_to(location: String) -> HttpResponse {
-    match owned_header(location) {
+    match HeaderValue::try_from(location) {
         Ok(v) => no_store(
             HttpResponse::Found()
                 .insert_header((header::LOCATION, v))
@@ -187,11 +187,6 @@ fn redirect_to(location: String) -> HttpResponse {
         // `url` serialises to ASCII without controls, so this cannot happen; refuse anyway.
         Err(_) => no_store(HttpResponse::BadRequest().body("bad destination\n")),
     }
-}
-
-/// A header value made from a `String` without copying it (checked as `from_str` does).
-fn owned_header(s: String) -> Result<HeaderValue, header::InvalidHeaderValue> {
-    HeaderValue::from_maybe_shared(web::Bytes::from(s))
 }
 
 fn pair<'a>(name: &'a str, value: &'a str) -> PairRef<'a> {
@@ -436,7 +431,7 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
         cookie(&edge.tracking.cookie_name, &visitor_id),
         cookie(CLICK_COOKIE, &id),
     ] {
-        if let Ok(v) = owned_header(c) {
+        if let Ok(v) = HeaderValue::try_from(c) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }

@@ -158,12 +158,21 @@ struct Sample {
     offset: u64,
 }
 
-/// Where sampled clicks sit, per ingest shard, in journal order.
+/// What the indexer has read of one ingest shard.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Clicks read.
+    seen: u64,
+    /// The latest click time read: how far the indexer has got.
+    latest_us: i64,
+    /// Every `SAMPLE_EVERY`th click, in journal order.
+    samples: Vec<Sample>,
+}
+
+/// Where sampled clicks sit, per ingest shard.
 #[derive(Debug, Default)]
 struct Positions {
-    shards: HashMap<u8, (u64, Vec<Sample>)>,
-    /// The latest click time the indexer has read per shard: how far it has got.
-    progress: HashMap<u8, i64>,
+    shards: HashMap<u8, Shard>,
     /// The shards the indexer reads (`None`: not said, as in tests of the index alone).
     inputs: Option<std::collections::HashSet<u8>>,
 }
@@ -174,27 +183,19 @@ const PRUNE_EVERY: u64 = 4096;
 impl Positions {
     /// Notes a click; says when the shard's samples are due a prune.
     fn note(&mut self, shard: u8, sample: Sample) -> bool {
-        let latest = self.progress.entry(shard).or_insert(i64::MIN);
-        *latest = (*latest).max(sample.at_us);
-        let (seen, samples) = self.shards.entry(shard).or_default();
-        let sampled = *seen % SAMPLE_EVERY == 0;
+        let s = self.shards.entry(shard).or_insert(Shard {
+            latest_us: i64::MIN,
+            ..Default::default()
+        });
+        s.latest_us = s.latest_us.max(sample.at_us);
+        let sampled = s.seen % SAMPLE_EVERY == 0;
         // The number of samples taken so far, this one included.
-        let taken = *seen / SAMPLE_EVERY + 1;
+        let taken = s.seen / SAMPLE_EVERY + 1;
         if sampled {
-            samples.push(sample);
+            s.samples.push(sample);
         }
-        *seen += 1;
+        s.seen += 1;
         sampled && taken % PRUNE_EVERY == 0
-    }
-
-    /// The latest click time read in the shard, if any.
-    fn progress(&self, shard: u8) -> Option<i64> {
-        self.progress.get(&shard).copied()
-    }
-
-    /// Clicks noted in the shard so far.
-    fn noted(&self, shard: u8) -> u64 {
-        self.shards.get(&shard).map_or(0, |(seen, _)| *seen)
     }
 
     /// Whether the indexer reads this shard's partition at all.
@@ -204,9 +205,9 @@ impl Positions {
 
     /// Drops the shard's samples below `start` (the partition's first offset held).
     fn prune(&mut self, shard: u8, start: u64) {
-        if let Some((_, samples)) = self.shards.get_mut(&shard) {
-            let gone = samples.partition_point(|s| s.offset < start);
-            samples.drain(..gone);
+        if let Some(s) = self.shards.get_mut(&shard) {
+            let gone = s.samples.partition_point(|s| s.offset < start);
+            s.samples.drain(..gone);
         }
     }
 
@@ -215,7 +216,7 @@ impl Positions {
     /// `None` for either means "the partition's start": the click may come before the
     /// first sample kept (retention pruned the ones before it).
     fn scan_start(&self, l: IdLayout) -> Option<(Option<u64>, Option<u64>)> {
-        let (_, samples) = self.shards.get(&l.shard)?;
+        let samples = &self.shards.get(&l.shard)?.samples;
         let t = l.time_s as i64 * 1_000_000;
         let lo = samples
             .partition_point(|s| s.at_us < t - LOOKUP_SLACK_S * 1_000_000)
@@ -395,7 +396,7 @@ impl ClickLookup {
         let deadline = std::time::Instant::now() + wait;
         let (mut last, mut since) = (None, std::time::Instant::now());
         loop {
-            let (progress, noted) = {
+            let noted = {
                 let c = self.clicks.lock().unwrap();
                 if c.get(click_id).is_some() {
                     return Some(Waited::Reached);
@@ -403,11 +404,12 @@ impl ClickLookup {
                 if !c.positions.reads(l.shard) {
                     return Some(Waited::NotRead);
                 }
-                (c.positions.progress(l.shard), c.positions.noted(l.shard))
+                let shard = c.positions.shards.get(&l.shard);
+                if shard.is_some_and(|s| s.latest_us >= target) {
+                    return Some(Waited::Reached);
+                }
+                shard.map_or(0, |s| s.seen)
             };
-            if progress.is_some_and(|p| p >= target) {
-                return Some(Waited::Reached);
-            }
             // Stalled: no click read in this partition for a while (the click is not
             // there yet, or never will be: lost in a crash before its sync).
             let now = std::time::Instant::now();
@@ -514,7 +516,7 @@ impl ClickIndexer {
             c.positions.inputs = Some(
                 inputs
                     .iter()
-                    .filter_map(|n| n.strip_prefix("ingest-")?.parse().ok())
+                    .filter_map(|n| crate::system::ingest_shard(n)?.try_into().ok())
                     .collect(),
             );
         }
@@ -889,9 +891,9 @@ mod tests {
             })
             .collect();
         assert_eq!(due, vec![n - SAMPLE_EVERY, 2 * n - SAMPLE_EVERY]);
-        assert_eq!(p.shards[&1].1.len() as u64, 2 * PRUNE_EVERY);
+        assert_eq!(p.shards[&1].samples.len() as u64, 2 * PRUNE_EVERY);
         p.prune(1, n * 100);
-        let left = &p.shards[&1].1;
+        let left = &p.shards[&1].samples;
         assert_eq!(left.len() as u64, PRUNE_EVERY);
         assert_eq!(left[0].offset, n * 100);
         p.prune(2, 0); // a shard with no clicks: nothing to do

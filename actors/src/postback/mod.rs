@@ -177,19 +177,30 @@ fn now_us() -> i64 {
     crate::catalog::now_us()
 }
 
-/// The deliveries an input record calls for (global and the affiliate's own postbacks).
+/// One delivery an input record calls for, before its values are rendered.
+struct Target<'p> {
+    postback: &'p Postback,
+    id: String,
+    /// Its place among all the record's deliveries (the `Source` part), and their count.
+    part: u16,
+    parts: u16,
+}
+
+/// The deliveries an input record calls for (global and the affiliate's own postbacks),
+/// those `wanted` by id: ids depend only on the postback, the trigger and the record, so
+/// finished ones are skipped before any value is looked up or rendered.
 #[allow(clippy::too_many_arguments)]
-fn deliveries_for(
-    postbacks: &HashMap<String, Postback>,
+fn targets<'p>(
+    postbacks: &'p HashMap<String, Postback>,
     input_partition: u32,
     offset: u64,
     trigger: Trigger,
     affiliate: Option<&str>,
-    values: &BTreeMap<&str, String>,
     event_at_us: i64,
     // Tells apart the deliveries of one record for several affiliates (empty: one).
     discriminator: &str,
-) -> Vec<Delivery> {
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<Target<'p>> {
     let mut matching: Vec<&Postback> = postbacks
         .values()
         .filter(|p| p.triggers.contains(&trigger))
@@ -202,7 +213,7 @@ fn deliveries_for(
     matching
         .into_iter()
         .enumerate()
-        .map(|(i, p)| {
+        .filter_map(|(i, p)| {
             let mut mac =
                 Hmac::<Sha256>::new_from_slice(b"clicktrail delivery id v1").expect("key");
             mac.update(
@@ -217,11 +228,33 @@ fn deliveries_for(
                 mac.update(format!("\n{discriminator}").as_bytes());
             }
             let id = format!("dl_{}", &hex(&mac.finalize().into_bytes())[..24]);
+            wanted(&id).then_some(Target {
+                postback: p,
+                id,
+                part: i as u16,
+                parts,
+            })
+        })
+        .collect()
+}
+
+/// The deliveries of `targets`, their templates rendered with `values`.
+fn render_deliveries(
+    targets: Vec<Target<'_>>,
+    trigger: Trigger,
+    values: &BTreeMap<&str, String>,
+    input_partition: u32,
+    offset: u64,
+) -> Vec<Delivery> {
+    targets
+        .into_iter()
+        .map(|t| {
+            let p = t.postback;
             let body = (p.method == Method::Post).then(|| {
                 serde_json::to_string(&values.iter().collect::<BTreeMap<_, _>>()).expect("strings")
             });
             Delivery {
-                id,
+                id: t.id,
                 postback_id: p.id.clone(),
                 trigger,
                 method: p.method,
@@ -233,33 +266,62 @@ fn deliveries_for(
                 source: Some(Source {
                     partition: input_partition,
                     offset,
-                    part: i as u16,
-                    parts,
+                    part: t.part,
+                    parts: t.parts,
                 }),
             }
         })
         .collect()
 }
 
-/// The deliveries one input record calls for.
+/// Every delivery an input record calls for, rendered.
+#[allow(clippy::too_many_arguments)]
+fn deliveries_for(
+    postbacks: &HashMap<String, Postback>,
+    input_partition: u32,
+    offset: u64,
+    trigger: Trigger,
+    affiliate: Option<&str>,
+    values: &BTreeMap<&str, String>,
+    event_at_us: i64,
+    discriminator: &str,
+) -> Vec<Delivery> {
+    let t = targets(
+        postbacks,
+        input_partition,
+        offset,
+        trigger,
+        affiliate,
+        event_at_us,
+        discriminator,
+        &|_| true,
+    );
+    render_deliveries(t, trigger, values, input_partition, offset)
+}
+
+/// The deliveries one input record calls for, those `wanted` by id. The click is looked
+/// up (for `{sub1}`..) only when one is wanted.
 fn deliveries_of(
     postbacks: &HashMap<String, Postback>,
     partition: u32,
     rec: &clicktrail_storage::Record<'_>,
     clicks: Option<&crate::clicks::ClickLookup>,
+    wanted: &dyn Fn(&str) -> bool,
 ) -> Vec<Delivery> {
     if let Some(t) = rec.event::<LedgerTxn>() {
-        return commission_deliveries(postbacks, partition, rec.offset, t);
+        return commission_deliveries(postbacks, partition, rec.offset, t)
+            .into_iter()
+            .filter(|d| wanted(&d.id))
+            .collect();
     }
-    let (trigger, affiliate, mut values, at_us) =
+    let (trigger, affiliate, mut values, at_us, click_id) =
         if let Some(c) = rec.to_owned_event::<Conversion>() {
-            let mut v = conversion_values(&c, "pending");
-            insert_subs(&mut v, c.click_id.as_deref(), clicks);
             (
                 Trigger::ConversionCreated,
                 c.affiliate_id.clone(),
-                v,
+                conversion_values(&c, "pending"),
                 c.at_us,
+                c.click_id,
             )
         } else if let Some(r) = clicktrail_storage::schema::reversal(rec) {
             // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
@@ -272,8 +334,13 @@ fn deliveries_of(
             v.insert("order_id", r.order_id.clone());
             v.insert("click_id", r.click_id.clone().unwrap_or_default());
             v.insert("campaign_id", r.campaign_id.clone());
-            insert_subs(&mut v, r.click_id.as_deref(), clicks);
-            (Trigger::ConversionReversed, r.affiliate_id, v, r.at_us)
+            (
+                Trigger::ConversionReversed,
+                r.affiliate_id,
+                v,
+                r.at_us,
+                r.click_id,
+            )
         } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
             let (trigger, status) = match sc.state {
                 ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
@@ -290,22 +357,26 @@ fn deliveries_of(
             v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
             v.insert("campaign_id", sc.campaign_id.clone());
             v.insert("payout", String::new());
-            insert_subs(&mut v, sc.click_id.as_deref(), clicks);
-            (trigger, sc.affiliate_id, v, sc.at_us)
+            (trigger, sc.affiliate_id, v, sc.at_us, sc.click_id)
         } else {
             return Vec::new();
         };
-    values.insert("timestamp", (now_us() / 1_000_000).to_string());
-    deliveries_for(
+    let targets = targets(
         postbacks,
         partition,
         rec.offset,
         trigger,
         affiliate.as_deref(),
-        &values,
         at_us,
         "",
-    )
+        wanted,
+    );
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    insert_subs(&mut values, click_id.as_deref(), clicks);
+    values.insert("timestamp", (now_us() / 1_000_000).to_string());
+    render_deliveries(targets, trigger, &values, partition, rec.offset)
 }
 
 /// `commission.created` for each affiliate a sale's ledger transaction credits: `{payout}`
@@ -592,19 +663,18 @@ impl Engine {
                     break;
                 };
                 n += 1;
-                // Ids do not depend on the values: look the click up (maybe in the
-                // journal) only for a record with a delivery still to make, not for every
-                // finished one read again on start.
-                let open = deliveries_of(&catalog.postbacks, partition, &rec, None)
-                    .iter()
-                    .any(|d| !self.finished.contains(&d.id));
-                if !open {
-                    continue;
-                }
-                for d in deliveries_of(&catalog.postbacks, partition, &rec, self.clicks.as_ref()) {
-                    if !self.finished.contains(&d.id) {
-                        self.enqueue(d, Instant::now());
-                    }
+                // Finished deliveries (read again on start) are skipped before their
+                // click is looked up, maybe in the journal.
+                let finished = &self.finished;
+                let open = deliveries_of(
+                    &catalog.postbacks,
+                    partition,
+                    &rec,
+                    self.clicks.as_ref(),
+                    &|id| !finished.contains(id),
+                );
+                for d in open {
+                    self.enqueue(d, Instant::now());
                 }
             }
         }
@@ -682,9 +752,10 @@ impl Engine {
             src.partition,
             &rec,
             self.clicks.as_ref(),
+            &|id| id == delivery_id,
         )
         .into_iter()
-        .find(|d| d.id == delivery_id))
+        .next())
     }
 
     fn record(&mut self, o: &Outcome, outcome: DeliveryOutcome) -> clicktrail_storage::Result<()> {
