@@ -10,6 +10,7 @@
 //! | `GET /api/v1/me/stats?by=...` | partner | the partner's own counters |
 //! | `GET /api/v1/me/links` | partner | the partner's links |
 //! | balances, statements, payouts | | see [`crate::ledger_api`] |
+//! | dead letters (inputs an actor skipped) | | see [`crate::dead_letter_api`] |
 //!
 //! Creating an affiliate or a campaign also creates the default link of every affiliate and
 //! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400
@@ -48,11 +49,13 @@ pub struct Api {
     /// Payout items, and requests to the payout scheduler.
     pub payouts: clicktrail_actors::payout::SharedPayouts,
     pub payout_commands: clicktrail_actors::payout::Commands,
+    /// Inputs the actors could not process, and retries of them.
+    pub dead_letters: clicktrail_actors::dead_letter::DeadLetters,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        crate::ledger_api::routes(web::scope("/api/v1"))
+        crate::dead_letter_api::routes(crate::ledger_api::routes(web::scope("/api/v1")))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route("/me/stats", web::get().to(my_stats))
             .route("/me/links", web::get().to(my_links))

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod dead_letter_api;
 pub mod edge;
 pub mod journal_cmd;
 pub mod ledger_api;

@@ -133,6 +133,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ledger: handles.ledger.clone(),
         payouts: handles.payouts.clone(),
         payout_commands: handles.payout_commands.clone(),
+        dead_letters: health.dead_letters().clone(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),
@@ -274,9 +275,20 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             Running | Restarting => {}
         }
     }
+    // Dead letters are detail, not a failure: traffic is still served and every other
+    // input still processed; an operator looks at them through the API.
+    let dead = state.health.dead_letters().open_by_actor();
+    let warnings: Vec<String> = dead
+        .iter()
+        .map(|(actor, n)| {
+            format!("actor {actor} skipped {n} input(s) it could not process (GET /api/v1/dead-letters)")
+        })
+        .collect();
     let body = serde_json::json!({
         "ready": problems.is_empty(),
         "problems": problems,
+        "warnings": warnings,
+        "dead_letters": dead,
         "actors": actors.iter().map(|(n, s)| (n.clone(), serde_json::json!({
             "state": s.state.as_str(),
             "restarts_total": s.restarts_total,
@@ -287,6 +299,33 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Open dead letters (the alert: above zero means an actor skipped inputs) and the totals.
+fn dead_letter_metrics(out: &mut String, health: &Health) {
+    let dead = health.dead_letters();
+    let open = dead.open_by_actor();
+    let totals = dead.totals();
+    let _ = writeln!(
+        out,
+        "# HELP clicktrail_dead_letters Inputs an actor could not process and skipped, not yet resolved.\n\
+         # TYPE clicktrail_dead_letters gauge"
+    );
+    for actor in totals.keys() {
+        let n = open.get(actor).copied().unwrap_or(0);
+        let _ = writeln!(out, "clicktrail_dead_letters{{actor=\"{actor}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP clicktrail_dead_letter_failures_total Failed attempts recorded as dead letters.\n\
+         # TYPE clicktrail_dead_letter_failures_total counter"
+    );
+    for (actor, (failed, _)) in &totals {
+        let _ = writeln!(
+            out,
+            "clicktrail_dead_letter_failures_total{{actor=\"{actor}\"}} {failed}"
+        );
     }
 }
 
@@ -315,6 +354,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     let ready = state.health.ready() && !state.shutting_down.load(Ordering::SeqCst);
     let _ = writeln!(out, "clicktrail_ready {}", u8::from(ready));
+    dead_letter_metrics(&mut out, &state.health);
     let parts = state.journal.partitions();
     gauge(
         &mut out,

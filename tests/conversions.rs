@@ -849,3 +849,65 @@ fn get_text(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, String) {
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
 }
+
+fn get_with_key(a: &ureq::Agent, addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
+    let mut resp = a
+        .get(format!("http://{addr}{path}"))
+        .header("authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Issue 15's poison inputs are refused where they enter, with a 400 that names the bound
+/// and nothing written: the amount that overflowed the ledger's monthly sum, and times of
+/// year 0 and 9999. Dead letters (none here) are listed for admins only.
+#[test]
+fn poison_amounts_and_times_are_refused_and_dead_letters_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let cid = click(&a, addr);
+    let conv = |amount: &str, at: Value| {
+        json!({"click_id": cid, "order_id": "big-1", "amount": amount, "currency": "EUR",
+               "occurred_at": at})
+        .to_string()
+    };
+    let now = json!(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs());
+    let (s, v) = post(&a, addr, Some(M1), &conv("9999999999999.99", now.clone()));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("one billion"), "{v}");
+    for (at, why) in [
+        (json!("9999-12-31T23:59:59Z"), "future"),
+        (json!("0001-01-01T00:00:00Z"), "10 years"),
+        (json!(0), "10 years"),
+    ] {
+        let (s, v) = post(&a, addr, Some(M1), &conv("10.00", at.clone()));
+        assert_eq!(s, 400, "{at}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{at}: {v}");
+    }
+    // Nothing was written: the order id is still free, and the largest amount is taken.
+    let (s, v) = post(&a, addr, Some(M1), &conv("1000000000.00", now));
+    assert_eq!((s, v["amount"].as_str()), (201, Some("1000000000.00")), "{v}");
+
+    let (s, v) = get_with_key(&a, addr, "/api/v1/dead-letters", ADMIN);
+    assert_eq!((s, v["open"].as_u64()), (200, Some(0)), "{v}");
+    assert_eq!(get_with_key(&a, addr, "/api/v1/dead-letters", PARTNER).0, 403);
+    let retry = r#"{"actor":"commission-ledger","input_partition":"attributions","input_offset":0}"#;
+    let (s, v) = call(&a, addr, "/api/v1/dead-letters/retry", Some(ADMIN), retry);
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = call(&a, addr, "/api/v1/dead-letters/retry", Some(ADMIN), "{}");
+    assert_eq!(s, 400, "{v}");
+    server.wait_until("ready", |s| common::get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200));
+    let (s, v) = get(&a, addr, "/readyz");
+    assert_eq!((s, &v["dead_letters"]), (200, &json!({})), "{v}");
+    let (_, metrics) = get_text(&a, addr, "/metrics");
+    assert!(metrics.contains("# TYPE clicktrail_dead_letters gauge"), "{metrics}");
+}

@@ -40,9 +40,16 @@ pub struct ActorStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     actors: Arc<Mutex<BTreeMap<String, ActorStatus>>>,
+    /// Inputs the actors could not process (detail for `/readyz`, `/metrics`, the API).
+    dead_letters: crate::dead_letter::DeadLetters,
 }
 
 impl Health {
+    /// The actors' open dead letters.
+    pub fn dead_letters(&self) -> &crate::dead_letter::DeadLetters {
+        &self.dead_letters
+    }
+
     pub fn set(&self, name: &str, state: ActorState, error: Option<String>) {
         let mut map = self.actors.lock().unwrap();
         let s = map.entry(name.to_string()).or_insert(ActorStatus {

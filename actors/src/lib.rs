@@ -14,12 +14,16 @@
 //! The [`catalog`] (affiliates, merchants, campaigns, links, keys) is derived from the
 //! `entities` partition, whose one writer is the [`catalog::EntityStore`].
 //!
+//! An input an actor cannot process (it panics) becomes a [`dead_letter`] and the actor
+//! goes on with the next one.
+//!
 //! Each concern keeps its business logic in a plain [`worker::Processor`] tested without
 //! actix; [`supervisor::Worker`] is the thin shell that tails, writes and resumes.
 
 pub mod attribution;
 pub mod catalog;
 pub mod clicks;
+pub mod dead_letter;
 pub mod fraud;
 pub mod health;
 pub mod ingest;

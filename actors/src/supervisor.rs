@@ -7,6 +7,7 @@
 //! the journal. Each start has a generation number so a late report from an old instance
 //! cannot trigger a second restart.
 
+use crate::dead_letter::panic_message;
 use crate::health::{ActorState, Health};
 use crate::worker::{self, Processor, WorkerCore};
 use actix::prelude::*;
@@ -226,13 +227,13 @@ impl Supervisor {
         F: Fn() -> Box<dyn Processor> + Send + Sync + 'static,
     {
         let name = make().name().to_string();
-        let make = Arc::new(make);
+        let make: MakeProcessor = Arc::new(make);
         self.child(
             &name,
             Arc::new(move |arbiter, ctx| {
                 let make = make.clone();
                 Worker::start_in_arbiter(arbiter, move |_| Worker {
-                    processor: Some(make()),
+                    make,
                     core: None,
                     ctx,
                 })
@@ -379,6 +380,9 @@ impl Handler<Shutdown> for Supervisor {
 /// second into at most 500, at the price of up to 2 ms more latency for derived records.
 pub const TAIL_COALESCE: Duration = Duration::from_millis(2);
 
+/// Builds one instance of a worker's processor.
+pub type MakeProcessor = Arc<dyn Fn() -> Box<dyn Processor> + Send + Sync>;
+
 /// Message that drives a worker: process a batch, or sleep until an input grows.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -386,8 +390,8 @@ struct Tick;
 
 /// The actix shell around a [`WorkerCore`].
 pub struct Worker {
-    /// Taken when the core is built in `started`.
-    processor: Option<Box<dyn Processor>>,
+    /// Builds the processor: at start, and again after a poison input.
+    make: MakeProcessor,
     core: Option<WorkerCore>,
     ctx: ChildCtx,
 }
@@ -400,20 +404,15 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
-
 /// Runs `f`, turning a panic into an error message (the instance is then discarded whole,
-/// so no half-updated state survives it).
-fn guarded<T>(f: impl FnOnce() -> worker::Result<T>) -> Result<T, String> {
+/// so no half-updated state survives it). A poisoned input stays an error of its own.
+fn guarded<T>(f: impl FnOnce() -> worker::Result<T>) -> Result<T, worker::Error> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+        Ok(r) => r,
+        Err(p) => Err(worker::Error::Process {
+            processor: "worker".into(),
+            why: format!("panicked: {}", panic_message(&*p)),
+        }),
     }
 }
 
@@ -423,21 +422,34 @@ impl Worker {
         self.ctx.fail(reason);
         ctx.stop();
     }
+
+    /// Builds the processor afresh and restores it from the journal; answers whether it
+    /// could (on failure the child is failed and stopped).
+    fn open(&mut self, ctx: &mut Context<Self>) -> bool {
+        self.core = None;
+        let journal = self.ctx.journal.clone();
+        let dead = self.ctx.health.dead_letters().clone();
+        let make = self.make.clone();
+        match guarded(|| WorkerCore::open_reporting(&journal, make(), dead)) {
+            Ok(core) => {
+                self.core = Some(core);
+                true
+            }
+            Err(e) => {
+                self.fail(ctx, e.to_string());
+                false
+            }
+        }
+    }
 }
 
 impl Actor for Worker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let processor = self.processor.take().expect("started once");
-        let journal = self.ctx.journal.clone();
-        match guarded(|| WorkerCore::open(&journal, processor)) {
-            Ok(core) => {
-                self.core = Some(core);
-                self.ctx.running();
-                ctx.notify(Tick);
-            }
-            Err(reason) => self.fail(ctx, reason),
+        if self.open(ctx) {
+            self.ctx.running();
+            ctx.notify(Tick);
         }
     }
 }
@@ -464,7 +476,22 @@ impl Handler<Tick> for Worker {
                 );
             }
             Ok(_) => ctx.notify(Tick),
-            Err(reason) => self.fail(ctx, reason),
+            // The input is recorded as a dead letter; the state the panic may have left
+            // half-updated is rebuilt from the journal, and the worker goes on after it.
+            // Not a restart: one poison record must not count towards giving up.
+            Err(e @ (worker::Error::Poisoned { .. } | worker::Error::Panicked { .. })) => {
+                let reason = e.to_string();
+                if matches!(e, worker::Error::Panicked { .. }) {
+                    log::warn!("{reason}; rebuilding its state and trying the input again");
+                }
+                if self.open(ctx) {
+                    self.ctx
+                        .health
+                        .set(&self.ctx.name, ActorState::Running, Some(reason));
+                    ctx.notify(Tick);
+                }
+            }
+            Err(e) => self.fail(ctx, e.to_string()),
         }
     }
 }

@@ -12,7 +12,18 @@
 //! The contract for a processor: `process` is deterministic for a given state and input
 //! (re-running an input must give the same outputs), and an input that produces no output
 //! may be processed again after a restart, so such inputs may only change in-memory state.
+//!
+//! Poison inputs: a panic in `process` does not stop the actor for good. The first panic on
+//! an input answers [`Error::Panicked`]: the shell rebuilds the processor from its output
+//! (the panic may have left its state half-updated) and the input is tried again. If it
+//! panics again it becomes a dead letter ([`crate::dead_letter`]): recorded in the output
+//! partition with the input as its source, [`Error::Poisoned`] makes the shell rebuild once
+//! more, and the worker goes on with the next input. Retried dead letters write their outputs with the old
+//! input as source; resuming therefore goes after the *highest* input offset seen per
+//! partition, not the last one written.
 
+use crate::dead_letter::{panic_message, DeadLetters};
+use clicktrail_storage::schema::{DeadLetter, DeadLetterState};
 use clicktrail_storage::{
     Consumer, DataWait, Event, Journal, Partition, Reader, Record, Source, Writer,
 };
@@ -32,9 +43,28 @@ pub enum Error {
     /// The journal failed (I/O, limits, corruption).
     #[error(transparent)]
     Journal(#[from] clicktrail_storage::Error),
-    /// The processor refused an input it cannot handle.
+    /// The processor refused to go on (its `process` returned an error).
     #[error("{processor}: {why}")]
     Process { processor: String, why: String },
+    /// The processor panicked on an input for the first time; its state must be rebuilt
+    /// from the journal, and the input is tried once more (a second panic on it makes it
+    /// a dead letter).
+    #[error("{processor}: panicked on input {partition}@{offset}: {why}")]
+    Panicked {
+        processor: String,
+        partition: String,
+        offset: u64,
+        why: String,
+    },
+    /// The processor panicked on an input, which is now a dead letter; its state must be
+    /// rebuilt from the journal before it goes on.
+    #[error("{processor}: input {partition}@{offset} is a dead letter: {why}")]
+    Poisoned {
+        processor: String,
+        partition: String,
+        offset: u64,
+        why: String,
+    },
 }
 
 /// Result type of this module.
@@ -74,7 +104,9 @@ pub trait Processor: Send + 'static {
     }
     /// Rebuilds state from one of its own earlier outputs (called in order at start).
     fn restore(&mut self, _record: &Record<'_>) {}
-    /// Handles one input; pushes the records to write for it (possibly none).
+    /// Handles one input; pushes the records to write for it (possibly none). An error
+    /// stops the actor (the supervisor restarts it, then gives up); a panic makes the input
+    /// a dead letter and the actor goes on without it (see the module docs).
     fn process(&mut self, input: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String>;
     /// Called about once a second with the wall clock: pushes records that time alone
     /// causes (a hold period ending). They carry no source; `restore` must apply them
@@ -110,6 +142,8 @@ pub struct WorkerCore {
     pending_commits: std::collections::VecDeque<(u64, Vec<u64>)>,
     /// When the processor's tick last ran.
     last_tick: Option<std::time::Instant>,
+    /// Where this actor's dead letters are shown and its retries requested.
+    dead: DeadLetters,
 }
 
 impl std::fmt::Debug for WorkerCore {
@@ -124,19 +158,35 @@ impl std::fmt::Debug for WorkerCore {
 impl WorkerCore {
     /// Restores the processor from its output and positions its readers after the last
     /// input it finished.
-    pub fn open(journal: &Journal, mut processor: Box<dyn Processor>) -> Result<WorkerCore> {
+    pub fn open(journal: &Journal, processor: Box<dyn Processor>) -> Result<WorkerCore> {
+        Self::open_reporting(journal, processor, DeadLetters::default())
+    }
+
+    /// [`WorkerCore::open`], showing the actor's dead letters in `dead`.
+    pub fn open_reporting(
+        journal: &Journal,
+        mut processor: Box<dyn Processor>,
+        dead: DeadLetters,
+    ) -> Result<WorkerCore> {
         let output = journal.partition(&processor.output())?;
         if processor.keeps_output() {
             output.keep_forever();
         }
-        // Last source seen per input partition id.
+        dead.reset(processor.name());
+        // Highest source seen per input partition id (a retried dead letter's outputs name
+        // an older input, which must not move the resume point back).
         let mut last: HashMap<u32, Source> = HashMap::new();
         {
             let mut r = output.reader()?;
             while let Some(rec) = r.next()? {
-                processor.restore(&rec);
+                if !dead.apply_record(&rec) {
+                    processor.restore(&rec);
+                }
                 if let Some(s) = rec.source {
-                    last.insert(s.partition, s);
+                    let e = last.entry(s.partition).or_insert(s);
+                    if s.offset >= e.offset {
+                        *e = s;
+                    }
                 }
             }
         }
@@ -193,6 +243,7 @@ impl WorkerCore {
             outputs: Vec::new(),
             pending_commits: std::collections::VecDeque::new(),
             last_tick: None,
+            dead,
         })
     }
 
@@ -211,7 +262,7 @@ impl WorkerCore {
     /// Processes up to `max` available input records across the inputs (round robin);
     /// returns how many it handled. Never blocks.
     pub fn step(&mut self, max: usize) -> Result<usize> {
-        let mut done = 0;
+        let mut done = self.retry_dead_letters()?;
         let per_input = (max / self.inputs.len().max(1)).max(1);
         for input in &mut self.inputs {
             let mut n = 0;
@@ -220,12 +271,40 @@ impl WorkerCore {
                     break;
                 };
                 self.outputs.clear();
-                self.processor
-                    .process(&rec, &mut self.outputs)
-                    .map_err(|why| Error::Process {
-                        processor: self.processor.name().to_string(),
-                        why,
-                    })?;
+                let (processor, outputs) = (&mut self.processor, &mut self.outputs);
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    processor.process(&rec, outputs)
+                }));
+                let why = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(why)) => {
+                        return Err(Error::Process {
+                            processor: self.processor.name().to_string(),
+                            why,
+                        })
+                    }
+                    Err(panic) => Some(panic_message(&*panic)),
+                };
+                if let Some(why) = why {
+                    let name = self.processor.name();
+                    if !self.dead.suspect(name, input.partition.name(), rec.offset) {
+                        return Err(Error::Panicked {
+                            processor: name.to_string(),
+                            partition: input.partition.name().to_string(),
+                            offset: rec.offset,
+                            why,
+                        });
+                    }
+                    let source = Source {
+                        partition: input.partition.id(),
+                        offset: rec.offset,
+                        // A cut-short input that fails now completes with its dead letter.
+                        part: input.skip_parts as u16,
+                        parts: input.skip_parts as u16 + 1,
+                    };
+                    let letter = dead_letter(&*self.processor, &input.partition, &rec, 0, why);
+                    return Err(poisoned(&mut self.writer, &self.dead, &source, letter));
+                }
                 let parts = self.outputs.len();
                 assert!(
                     parts <= OUTPUTS_PER_INPUT_MAX,
@@ -253,6 +332,85 @@ impl WorkerCore {
         self.writer.publish();
         self.queue_commit();
         self.commit_durable();
+        Ok(done)
+    }
+
+    /// Processes again the inputs of the dead letters whose retry was requested. Answers
+    /// how many it handled.
+    fn retry_dead_letters(&mut self) -> Result<usize> {
+        let name = self.processor.name().to_string();
+        let retries = self.dead.take_retries(&name);
+        let mut done = 0;
+        for (partition, offset) in retries {
+            let Some(input) = self.inputs.iter().find(|i| i.partition.name() == partition) else {
+                continue;
+            };
+            if !self.dead.is_open(&name, &partition, offset) {
+                continue;
+            }
+            let mut reader = input.partition.reader_at(offset)?;
+            let Some(rec) = reader.next()? else {
+                continue;
+            };
+            self.outputs.clear();
+            let (processor, outputs) = (&mut self.processor, &mut self.outputs);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                processor.process(&rec, outputs)
+            }));
+            let attempt = self.dead.attempts(&name, &partition, offset);
+            let pid = input.partition.id();
+            match outcome {
+                Ok(Ok(())) => {
+                    let parts = self.outputs.len() + 1;
+                    assert!(
+                        parts <= OUTPUTS_PER_INPUT_MAX,
+                        "too many outputs for one input"
+                    );
+                    let source = |part: usize| Source {
+                        partition: pid,
+                        offset,
+                        part: part as u16,
+                        parts: parts as u16,
+                    };
+                    for (i, out) in self.outputs.iter().enumerate() {
+                        self.writer
+                            .write(out.kind, out.version, Some(&source(i)), &out.payload)?;
+                    }
+                    let why = format!("retried: {} outputs written", parts - 1);
+                    let mut letter =
+                        dead_letter(&*self.processor, &input.partition, &rec, attempt, why);
+                    letter.state = DeadLetterState::Resolved;
+                    let out = Output::event(&letter);
+                    self.writer.write(
+                        out.kind,
+                        out.version,
+                        Some(&source(parts - 1)),
+                        &out.payload,
+                    )?;
+                    self.dead.apply(&letter);
+                    log::info!("{name}: dead letter {partition}@{offset} retried and resolved");
+                    done += 1;
+                }
+                Ok(Err(why)) => {
+                    return Err(Error::Process {
+                        processor: name,
+                        why,
+                    })
+                }
+                Err(panic) => {
+                    let source = Source {
+                        partition: pid,
+                        offset,
+                        part: 0,
+                        parts: 1,
+                    };
+                    let why = panic_message(&*panic);
+                    let letter =
+                        dead_letter(&*self.processor, &input.partition, &rec, attempt, why);
+                    return Err(poisoned(&mut self.writer, &self.dead, &source, letter));
+                }
+            }
+        }
         Ok(done)
     }
 
@@ -294,6 +452,56 @@ impl WorkerCore {
     /// Resolves when any input has a record to read.
     pub fn wait_any(&self) -> WaitAny {
         WaitAny(self.inputs.iter().map(|i| i.reader.wait_async()).collect())
+    }
+}
+
+/// The dead letter of `rec`, failed at attempt `attempt` (0-based) because of `why`.
+fn dead_letter(
+    processor: &dyn Processor,
+    partition: &Partition,
+    rec: &Record<'_>,
+    attempt: u32,
+    why: String,
+) -> DeadLetter {
+    DeadLetter {
+        at_us: crate::catalog::now_us(),
+        processor: processor.name().to_string(),
+        input_partition: partition.name().to_string(),
+        input_offset: rec.offset,
+        input_kind: rec.kind,
+        input_version: rec.version,
+        attempt,
+        state: DeadLetterState::Open,
+        reason: why,
+    }
+}
+
+/// Writes and publishes an open dead letter, shows it, and answers the error that makes
+/// the shell rebuild the processor.
+fn poisoned(writer: &mut Writer, dead: &DeadLetters, source: &Source, letter: DeadLetter) -> Error {
+    let out = Output::event(&letter);
+    if let Err(e) = writer.write(out.kind, out.version, Some(source), &out.payload) {
+        // Not recorded: the restart replays the input, which fails again, until the
+        // journal can write (a full disk fails readiness meanwhile).
+        return Error::Journal(e);
+    }
+    writer.publish();
+    log::error!(
+        "{}: input {}@{} ({}) is a dead letter (attempt {}): {}; skipped, the actor goes on \
+         (GET /api/v1/dead-letters lists it, POST /api/v1/dead-letters/retry retries it)",
+        letter.processor,
+        letter.input_partition,
+        letter.input_offset,
+        clicktrail_storage::Kind::from_u16(letter.input_kind).map_or("?", |k| k.name()),
+        letter.attempt + 1,
+        letter.reason
+    );
+    dead.apply(&letter);
+    Error::Poisoned {
+        processor: letter.processor,
+        partition: letter.input_partition,
+        offset: letter.input_offset,
+        why: letter.reason,
     }
 }
 
@@ -347,6 +555,115 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Echoes each input; panics on input `[0xff]` until `fixed` is set (a bug one record
+    /// triggers, fixed by an upgrade).
+    struct Picky(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Processor for Picky {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec!["in".into()]
+        }
+        fn output(&self) -> String {
+            "out".into()
+        }
+        fn process(&mut self, input: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String> {
+            if input.payload == [0xff] && !self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("cannot handle 0xff");
+            }
+            let mut payload = rkyv::util::AlignedVec::new();
+            payload.extend_from_slice(input.payload);
+            out.push(Output {
+                kind: 0x7001,
+                version: 1,
+                payload,
+            });
+            Ok(())
+        }
+    }
+
+    /// Steps until nothing is left, reopening after a poison input as the shell does.
+    fn drain(
+        j: &Journal,
+        core: &mut Option<WorkerCore>,
+        make: &dyn Fn() -> Box<dyn Processor>,
+        dead: &DeadLetters,
+    ) {
+        loop {
+            match core.as_mut().unwrap().step(BATCH_MAX) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(Error::Poisoned { .. } | Error::Panicked { .. }) => {
+                    *core = None; // the writer goes before a new instance takes it
+                    *core = Some(WorkerCore::open_reporting(j, make(), dead.clone()).unwrap());
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_input_is_a_dead_letter_skipped_once_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), JournalConfig::default()).unwrap();
+        let input = j.partition("in").unwrap();
+        let mut w = input.writer().unwrap();
+        let offs: Vec<u64> = [1u8, 0xff, 2, 3]
+            .iter()
+            .map(|b| w.append(0x7000, 1, None, &[*b]).unwrap().offset)
+            .collect();
+        w.publish();
+        drop(w);
+        j.sync().unwrap();
+        let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = fixed.clone();
+        let make = move || Box::new(Picky(f.clone())) as Box<dyn Processor>;
+        let dead = DeadLetters::default();
+        let mut core = Some(WorkerCore::open_reporting(&j, make(), dead.clone()).unwrap());
+        drain(&j, &mut core, &make, &dead);
+        let echoed = |j: &Journal| -> Vec<(u8, u64)> {
+            let mut r = j.partition("out").unwrap().reader().unwrap();
+            let mut v = Vec::new();
+            while let Some(rec) = r.next().unwrap() {
+                if rec.kind == 0x7001 {
+                    v.push((rec.payload[0], rec.source.unwrap().offset));
+                }
+            }
+            v
+        };
+        assert_eq!(echoed(&j), vec![(1, offs[0]), (2, offs[2]), (3, offs[3])]);
+        let open = dead.list();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].input_offset, open[0].attempts), (offs[1], 1));
+        assert!(open[0].reason.contains("cannot handle 0xff"));
+        // A restart neither processes it again nor repeats later inputs.
+        drop(core);
+        let mut core = Some(WorkerCore::open_reporting(&j, make(), dead.clone()).unwrap());
+        drain(&j, &mut core, &make, &dead);
+        assert_eq!(echoed(&j).len(), 3);
+        assert_eq!(dead.totals()["picky"], (1, 0));
+        // Fixed, retried: its output is written with the old input as source, then resolved.
+        fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+        dead.request_retry("picky", "in", offs[1]).unwrap();
+        drain(&j, &mut core, &make, &dead);
+        assert_eq!(echoed(&j)[3], (0xff, offs[1]));
+        assert!(dead.list().is_empty());
+        assert_eq!(dead.totals()["picky"], (1, 1));
+        // The retried output names an older input; a restart still resumes after input 3.
+        drop(core);
+        let mut w = input.writer().unwrap();
+        let last = w.append(0x7000, 1, None, &[4]).unwrap().offset;
+        w.publish();
+        drop(w);
+        j.sync().unwrap();
+        let mut core = Some(WorkerCore::open_reporting(&j, make(), dead.clone()).unwrap());
+        drain(&j, &mut core, &make, &dead);
+        assert_eq!(echoed(&j).len(), 5);
+        assert_eq!(echoed(&j)[4], (4, last));
+        assert!(dead.list().is_empty());
     }
 
     fn outputs(j: &Journal) -> Vec<(Vec<u8>, Source)> {

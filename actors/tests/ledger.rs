@@ -3,6 +3,7 @@
 //! it, and a restart rebuilds exactly the same book without posting anything twice.
 
 use clicktrail_actors::catalog::{Entity, EntityStore};
+use clicktrail_actors::dead_letter::DeadLetters;
 use clicktrail_actors::ledger::{Book, Ledger, LedgerConfig, SharedBook, Verification};
 use clicktrail_actors::system::{ATTRIBUTIONS, LEDGER, PAYOUTS, VERDICTS};
 use clicktrail_actors::WorkerCore;
@@ -165,6 +166,7 @@ struct Rig {
     book: SharedBook,
     config: LedgerConfig,
     core: Option<WorkerCore>,
+    dead: DeadLetters,
 }
 
 impl Rig {
@@ -177,6 +179,7 @@ impl Rig {
             book: SharedBook::default(),
             config,
             core: None,
+            dead: DeadLetters::default(),
         };
         r.open();
         r
@@ -191,7 +194,9 @@ impl Rig {
             INGEST.to_string(),
         ];
         let ledger = Ledger::new(inputs, self.store.clone(), self.book.clone(), self.config);
-        self.core = Some(WorkerCore::open(&self.journal, Box::new(ledger)).unwrap());
+        self.core = Some(
+            WorkerCore::open_reporting(&self.journal, Box::new(ledger), self.dead.clone()).unwrap(),
+        );
     }
 
     fn put<E: Event>(&self, partition: &str, e: &E) {
@@ -203,10 +208,20 @@ impl Rig {
         self.journal.sync().unwrap();
     }
 
-    /// Processes everything available.
+    /// Processes everything available; after a poison input, rebuilds the ledger from its
+    /// journal and goes on, as the supervisor's worker shell does.
     fn run(&mut self) {
-        let core = self.core.as_mut().unwrap();
-        while core.step(1024).unwrap() > 0 {}
+        loop {
+            match self.core.as_mut().unwrap().step(1024) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(
+                    clicktrail_actors::worker::Error::Poisoned { .. }
+                    | clicktrail_actors::worker::Error::Panicked { .. },
+                ) => self.open(),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     fn tick(&mut self, now_us: i64) {
@@ -230,7 +245,9 @@ impl Rig {
         let mut r = self.journal.partition(LEDGER).unwrap().reader().unwrap();
         let mut v = Vec::new();
         while let Some(rec) = r.next().unwrap() {
-            v.push(rec.to_owned_event::<LedgerTxn>().unwrap());
+            if rec.kind != Kind::DeadLetter as u16 {
+                v.push(rec.to_owned_event::<LedgerTxn>().unwrap());
+            }
         }
         v
     }
@@ -584,6 +601,61 @@ fn a_settings_change_between_restarts_does_not_rewrite_history() {
     );
     r.check_balanced();
     r.restart_same();
+}
+
+/// A record the ledger cannot price (here a commission beyond `i64`, from a journal written
+/// before amounts were bounded at the edge) becomes a dead letter: the ledger posts what
+/// comes after it, a restart neither posts it nor counts it again, and a retry that fails
+/// again is recorded as one more attempt.
+#[test]
+fn a_poison_attribution_is_a_dead_letter_and_the_ledger_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({"id": "p", "campaign-id": "c", "percent-bps": 100_000});
+    let mut r = Rig::new(dir.path(), plan, hold(30));
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv1", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("poison", i64::MAX, T0, &[("a", 1_000_000)]),
+    );
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv3", 20_000, T0, &[("a", 1_000_000)]),
+    );
+    r.run();
+    // 1000% of 100.00 and of 200.00; nothing of the poison.
+    assert_eq!(r.balance("a"), (300_000, 0, 0, 0));
+    assert_eq!(r.txns().len(), 2);
+    r.check_balanced();
+    let open = r.dead.list();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let d = &open[0];
+    assert_eq!(
+        (d.actor.as_str(), d.input_partition.as_str()),
+        ("commission-ledger", ATTRIBUTIONS)
+    );
+    assert_eq!((d.input_kind.as_str(), d.attempts), ("attribution", 1));
+    assert!(d.reason.contains("outside i64"), "{}", d.reason);
+    r.restart_same();
+    assert_eq!(r.dead.totals()["commission-ledger"], (1, 0));
+    // Retried with the same code: it fails again, as a second attempt, and is still open.
+    r.dead
+        .request_retry("commission-ledger", ATTRIBUTIONS, d.input_offset)
+        .unwrap();
+    r.run();
+    assert_eq!(r.dead.list()[0].attempts, 2);
+    assert_eq!(r.balance("a"), (300_000, 0, 0, 0));
+    // Later inputs still post.
+    r.put(
+        ATTRIBUTIONS,
+        &attribution("cv4", 10_000, T0, &[("a", 1_000_000)]),
+    );
+    r.run();
+    assert_eq!(r.balance("a"), (400_000, 0, 0, 0));
+    r.restart_same();
+    assert_eq!(r.dead.totals()["commission-ledger"], (2, 0));
 }
 
 /// A journal whose recorded postings the code no longer reproduces stops the ledger from

@@ -400,6 +400,25 @@ fn conversion_digest(c: &Conversion) -> u64 {
     ])
 }
 
+/// Oldest `occurred_at` accepted, before now: ten years (a merchant backfilling its
+/// history). Commission months, recurring windows and hold periods are computed from it,
+/// so a time of year 0 or 9999 would price a sale in a month no report ever shows.
+pub const OCCURRED_AT_PAST_MAX_US: i64 = 3_660 * 86_400 * 1_000_000;
+/// Latest `occurred_at` accepted, after now: one day of clock skew between the merchant's
+/// servers and ours.
+pub const OCCURRED_AT_FUTURE_MAX_US: i64 = 86_400 * 1_000_000;
+
+/// Checks that a conversion's time is inside the accepted window around `now_us`.
+pub fn occurred_in_window(at_us: i64, now_us: i64) -> Result<i64, String> {
+    if at_us < now_us - OCCURRED_AT_PAST_MAX_US {
+        return Err("occurred_at is more than 10 years (3660 days) ago".into());
+    }
+    if at_us > now_us + OCCURRED_AT_FUTURE_MAX_US {
+        return Err("occurred_at is more than 24 hours in the future".into());
+    }
+    Ok(at_us)
+}
+
 /// Parses Unix seconds or an RFC 3339 UTC/offset timestamp into microseconds.
 pub fn parse_time(v: &Value) -> Option<i64> {
     match v {
@@ -623,7 +642,8 @@ impl Conversions {
         let occurred_at_us = match &req.occurred_at {
             None => now,
             Some(v) => parse_time(v)
-                .ok_or_else(|| bad("occurred_at must be Unix seconds or RFC 3339".into()))?,
+                .ok_or_else(|| bad("occurred_at must be Unix seconds or RFC 3339".into()))
+                .and_then(|at| occurred_in_window(at, now).map_err(bad))?,
         };
         let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, m);
         let mut matched_click: Option<String> = None;
@@ -1570,6 +1590,22 @@ mod tests {
             json!("2026-11-25T10:00:00"),
         ] {
             assert_eq!(parse_time(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn conversion_times_must_be_inside_the_window() {
+        let now = 1_795_600_800_000_000; // 2026-11-25T10:00:00Z
+        assert_eq!(occurred_in_window(now, now), Ok(now));
+        let past = now - OCCURRED_AT_PAST_MAX_US;
+        assert_eq!(occurred_in_window(past, now), Ok(past));
+        assert!(occurred_in_window(past - 1, now).is_err());
+        let future = now + OCCURRED_AT_FUTURE_MAX_US;
+        assert_eq!(occurred_in_window(future, now), Ok(future));
+        assert!(occurred_in_window(future + 1, now).is_err());
+        for far in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            let at = parse_time(&json!(far)).unwrap();
+            assert!(occurred_in_window(at, now).is_err(), "{far}");
         }
     }
 }

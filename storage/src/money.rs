@@ -3,8 +3,17 @@
 
 use crate::schema::{Currency, Money};
 
-/// Longest integer part accepted (keeps every amount far inside `i64`).
-pub const INTEGER_DIGITS_MAX: usize = 13;
+/// Largest amount accepted, in major units of any currency (one billion: 100,000,000,000
+/// minor units of EUR, 1,000,000,000,000 of KWD). No sale an affiliate program pays on is
+/// near it, and it keeps sums of millions of amounts, and any commission rate up to
+/// 1000% of one, far inside `i64` (10^12 minor units at most per amount, 10^13 per
+/// commission). The ledger widens or checks its sums as well; this bound is where a
+/// poison amount is refused, at the edge, with a 400 and nothing written.
+pub const AMOUNT_MAJOR_MAX: i64 = 1_000_000_000;
+/// Longest integer part that can be within [`AMOUNT_MAJOR_MAX`] (leading zeros aside).
+const INTEGER_DIGITS_MAX: usize = 10;
+
+const _: () = assert!(AMOUNT_MAJOR_MAX < 10i64.pow(INTEGER_DIGITS_MAX as u32));
 
 /// Currencies we accept and their minor-unit exponents (ISO 4217). A code not listed is
 /// refused as unknown rather than guessed at.
@@ -76,8 +85,8 @@ pub enum AmountError {
     Negative(String),
     #[error("amount {0:?} has more decimals than {1} allows ({2})")]
     TooManyDecimals(String, String, u32),
-    #[error("amount {0:?} is too large")]
-    TooLarge(String),
+    #[error("amount {0:?} is above the largest accepted, 1000000000 (one billion) {1}")]
+    TooLarge(String, String),
 }
 
 /// The minor-unit exponent of a known currency.
@@ -108,14 +117,19 @@ pub fn parse(amount: &str, currency: &str) -> Result<Money, AmountError> {
         ));
     }
     let int = int.trim_start_matches('0');
+    let too_large = || AmountError::TooLarge(amount.into(), currency.into());
     if int.len() > INTEGER_DIGITS_MAX {
-        return Err(AmountError::TooLarge(amount.into()));
+        return Err(too_large());
     }
     let mut minor: i64 = if int.is_empty() {
         0
     } else {
-        int.parse().expect("digits")
+        int.parse().expect("at most 10 digits")
     };
+    let has_fraction = frac.bytes().any(|b| b != b'0');
+    if minor > AMOUNT_MAJOR_MAX || (minor == AMOUNT_MAJOR_MAX && has_fraction) {
+        return Err(too_large());
+    }
     for _ in 0..exp {
         minor *= 10;
     }
@@ -164,7 +178,9 @@ mod tests {
         assert_eq!(minor("1500", "JPY"), 1500);
         assert_eq!(minor("1.234", "KWD"), 1234);
         assert_eq!(minor("0000012.50", "GBP"), 1250);
-        assert_eq!(minor("9999999999999.99", "EUR"), 999_999_999_999_999);
+        assert_eq!(minor("1000000000", "EUR"), 100_000_000_000);
+        assert_eq!(minor("1000000000.000", "KWD"), 1_000_000_000_000);
+        assert_eq!(minor("0000000000001000000000", "JPY"), 1_000_000_000);
         assert_eq!(format(&parse("49.90", "EUR").unwrap()), "49.90");
         assert_eq!(format(&parse("1.234", "KWD").unwrap()), "1.234");
         assert_eq!(format(&parse("1500", "JPY").unwrap()), "1500");
@@ -188,7 +204,10 @@ mod tests {
             (" 1.00", "EUR", |e| matches!(e, NotDecimal(_))),
             ("+1.00", "EUR", |e| matches!(e, NotDecimal(_))),
             ("NaN", "EUR", |e| matches!(e, NotDecimal(_))),
-            ("99999999999999.00", "EUR", |e| matches!(e, TooLarge(_))),
+            ("99999999999999.00", "EUR", |e| matches!(e, TooLarge(..))),
+            ("9999999999999.99", "EUR", |e| matches!(e, TooLarge(..))),
+            ("1000000000.01", "EUR", |e| matches!(e, TooLarge(..))),
+            ("1000000001", "JPY", |e| matches!(e, TooLarge(..))),
         ];
         for (a, c, ok) in cases {
             let e = parse(a, c).unwrap_err();

@@ -39,10 +39,13 @@ pub enum Kind {
     EntityChange = 10,
     /// A conversion approved or rejected (the lifecycle after `pending`).
     ConversionStatus = 11,
+    /// An input an actor could not process (skipped, kept for a retry), or such an input
+    /// retried.
+    DeadLetter = 12,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Click,
         Kind::Impression,
         Kind::Conversion,
@@ -54,6 +57,7 @@ impl Kind {
         Kind::PostbackAttempt,
         Kind::EntityChange,
         Kind::ConversionStatus,
+        Kind::DeadLetter,
     ];
 
     pub fn from_u16(v: u16) -> Option<Kind> {
@@ -73,6 +77,7 @@ impl Kind {
             Kind::PostbackAttempt => "postback-attempt",
             Kind::EntityChange => "entity-change",
             Kind::ConversionStatus => "conversion-status",
+            Kind::DeadLetter => "dead-letter",
         }
     }
 }
@@ -691,6 +696,37 @@ pub struct EntityChange {
     pub body_json: String,
 }
 
+/// What became of an input that an actor could not process.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[repr(u8)]
+pub enum DeadLetterState {
+    /// Processing failed; the actor skipped the input and went on with the next one.
+    Open,
+    /// A retry processed it; its outputs precede this record, with the same source.
+    Resolved,
+}
+
+/// An input an actor could not process, v1. Written to the actor's own output partition
+/// with the input as its source, so a restart resumes after it exactly as after any other
+/// output, and the skip is recorded in the same write as the actor's position.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct DeadLetter {
+    pub at_us: i64,
+    /// The actor (processor) that could not process it.
+    pub processor: String,
+    pub input_partition: String,
+    pub input_offset: u64,
+    pub input_kind: u16,
+    pub input_version: u16,
+    /// 0 for the first failure, then one more for each retry.
+    pub attempt: u32,
+    pub state: DeadLetterState,
+    /// Why it failed (the panic message); for a resolved one, what the retry did.
+    pub reason: String,
+}
+
 macro_rules! events {
     ($($ty:ident => $kind:ident, $version:literal;)*) => {
         $(impl Event for $ty {
@@ -737,6 +773,7 @@ events! {
     PostbackAttempt => PostbackAttempt, 1;
     EntityChange => EntityChange, 1;
     ConversionStatusChange => ConversionStatus, 1;
+    DeadLetter => DeadLetter, 1;
 }
 
 impl Writer {
@@ -1051,6 +1088,20 @@ pub mod samples {
             latency_us: 1234,
             error: None,
             outcome: DeliveryOutcome::Delivered,
+        }
+    }
+
+    pub fn dead_letter() -> DeadLetter {
+        DeadLetter {
+            at_us: 1_764_000_400_000_000,
+            processor: "commission-ledger".into(),
+            input_partition: "attributions".into(),
+            input_offset: 4096,
+            input_kind: Kind::Attribution as u16,
+            input_version: 2,
+            attempt: 0,
+            state: DeadLetterState::Open,
+            reason: "panicked: monthly revenue overflows".into(),
         }
     }
 

@@ -95,6 +95,7 @@ fn v1_records_still_read() {
                 assert_eq!(rec.to_owned_event(), Some(samples::entity_change()))
             }
             Kind::ConversionStatus => panic!("v1 had no conversion-status records"),
+            Kind::DeadLetter => panic!("v1 had no dead-letter records"),
         }
         kinds.push(kind);
     }
@@ -255,5 +256,42 @@ fn v4_records_still_read() {
     }
     let want: Vec<(u16, u16)> = expect.iter().map(|(k, v)| (*k as u16, *v)).collect();
     assert_eq!(recs, want);
+    j.close().unwrap();
+}
+
+/// Schema v5 records (dead letters) in `tests/fixtures/v5`, written once with
+/// `CLICKTRAIL_WRITE_FIXTURES_V5=1`.
+#[test]
+fn v5_records_still_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v5");
+    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V5").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), config()).unwrap();
+        let mut w = j.partition("events").unwrap().writer().unwrap();
+        let src = clicktrail_storage::Source {
+            partition: 7,
+            offset: 4096,
+            part: 0,
+            parts: 1,
+        };
+        w.append_event(Some(&src), &samples::dead_letter()).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(tmp.path(), &dir);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&dir, tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let rec = r.next().unwrap().expect("one record");
+    assert_eq!((rec.kind, rec.version), (Kind::DeadLetter as u16, 1));
+    assert_eq!(
+        schema::validate(rec.kind, rec.version, rec.payload),
+        Some(Ok(()))
+    );
+    assert_eq!(rec.to_owned_event(), Some(samples::dead_letter()));
+    assert_eq!(rec.source.map(|s| (s.partition, s.offset)), Some((7, 4096)));
+    assert!(r.next().unwrap().is_none());
     j.close().unwrap();
 }

@@ -510,7 +510,11 @@ impl ClickIndexer {
         store: Arc<crate::catalog::EntityStore>,
     ) -> Self {
         {
-            let mut c = clicks.lock().unwrap();
+            // A new instance starts from nothing (also after a panic left the lock poisoned).
+            let mut c = clicks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            clicks.clear_poison();
             *c = RecentClicks::with_fingerprints(c.capacity, c.fingerprints.capacity);
             // (Positions start over with it: the indexer reads every partition again.)
             c.positions.inputs = Some(

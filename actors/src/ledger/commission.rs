@@ -40,15 +40,21 @@ pub fn div_round_half_even(n: i128, d: i128) -> i128 {
 
 /// `amount * bps / 10_000`, rounded half to even.
 pub fn percent_of(amount_minor: i64, bps: u32) -> i64 {
-    to_i64(div_round_half_even(
-        amount_minor as i128 * bps as i128,
-        10_000,
-    ))
+    to_i64(percent_of_wide(amount_minor as i128, bps))
 }
 
-/// Saturating narrowing (amounts that large are refused long before they get here).
+/// [`percent_of`] of a sum (a month's revenue), which is kept as `i128` so that no number
+/// of conversions can overflow it.
+pub fn percent_of_wide(amount_minor: i128, bps: u32) -> i128 {
+    div_round_half_even(amount_minor * bps as i128, 10_000)
+}
+
+/// Narrows a commission to the ledger's `i64`. Amounts are bounded at the edge
+/// (`money::AMOUNT_MAJOR_MAX`) so this holds for any real program; if it does not, the
+/// ledger must not pay a clamped or wrapped amount: the panic turns the input into a
+/// dead letter (see `worker`), and the actor goes on with the next one.
 fn to_i64(v: i128) -> i64 {
-    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    i64::try_from(v).unwrap_or_else(|_| panic!("commission {v} is outside i64 minor units"))
 }
 
 /// Splits `total` by `weights` into parts that add up to exactly `total` (largest
@@ -143,14 +149,17 @@ impl Tiers {
     /// `amounts` are the month's conversions in order with whether each still stands (a
     /// fully reversed one gives up its place in the count), for the conversions basis in
     /// bracket mode.
-    pub fn month_commission(&self, count: u64, revenue: i64, amounts: &[(i64, bool)]) -> i64 {
-        let revenue_u = revenue.max(0) as u64;
+    pub fn month_commission(&self, count: u64, revenue: i128, amounts: &[(i64, bool)]) -> i128 {
+        let revenue_u = revenue.max(0) as u128;
+        // Volume for the bracket lookup, which is in u64 (a revenue beyond it is in the top
+        // bracket anyway).
+        let volume = u64::try_from(revenue_u).unwrap_or(u64::MAX);
         match (self.mode, self.basis) {
             (TierMode::WholeMonth, TierBasis::Conversions) => {
-                percent_of(revenue, self.rate_at(count.max(1)))
+                percent_of_wide(revenue, self.rate_at(count.max(1)))
             }
             (TierMode::WholeMonth, TierBasis::Revenue) => {
-                percent_of(revenue, self.rate_at(revenue_u.max(1)))
+                percent_of_wide(revenue, self.rate_at(volume.max(1)))
             }
             (TierMode::Bracket, TierBasis::Conversions) => {
                 let scaled: i128 = amounts
@@ -159,13 +168,13 @@ impl Tiers {
                     .enumerate()
                     .map(|(i, &(a, _))| a as i128 * self.rate_at(i as u64 + 1) as i128)
                     .sum();
-                to_i64(div_round_half_even(scaled, 10_000))
+                div_round_half_even(scaled, 10_000)
             }
             (TierMode::Bracket, TierBasis::Revenue) => {
-                let mut lower = 0u64;
+                let mut lower = 0u128;
                 let mut scaled: i128 = 0;
                 for b in &self.brackets {
-                    let upper = b.up_to.unwrap_or(u64::MAX);
+                    let upper = b.up_to.map_or(u128::MAX, u128::from);
                     if revenue_u > lower {
                         let inside = revenue_u.min(upper) - lower;
                         scaled += inside as i128 * b.bps as i128;
@@ -175,7 +184,7 @@ impl Tiers {
                         break;
                     }
                 }
-                to_i64(div_round_half_even(scaled, 10_000))
+                div_round_half_even(scaled, 10_000)
             }
         }
     }
@@ -308,14 +317,16 @@ pub struct Sale<'a> {
     pub touchpoints: Vec<(&'a str, u64)>,
 }
 
+/// Sums are `i128`: a merchant key may post millions of the largest amounts into one
+/// month, and a sum that overflowed would stop the ledger (it did: issue 15).
 #[derive(Debug, Default, Clone)]
 struct Month {
     count: u64,
-    revenue: i64,
+    revenue: i128,
     /// Amounts in order and whether each still stands (for per-conversion brackets).
     amounts: Vec<(i64, bool)>,
     /// Tiered commission already credited for the month.
-    credited: i64,
+    credited: i128,
 }
 
 /// What one conversion was credited, for its reversals.
@@ -338,7 +349,8 @@ struct Booked {
 #[derive(Debug, Default)]
 pub struct Commissions {
     months: BTreeMap<(String, String, i64), Month>,
-    bonus_volume: BTreeMap<(String, i64), (u64, i64)>,
+    /// (conversions, revenue) per (primary affiliate, month); revenue wide as in [`Month`].
+    bonus_volume: BTreeMap<(String, i64), (u64, i128)>,
     bonus_given: std::collections::BTreeSet<(String, i64)>,
     first_seen: BTreeMap<(String, String), i64>,
     booked: BTreeMap<String, Booked>,
@@ -388,7 +400,7 @@ impl Commissions {
                 let key = (primary.to_string(), s.campaign_id.to_string(), month);
                 let m = self.months.entry(key.clone()).or_default();
                 m.count += 1;
-                m.revenue += s.amount_minor;
+                m.revenue += s.amount_minor as i128;
                 m.amounts.push((s.amount_minor, true));
                 let slot = m.amounts.len() - 1;
                 let amount = match &plan.pricing {
@@ -398,7 +410,7 @@ impl Commissions {
                     Pricing::Percent { bps } => percent_of(s.amount_minor, *bps),
                     Pricing::Tiered(t) => {
                         let owed = t.month_commission(m.count, m.revenue, &m.amounts);
-                        let delta = owed - m.credited;
+                        let delta = to_i64(owed - m.credited);
                         m.credited = owed;
                         delta
                     }
@@ -415,10 +427,10 @@ impl Commissions {
                 .entry((primary.to_string(), month))
                 .or_default();
             v.0 += 1;
-            v.1 += s.amount_minor;
+            v.1 += s.amount_minor as i128;
             let reached = match b.basis {
                 TierBasis::Conversions => v.0 >= b.threshold,
-                TierBasis::Revenue => v.1 >= b.threshold as i64,
+                TierBasis::Revenue => v.1 >= b.threshold as i128,
             };
             if reached && self.bonus_given.insert((primary.to_string(), month)) {
                 wholes.push((CreditKind::Bonus, b.amount_minor));
@@ -507,7 +519,7 @@ impl Commissions {
         let (month, bonus) = (b.month.clone(), b.bonus.clone());
         if let Some(key) = bonus {
             if let Some(v) = self.bonus_volume.get_mut(&key) {
-                v.1 -= after - before;
+                v.1 -= (after - before) as i128;
                 if full {
                     v.0 = v.0.saturating_sub(1);
                 }
@@ -515,7 +527,7 @@ impl Commissions {
         }
         if let Some((key, slot)) = month {
             if let Some(m) = self.months.get_mut(&key) {
-                m.revenue -= after - before;
+                m.revenue -= (after - before) as i128;
                 if let Some(a) = m.amounts.get_mut(slot) {
                     a.0 -= after - before;
                     if full {
@@ -528,11 +540,11 @@ impl Commissions {
                 m.credited += out
                     .iter()
                     .filter(|c| c.kind == CreditKind::Commission)
-                    .map(|c| c.amount_minor)
-                    .sum::<i64>();
+                    .map(|c| c.amount_minor as i128)
+                    .sum::<i128>();
                 if let Pricing::Tiered(t) = &plan.pricing {
                     let owed = t.month_commission(m.count, m.revenue, &m.amounts);
-                    let delta = owed - m.credited;
+                    let delta = to_i64(owed - m.credited);
                     m.credited = owed;
                     if delta != 0 {
                         out.push(Credit {

@@ -655,10 +655,13 @@ impl Book {
         let txn_id: Arc<str> = txn_id.into();
         let conversion_id: Arc<str> = tx.conversion_id.as_str().into();
         for p in &tx.postings {
-            *self
-                .accounts
-                .entry((tx.currency.0, p.account.clone()))
-                .or_default() += p.amount_minor;
+            add_minor(
+                self.accounts
+                    .entry((tx.currency.0, p.account.clone()))
+                    .or_default(),
+                p.amount_minor,
+                &p.account,
+            );
             let Some((affiliate, bucket)) = parse_partner_account(&p.account) else {
                 continue;
             };
@@ -685,7 +688,7 @@ impl Book {
                     .filter(|q| q.account.starts_with("fees:"))
                     .map(|q| q.amount_minor)
                     .sum();
-                b.fees += fee;
+                add_minor(&mut b.fees, fee, "fees");
             }
             self.statements
                 .entry(affiliate.to_string())
@@ -698,12 +701,23 @@ impl Book {
 impl Balance {
     /// Adds a statement line's posting to the bucket it is in.
     pub fn add(&mut self, l: &Line) {
-        match l.bucket {
-            Bucket::Pending => self.pending += l.amount_minor,
-            Bucket::Approved => self.approved += l.amount_minor,
-            Bucket::Paid => self.paid += l.amount_minor,
-        }
+        let (sum, what) = match l.bucket {
+            Bucket::Pending => (&mut self.pending, "pending balance"),
+            Bucket::Approved => (&mut self.approved, "approved balance"),
+            Bucket::Paid => (&mut self.paid, "paid balance"),
+        };
+        add_minor(sum, l.amount_minor, what);
     }
+}
+
+/// Adds to a balance, checked: a balance that would leave `i64` (about 10^6 of the largest
+/// commissions on one account; amounts are bounded at the edge) must never wrap. The panic
+/// happens before the transaction is written, so the input that caused it becomes a dead
+/// letter and the ledger, rebuilt from its journal, goes on with the next one.
+fn add_minor(sum: &mut i64, amount_minor: i64, what: &str) {
+    *sum = sum
+        .checked_add(amount_minor)
+        .unwrap_or_else(|| panic!("{what}: {sum} + {amount_minor} overflows i64 minor units"));
 }
 
 /// `<plan id>#<first 12 hex digits of the SHA-256 of its JSON>`: a plan changed in place
@@ -804,7 +818,9 @@ impl Ledger {
         book: SharedBook,
         config: LedgerConfig,
     ) -> Ledger {
+        // A new instance starts from nothing (also after a panic left the lock poisoned).
         *book.write().unwrap_or_else(PoisonError::into_inner) = Book::new(config);
+        book.clear_poison();
         Ledger {
             inputs,
             store,

@@ -254,7 +254,11 @@ pub struct StatsCounter {
 impl StatsCounter {
     /// A fresh counter: it resets the shared stats (it recounts from the journal's start).
     pub fn new(inputs: Vec<String>, stats: SharedStats) -> Self {
-        *stats.lock().unwrap() = LiveStats::default();
+        // A new instance starts from nothing (also after a panic left the lock poisoned).
+        *stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = LiveStats::default();
+        stats.clear_poison();
         StatsCounter { inputs, stats }
     }
 }
