@@ -20,11 +20,10 @@
 // to propagate, so its size does not matter here.
 #![allow(clippy::result_large_err)]
 
+use crate::body::Keys;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use clicktrail_actors::catalog::{
-    self, Affiliate, ApiKey, Campaign, Catalog, Entity, EntityStore, Link, Merchant, Role,
-};
+use clicktrail_actors::catalog::{self, ApiKey, Catalog, Entity, EntityStore, Link, Role};
 use clicktrail_actors::stats::{Dimension, SharedStats};
 use serde::Deserialize;
 use serde_json::json;
@@ -113,7 +112,11 @@ pub(crate) fn authorize(req: &HttpRequest, api: &Api, role: Role) -> Result<ApiK
         None => Err(error(StatusCode::UNAUTHORIZED, "unknown key")),
         Some(k) if k.role != role => Err(error(
             StatusCode::FORBIDDEN,
-            format!("this needs a {role:?} key"),
+            match role {
+                Role::Admin => "this needs an admin key",
+                Role::Merchant => "this needs a merchant key",
+                Role::Partner => "this needs a partner key",
+            },
         )),
         Some(k) => Ok(k.clone()),
     }
@@ -130,18 +133,21 @@ fn kind_of(path: &str) -> Option<&'static str> {
     })
 }
 
+/// An entity as the API answers it: snake_case keys (entities keep their configuration
+/// names, kebab-case, inside).
 fn entity_json(e: &Entity) -> serde_json::Value {
+    use crate::body::snake_keys;
     match e {
-        Entity::Affiliate(x) => json!(x),
-        Entity::Merchant(x) => json!(x),
-        Entity::Campaign(x) => json!(x),
-        Entity::Link(x) => json!(x),
+        Entity::Affiliate(x) => snake_keys(json!(x)),
+        Entity::Merchant(x) => snake_keys(json!(x)),
+        Entity::Campaign(x) => snake_keys(json!(x)),
+        Entity::Link(x) => snake_keys(json!(x)),
         Entity::Key(x) => json!({ "role": x.role, "owner": x.owner }),
         Entity::Postback(x) => json!({
             "id": x.id, "affiliate_id": x.affiliate_id, "url": x.url,
             "method": x.method, "triggers": x.triggers,
         }),
-        Entity::Plan(x) => json!(x),
+        Entity::Plan(x) => snake_keys(json!(x)),
     }
 }
 
@@ -153,12 +159,25 @@ async fn list(req: HttpRequest, path: web::Path<String>, api: web::Data<Api>) ->
         return error(actix_web::http::StatusCode::NOT_FOUND, "unknown collection");
     };
     let c = api.store.snapshot();
+    use crate::body::snake_keys;
     let mut items: Vec<serde_json::Value> = match kind {
-        "merchant" => c.merchants.values().map(|x| json!(x)).collect(),
-        "affiliate" => c.affiliates.values().map(|x| json!(x)).collect(),
-        "campaign" => c.campaigns.values().map(|x| json!(x.campaign)).collect(),
-        "plan" => c.plans.values().map(|x| json!(x)).collect(),
-        _ => c.links.values().map(|x| json!(x.link)).collect(),
+        "merchant" => c.merchants.values().map(|x| snake_keys(json!(x))).collect(),
+        "affiliate" => c
+            .affiliates
+            .values()
+            .map(|x| snake_keys(json!(x)))
+            .collect(),
+        "campaign" => c
+            .campaigns
+            .values()
+            .map(|x| snake_keys(json!(x.campaign)))
+            .collect(),
+        "plan" => c.plans.values().map(|x| snake_keys(json!(x))).collect(),
+        _ => c
+            .links
+            .values()
+            .map(|x| snake_keys(json!(x.link)))
+            .collect(),
     };
     items.sort_by_key(|v| v.get("id").or(v.get("code")).map(|v| v.to_string()));
     HttpResponse::Ok().json(json!({ "items": items }))
@@ -194,16 +213,19 @@ async fn upsert(
     let Some(kind) = kind_of(&path) else {
         return error(StatusCode::NOT_FOUND, "unknown collection");
     };
-    let parsed = match kind {
-        "merchant" => serde_json::from_slice::<Merchant>(&body).map(Entity::Merchant),
-        "affiliate" => serde_json::from_slice::<Affiliate>(&body).map(Entity::Affiliate),
-        "campaign" => serde_json::from_slice::<Campaign>(&body).map(Entity::Campaign),
-        "plan" => serde_json::from_slice::<catalog::CommissionPlan>(&body).map(Entity::Plan),
-        _ => serde_json::from_slice::<Link>(&body).map(Entity::Link),
+    let parse = |what| -> Result<Entity, HttpResponse> {
+        let b = &body[..];
+        Ok(match what {
+            "merchant" => Entity::Merchant(crate::body::parse(&req, b, Keys::Kebab, what)?),
+            "affiliate" => Entity::Affiliate(crate::body::parse(&req, b, Keys::Kebab, what)?),
+            "campaign" => Entity::Campaign(crate::body::parse(&req, b, Keys::Kebab, what)?),
+            "plan" => Entity::Plan(crate::body::parse(&req, b, Keys::Kebab, what)?),
+            _ => Entity::Link(crate::body::parse(&req, b, Keys::Kebab, what)?),
+        })
     };
-    let entity = match parsed {
+    let entity = match parse(kind) {
         Ok(e) => e,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad {kind}: {e}")),
+        Err(r) => return r,
     };
     let existed = api.store.snapshot().get(kind, entity.id()).is_some();
     let actor = format!("admin-key:{}", &key.key_sha256[..12]);
@@ -280,9 +302,9 @@ async fn create_key(req: HttpRequest, body: web::Bytes, api: web::Data<Api>) -> 
         Ok(k) => k,
         Err(r) => return r,
     };
-    let new: NewKey = match serde_json::from_slice(&body) {
+    let new: NewKey = match crate::body::parse(&req, &body, Keys::Snake, "key request") {
         Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad key request: {e}")),
+        Err(r) => return r,
     };
     let Ok(raw) = random_bytes::<24>() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available");
@@ -314,13 +336,17 @@ fn stats_rows(api: &Api, q: &StatsQuery, affiliate: Option<&str>) -> HttpRespons
     let rows: Vec<_> = rows
         .into_iter()
         .map(|r| {
-            json!({
-                "affiliate_id": r.affiliate_id,
+            let mut row = json!({
                 "key": r.key,
                 "clicks": r.clicks,
                 "impressions": r.impressions,
                 "unique_visitors": r.unique_visitors,
-            })
+            });
+            // Rows over every affiliate have none to name.
+            if let Some(a) = r.affiliate_id {
+                row["affiliate_id"] = json!(a);
+            }
+            row
         })
         .collect();
     HttpResponse::Ok().json(json!({ "by": by, "rows": rows }))
@@ -388,11 +414,17 @@ fn postback_json(p: &catalog::Postback, secret_shown: bool) -> serde_json::Value
 }
 
 /// Creates or updates a postback owned by `owner` (None: global).
-async fn save_postback(api: &Api, actor: &str, owner: Option<String>, body: &[u8]) -> HttpResponse {
+async fn save_postback(
+    req: &HttpRequest,
+    api: &Api,
+    actor: &str,
+    owner: Option<String>,
+    body: &[u8],
+) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let r: PostbackRequest = match serde_json::from_slice(body) {
+    let r: PostbackRequest = match crate::body::parse(req, body, Keys::Snake, "postback") {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad postback: {e}")),
+        Err(r) => return r,
     };
     let owner = match (owner, r.affiliate_id) {
         (Some(o), None) => Some(o),
@@ -477,6 +509,7 @@ async fn upsert_global_postback(
                 .map(str::to_string)
         });
     save_postback(
+        &req,
         &api,
         &format!("admin-key:{}", &key.key_sha256[..12]),
         owner,
@@ -503,7 +536,7 @@ async fn upsert_affiliate_postback(
         Err(r) => return r,
     };
     let actor = format!("admin-key:{}", &key.key_sha256[..12]);
-    save_postback(&api, &actor, Some(path.into_inner()), &body).await
+    save_postback(&req, &api, &actor, Some(path.into_inner()), &body).await
 }
 
 async fn list_affiliate_postbacks(
@@ -535,7 +568,7 @@ async fn upsert_my_postback(
         );
     }
     let actor = format!("partner:{}", key.owner);
-    save_postback(&api, &actor, Some(key.owner.clone()), &body).await
+    save_postback(&req, &api, &actor, Some(key.owner.clone()), &body).await
 }
 
 async fn list_my_postbacks(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {

@@ -349,7 +349,8 @@ fn conversions_are_idempotent_matched_validated_and_reversible() {
         ),
         (
             Some(M1),
-            r#"{"order_id":"x","amount":1.0,"currency":"EUR"}"#.into(),
+            // A number is read from its literal text: an exponent is no plain decimal.
+            r#"{"order_id":"x","amount":1e2,"currency":"EUR"}"#.into(),
             400,
         ),
         (
@@ -895,19 +896,32 @@ fn poison_amounts_and_times_are_refused_and_dead_letters_are_listed() {
     }
     // Nothing was written: the order id is still free, and the largest amount is taken.
     let (s, v) = post(&a, addr, Some(M1), &conv("1000000000.00", now));
-    assert_eq!((s, v["amount"].as_str()), (201, Some("1000000000.00")), "{v}");
+    assert_eq!(
+        (s, v["amount"].as_str()),
+        (201, Some("1000000000.00")),
+        "{v}"
+    );
 
     let (s, v) = get_with_key(&a, addr, "/api/v1/dead-letters", ADMIN);
     assert_eq!((s, v["open"].as_u64()), (200, Some(0)), "{v}");
-    assert_eq!(get_with_key(&a, addr, "/api/v1/dead-letters", PARTNER).0, 403);
-    let retry = r#"{"actor":"commission-ledger","input_partition":"attributions","input_offset":0}"#;
+    assert_eq!(
+        get_with_key(&a, addr, "/api/v1/dead-letters", PARTNER).0,
+        403
+    );
+    let retry =
+        r#"{"actor":"commission-ledger","input_partition":"attributions","input_offset":0}"#;
     let (s, v) = call(&a, addr, "/api/v1/dead-letters/retry", Some(ADMIN), retry);
     assert_eq!(s, 404, "{v}");
     let (s, v) = call(&a, addr, "/api/v1/dead-letters/retry", Some(ADMIN), "{}");
     assert_eq!(s, 400, "{v}");
-    server.wait_until("ready", |s| common::get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200));
+    server.wait_until("ready", |s| {
+        common::get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200)
+    });
     let (s, v) = get(&a, addr, "/readyz");
     assert_eq!((s, &v["dead_letters"]), (200, &json!({})), "{v}");
     let (_, metrics) = get_text(&a, addr, "/metrics");
-    assert!(metrics.contains("# TYPE clicktrail_dead_letters gauge"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE clicktrail_dead_letters gauge"),
+        "{metrics}"
+    );
 }

@@ -351,7 +351,7 @@ fn the_postback_sink_counts_keep_alive_requests_and_stops_when_idle() {
     let out = dir.path().join("recv.json");
     let child = std::process::Command::new(LOAD)
         .args(["receive", "--listen", &addr.to_string(), "--idle", "500ms"])
-        .args(["--json", out.to_str().unwrap()])
+        .args(["--json", out.to_str().unwrap(), "--print"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -383,6 +383,24 @@ fn the_postback_sink_counts_keep_alive_requests_and_stops_when_idle() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.starts_with("received 3 requests"), "{text}");
+    // --print shows each request as it arrives, the body included.
+    assert!(text.contains("GET /pb?a=1 HTTP/1.1\n"), "{text}");
+    assert!(text.contains("POST /pb HTTP/1.1\nhello\n"), "{text}");
+    assert!(text.contains("\nreceived 3 requests"), "{text}");
     assert_eq!(json(&out)["requests"], 3);
+}
+
+#[test]
+fn the_postback_sink_explains_itself() {
+    let o = std::process::Command::new(LOAD)
+        .args(["receive", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("usage: clicktrail-load receive --listen ADDR"),
+        "{text}"
+    );
+    assert!(text.contains("--print"), "{text}");
 }

@@ -21,6 +21,7 @@
 
 pub use clicktrail_storage::money as amount;
 
+use crate::body::Keys;
 use crate::edge::click_id::{ClickIdCodec, ClickIdError};
 use crate::edge::request;
 use actix_web::http::StatusCode;
@@ -62,14 +63,21 @@ pub const METADATA_VALUE_MAX: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct ConversionRequest {
     pub click_id: Option<String>,
+    /// A string, or a whole number as its decimal text.
+    #[serde(deserialize_with = "crate::body::id_text")]
     pub order_id: String,
     pub event: Option<String>,
+    /// A decimal string, or a JSON number read from its literal text.
+    #[serde(default, deserialize_with = "crate::body::text_or_number")]
     pub amount: Option<String>,
     pub currency: Option<String>,
+    #[serde(default, deserialize_with = "crate::body::opt_id_text")]
     pub customer_id: Option<String>,
     /// Unix seconds, or RFC 3339 (`2026-11-25T10:00:00Z`).
     pub occurred_at: Option<Value>,
     pub campaign_id: Option<String>,
+    /// Values may be strings, numbers or booleans (kept as their text).
+    #[serde(default, deserialize_with = "crate::body::metadata_text")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// The buyer's browser, for fingerprint matching when there is no click id: its IP,
     /// user agent and `Accept-Language` as the merchant saw them.
@@ -949,9 +957,9 @@ async fn post_conversion(
         Ok(m) => m,
         Err(r) => return r,
     };
-    match serde_json::from_slice::<ConversionRequest>(&body) {
+    match crate::body::parse::<ConversionRequest>(&req, &body, Keys::Snake, "conversion") {
         Ok(r) => Conversions::record(conv, merchant, r, MatchKind::ClickId).await,
-        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad conversion: {e}")),
+        Err(r) => r,
     }
 }
 
@@ -1098,7 +1106,9 @@ async fn conversion_pixel(req: HttpRequest, conv: web::Data<Conversions>) -> Htt
 struct ReverseRequest {
     /// refund, chargeback or rejected.
     reason: String,
-    /// Part of the amount; the whole remaining amount when absent.
+    /// Part of the amount (a decimal string or number); the whole remaining amount when
+    /// absent.
+    #[serde(default, deserialize_with = "crate::body::text_or_number")]
     amount: Option<String>,
     note: Option<String>,
     /// Idempotency key (1-64 of [A-Za-z0-9_.-]): the same id again answers the first
@@ -1116,9 +1126,9 @@ async fn reverse(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let r: ReverseRequest = match serde_json::from_slice(&body) {
+    let r: ReverseRequest = match crate::body::parse(&req, &body, Keys::Snake, "reversal") {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad reversal: {e}")),
+        Err(r) => return r,
     };
     let note = r.note.unwrap_or_default();
     if note.len() > 500 || note.chars().any(char::is_control) {
@@ -1408,9 +1418,9 @@ async fn review(
     let r: ReviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReviewRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match crate::body::parse(&req, &body, Keys::Snake, "review") {
             Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad review: {e}")),
+            Err(r) => return r,
         }
     };
     let reason = r.reason.unwrap_or_default();

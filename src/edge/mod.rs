@@ -106,8 +106,30 @@ pub async fn impression(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse
 }
 
 /// Anything no route matched.
-pub async fn default_service() -> HttpResponse {
-    HttpResponse::NotFound().finish()
+pub async fn default_service(req: HttpRequest) -> HttpResponse {
+    let path = req.path();
+    if !path.starts_with("/api/") {
+        return HttpResponse::NotFound().finish();
+    }
+    // `/api/v1/me/balance/` is `/api/v1/me/balance`: a permanent redirect that keeps the
+    // method and body (308), so a pasted URL with a trailing slash works.
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() < path.len() && trimmed.len() > "/api".len() {
+        let location = match req.query_string() {
+            "" => trimmed.to_string(),
+            q => format!("{trimmed}?{q}"),
+        };
+        return HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, location))
+            .finish();
+    }
+    crate::api::error(
+        actix_web::http::StatusCode::NOT_FOUND,
+        format!(
+            "no API endpoint {} {path}; the endpoints are listed in the README (HTTP surface)",
+            req.method()
+        ),
+    )
 }
 
 async fn serve(req: HttpRequest, edge: web::Data<Edge>, is_click: bool) -> HttpResponse {

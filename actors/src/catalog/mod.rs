@@ -170,13 +170,26 @@ pub fn hash_key(secret: &str) -> String {
     hex
 }
 
-/// How a postback is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+/// How a postback is sent. Read in any case (`"GET"`, `"post"`), written lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     #[default]
     Get,
     Post,
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "get" => Ok(Method::Get),
+            "post" => Ok(Method::Post),
+            _ => Err(serde::de::Error::custom(format!(
+                "method must be GET or POST, not {s:?}"
+            ))),
+        }
+    }
 }
 
 /// What fires a postback.

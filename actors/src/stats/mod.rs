@@ -72,6 +72,27 @@ impl Visitors {
         }
     }
 
+    /// Adds `other`'s visitors (a visitor in both counts once, exactly or in the estimate).
+    fn merge(&mut self, other: &Visitors) {
+        match other {
+            Visitors::Exact(set) => set.iter().for_each(|h| self.add(*h)),
+            Visitors::Estimate(theirs) => {
+                if let Visitors::Exact(set) = self {
+                    let mut regs = Box::new([0u8; HLL_REGISTERS]);
+                    for h in set.iter() {
+                        hll_add(&mut regs, *h);
+                    }
+                    *self = Visitors::Estimate(regs);
+                }
+                if let Visitors::Estimate(mine) = self {
+                    for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                        *m = (*m).max(*t);
+                    }
+                }
+            }
+        }
+    }
+
     fn count(&self) -> u64 {
         match self {
             Visitors::Exact(set) => set.len() as u64,
@@ -162,7 +183,8 @@ struct Keys {
 /// One row of a stats answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub affiliate_id: String,
+    /// The affiliate the row counts; `None` for a row over every affiliate.
+    pub affiliate_id: Option<String>,
     pub key: String,
     pub clicks: u64,
     pub impressions: u64,
@@ -218,24 +240,47 @@ impl LiveStats {
         }
     }
 
-    /// Rows for a dimension, optionally only one affiliate's, busiest first.
+    /// Rows for a dimension, busiest first: one per key. With `affiliate`, only that
+    /// affiliate's counts; without, each key's counts over every affiliate (a visitor who
+    /// clicked two affiliates' links counts once), except by affiliate, whose keys are
+    /// the affiliates.
     pub fn rows(&self, dim: Dimension, affiliate: Option<&str>) -> Vec<Row> {
-        let mut rows: Vec<Row> = self
-            .counters
-            .get(dim.index())
+        let keys = self.counters.get(dim.index());
+        let per_affiliate = keys
             .into_iter()
             .flat_map(|k| k.by_affiliate.iter())
-            .filter(|(a, _)| affiliate.is_none_or(|x| x == a.as_str()))
-            .flat_map(|(a, keys)| {
-                keys.iter().map(move |(k, c)| Row {
-                    affiliate_id: a.clone(),
-                    key: k.clone(),
+            .filter(|(a, _)| affiliate.is_none_or(|x| x == a.as_str()));
+        let mut rows: Vec<Row> = if affiliate.is_some() || dim == Dimension::Affiliate {
+            per_affiliate
+                .flat_map(|(a, keys)| {
+                    keys.iter().map(move |(k, c)| Row {
+                        affiliate_id: Some(a.clone()),
+                        key: k.clone(),
+                        clicks: c.clicks,
+                        impressions: c.impressions,
+                        unique_visitors: c.unique_visitors(),
+                    })
+                })
+                .collect()
+        } else {
+            let mut merged: std::collections::BTreeMap<&str, Counter> = Default::default();
+            for (k, c) in per_affiliate.flat_map(|(_, keys)| keys.iter()) {
+                let m = merged.entry(k.as_str()).or_default();
+                m.clicks += c.clicks;
+                m.impressions += c.impressions;
+                m.visitors.merge(&c.visitors);
+            }
+            merged
+                .into_iter()
+                .map(|(k, c)| Row {
+                    affiliate_id: None,
+                    key: k.to_string(),
                     clicks: c.clicks,
                     impressions: c.impressions,
                     unique_visitors: c.unique_visitors(),
                 })
-            })
-            .collect();
+                .collect()
+        };
         rows.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.key.cmp(&b.key)));
         rows
     }
@@ -314,7 +359,7 @@ mod tests {
         assert_eq!(
             aff[0],
             Row {
-                affiliate_id: "a".into(),
+                affiliate_id: Some("a".into()),
                 key: "a".into(),
                 clicks: 3,
                 impressions: 1,
@@ -331,6 +376,53 @@ mod tests {
         assert_eq!(s.rows(Dimension::Sub(2), None)[0].key, "z");
         assert!(s.rows(Dimension::Sub(1), None).is_empty());
         assert_eq!(s.rows(Dimension::Campaign, Some("b"))[0].clicks, 1);
+    }
+
+    /// By campaign (or sub-id) over every affiliate: one row per key, not one per
+    /// affiliate and key; a visitor of both affiliates counts once, also past the exact
+    /// limit.
+    #[test]
+    fn rows_over_every_affiliate_group_by_the_key_asked_for() {
+        let mut s = LiveStats::default();
+        s.record("a", "c", &["x"], Some("v1"), true);
+        s.record("b", "c", &["x"], Some("v1"), true);
+        s.record("b", "c", &["y"], Some("v2"), true);
+        s.record("b", "d", &[], Some("v3"), false);
+        let rows = s.rows(Dimension::Campaign, None);
+        assert_eq!(
+            rows,
+            vec![
+                Row {
+                    affiliate_id: None,
+                    key: "c".into(),
+                    clicks: 3,
+                    impressions: 0,
+                    unique_visitors: 2,
+                },
+                Row {
+                    affiliate_id: None,
+                    key: "d".into(),
+                    clicks: 0,
+                    impressions: 1,
+                    unique_visitors: 1,
+                },
+            ]
+        );
+        let subs = s.rows(Dimension::Sub(0), None);
+        assert_eq!(
+            subs.iter()
+                .map(|r| (r.key.as_str(), r.clicks))
+                .collect::<Vec<_>>(),
+            vec![("x", 2), ("y", 1)]
+        );
+        // Estimates merge too: 3000 visitors, 1000 of them shared, counted about 3000.
+        let mut s = LiveStats::default();
+        for v in 0..2000 {
+            s.record("a", "c", &[], Some(&format!("v{v}")), true);
+            s.record("b", "c", &[], Some(&format!("v{}", v + 1000)), true);
+        }
+        let n = s.rows(Dimension::Campaign, None)[0].unique_visitors as f64;
+        assert!((n - 3000.0).abs() / 3000.0 < 0.1, "{n}");
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! Issue 16, the first hour of a merchant, an affiliate and an SRE, over a real socket on
+//! the demo configuration: what sits just beside the documented path answers clearly.
+
+mod common;
+
+use common::{agent, Server};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+const ADMIN: &str = "demo-admin-key";
+const MERCHANT: &str = "demo-merchant-key";
+const PARTNER: &str = "demo-partner-key";
+
+fn call(
+    a: &ureq::Agent,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let url = format!("http://{addr}{path}");
+    let auth = format!("Bearer {key}");
+    let mut resp = match method {
+        "GET" => a.get(&url).header("authorization", &auth).call(),
+        _ => {
+            let mut req = a.post(&url).header("authorization", &auth);
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            req.send(body)
+        }
+    }
+    .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn post(a: &ureq::Agent, addr: SocketAddr, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    call(
+        a,
+        addr,
+        "POST",
+        path,
+        key,
+        Some("application/json"),
+        &body.to_string(),
+    )
+}
+
+fn get(a: &ureq::Agent, addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
+    call(a, addr, "GET", path, key, None, "")
+}
+
+fn click(a: &ureq::Agent, addr: SocketAddr, link: &str) -> String {
+    let r = a.get(format!("http://{addr}/c/{link}")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 302, "/c/{link}");
+    let loc = r.headers()["location"].to_str().unwrap();
+    loc.split("click_id=").nth(1).unwrap().to_string()
+}
+
+fn demo() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_until("ready", |s| {
+        common::get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200)
+    });
+    (dir, server)
+}
+
+/// Item 3: amounts, ids and metadata sent as JSON numbers are read from their literal
+/// text; an exponent or too many decimals is a 400 that names the field.
+#[test]
+fn numbers_where_users_send_numbers() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let cid = click(&a, addr, "demo");
+    let body = json!({"click_id": cid, "order_id": 12345, "amount": 49.9, "currency": "EUR",
+                      "metadata": {"items": 3, "gift": true}});
+    let (s, v) = post(&a, addr, "/api/v1/conversions", MERCHANT, &body);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["order_id"].as_str(), v["amount"].as_str()),
+        (Some("12345"), Some("49.90"))
+    );
+    // The same order as a string is the same order.
+    let again = json!({"click_id": cid, "order_id": "12345", "amount": "49.90", "currency": "EUR",
+                       "metadata": {"items": "3", "gift": "true"}});
+    let (s, v) = post(&a, addr, "/api/v1/conversions", MERCHANT, &again);
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    for (amount, order) in [(json!(1e2), "o-exp"), (json!(49.999), "o-dec")] {
+        let raw = format!(
+            r#"{{"order_id":"{order}","amount":{},"currency":"EUR"}}"#,
+            if order == "o-exp" {
+                "1e2".to_string()
+            } else {
+                amount.to_string()
+            }
+        );
+        let (s, v) = call(
+            &a,
+            addr,
+            "POST",
+            "/api/v1/conversions",
+            MERCHANT,
+            None,
+            &raw,
+        );
+        assert_eq!(s, 400, "{raw}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("amount"), "{v}");
+    }
+    let (s, v) = post(
+        &a,
+        addr,
+        "/api/v1/conversions",
+        MERCHANT,
+        &json!({"order_id": 1.5, "amount": "1", "currency": "EUR"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("order_id"), "{v}");
+}
+
+/// Item 6: entity bodies take snake_case (documented) and kebab-case (the configuration's
+/// names); answers are snake_case.
+#[test]
+fn one_naming_convention_in_json() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let snake = json!({"id": "camp-s", "merchant_id": "demo-merchant", "name": "S",
+                       "destination_url": "https://shop.example/s", "cookie_window_days": 7});
+    let (s, v) = post(&a, addr, "/api/v1/campaigns", ADMIN, &snake);
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["merchant_id"], "demo-merchant", "{v}");
+    assert_eq!(v["cookie_window_days"], 7, "{v}");
+    assert!(v.get("merchant-id").is_none(), "{v}");
+    let kebab = json!({"id": "camp-k", "merchant-id": "demo-merchant", "name": "K",
+                       "destination-url": "https://shop.example/k"});
+    let (s, v) = post(&a, addr, "/api/v1/campaigns", ADMIN, &kebab);
+    assert_eq!(
+        (s, &v["destination_url"]),
+        (201, &json!("https://shop.example/k")),
+        "{v}"
+    );
+    let (s, v) = get(&a, addr, "/api/v1/campaigns/camp-s", ADMIN);
+    assert_eq!(
+        (s, &v["destination_url"]),
+        (200, &json!("https://shop.example/s")),
+        "{v}"
+    );
+    // Conversions take kebab-case keys too.
+    let (s, v) = post(
+        &a,
+        addr,
+        "/api/v1/conversions",
+        MERCHANT,
+        &json!({"order-id": "k-1", "amount": "5", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Item 7: errors that say how to fix them.
+#[test]
+fn errors_say_how_to_fix_them() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    // A form-encoded body.
+    let (s, v) = call(
+        &a,
+        addr,
+        "POST",
+        "/api/v1/conversions",
+        MERCHANT,
+        Some("application/x-www-form-urlencoded"),
+        "order_id=1&amount=2&currency=EUR",
+    );
+    assert_eq!(s, 415, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON body (Content-Type: application/json)"),
+        "{v}"
+    );
+    // JSON sent the way `curl -d` sends it (form content type) is read.
+    let (s, v) = call(
+        &a,
+        addr,
+        "POST",
+        "/api/v1/conversions",
+        MERCHANT,
+        Some("application/x-www-form-urlencoded"),
+        r#"{"order_id":"curl-1","amount":"2","currency":"EUR"}"#,
+    );
+    assert_eq!(s, 201, "{v}");
+    // "an admin key".
+    let (s, v) = get(&a, addr, "/api/v1/affiliates", PARTNER);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("this needs an admin key"))
+    );
+    // A postback's method in any case.
+    let pb = json!({"url": "https://hooks.example/pb?c={conversion_id}", "method": "POST",
+                    "triggers": ["conversion.created"]});
+    let (s, v) = post(&a, addr, "/api/v1/me/postbacks", PARTNER, &pb);
+    assert_eq!((s, v["method"].as_str()), (201, Some("post")), "{v}");
+    // A trailing slash redirects (308 keeps the method) to the same endpoint.
+    let r = a
+        .get(format!("http://{addr}/api/v1/me/balance/"))
+        .header("authorization", &format!("Bearer {PARTNER}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(r.headers()["location"], "/api/v1/me/balance");
+    // An unknown API path answers JSON naming it.
+    let (s, v) = get(&a, addr, "/api/v1/me/nothing/here", PARTNER);
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/me/nothing/here"),
+        "{v}"
+    );
+}
+
+/// Item 9: by campaign means one row per campaign, over every affiliate.
+#[test]
+fn stats_by_campaign_group_by_campaign() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let (s, v) = post(
+        &a,
+        addr,
+        "/api/v1/affiliates",
+        ADMIN,
+        &json!({"id": "second", "name": "Second"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, links) = get(&a, addr, "/api/v1/links", ADMIN);
+    let second = links["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["affiliate_id"] == "second" && l["campaign_id"] == "demo-campaign")
+        .unwrap_or_else(|| panic!("{links}"))["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    click(&a, addr, "demo");
+    click(&a, addr, "demo");
+    click(&a, addr, &second);
+    server.wait_until("counted", |s| {
+        let (_, v) = get(&agent(), s.addr, "/api/v1/stats?by=affiliate", ADMIN);
+        v["rows"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    let (s, v) = get(&a, addr, "/api/v1/stats?by=campaign", ADMIN);
+    assert_eq!(s, 200, "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(
+        (rows[0]["key"].as_str(), rows[0]["clicks"].as_u64()),
+        (Some("demo-campaign"), Some(3))
+    );
+    let (_, v) = get(
+        &a,
+        addr,
+        "/api/v1/stats?by=campaign&affiliate_id=second",
+        ADMIN,
+    );
+    assert_eq!(v["rows"][0]["clicks"], 1, "{v}");
+    assert_eq!(v["rows"][0]["affiliate_id"], "second", "{v}");
+}
