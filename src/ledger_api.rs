@@ -323,16 +323,7 @@ fn time_param(name: &str, v: Option<&str>, default: i64) -> Result<i64, HttpResp
     let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(default);
     };
-    let value = match v.parse::<i64>() {
-        Ok(n) => json!(n),
-        Err(_) => json!(v),
-    };
-    crate::convert::parse_time(&value).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{name} must be Unix seconds or an RFC 3339 time, not {v:?}"),
-        )
-    })
+    crate::time::parse_text(v).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
 }
 
 /// `at_us` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.

@@ -12,3 +12,4 @@ pub mod journal_cmd;
 pub mod ledger_api;
 pub mod metrics;
 pub mod server;
+pub mod time;

@@ -272,3 +272,69 @@ fn stats_by_campaign_group_by_campaign() {
     assert_eq!(v["rows"][0]["clicks"], 1, "{v}");
     assert_eq!(v["rows"][0]["affiliate_id"], "second", "{v}");
 }
+
+/// Item 4: plain dates, offsets (also with the `+` turned into a space by a query
+/// string), Unix seconds; errors show each accepted form.
+#[test]
+fn plain_dates_and_offsets() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let yesterday = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400) as i64;
+    let (y, m, d) = civil(yesterday / 86_400);
+    let date = format!("{y:04}-{m:02}-{d:02}");
+    let conv = |order: &str, at: &str| {
+        let body = json!({"order_id": order, "amount": "5", "currency": "EUR", "occurred_at": at});
+        post(&a, addr, "/api/v1/conversions", MERCHANT, &body)
+    };
+    // The demo program's time zone is UTC: a date is its midnight UTC.
+    let (s, v) = conv("d-1", &date);
+    assert_eq!(
+        (s, v["occurred_at"].as_str()),
+        (201, Some(format!("{date}T00:00:00.000000Z").as_str())),
+        "{v}"
+    );
+    let (s, v) = conv("d-2", &format!("{date}T11:00:00 01:00"));
+    assert_eq!(
+        (s, v["occurred_at"].as_str()),
+        (201, Some(format!("{date}T10:00:00.000000Z").as_str())),
+        "{v}"
+    );
+    let (s, v) = get(
+        &a,
+        addr,
+        &format!(
+            "/postback?order_id=d-3&amount=5&currency=EUR&occurred_at={date}T11:00:00+01:00&key={MERCHANT}"
+        ),
+        MERCHANT,
+    );
+    assert_eq!(
+        (s, v["occurred_at"].as_str()),
+        (201, Some(format!("{date}T10:00:00.000000Z").as_str())),
+        "{v}"
+    );
+    let (s, v) = conv("d-4", &yesterday.to_string());
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = conv("d-5", "yesterday");
+    assert_eq!(s, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    for example in ["1764547200", "2026-12-01", "2026-12-01T11:00:00+01:00"] {
+        assert!(e.contains(example), "{e}");
+    }
+}
+
+/// (year, month, day) of days since 1970-01-01.
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}

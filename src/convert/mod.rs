@@ -185,6 +185,8 @@ struct Facts {
     affiliate_id: Option<String>,
     match_kind: MatchKind,
     match_confidence_ppm: u32,
+    /// When the merchant says it happened (shown, so a caller sees how its time was read).
+    occurred_at_us: i64,
 }
 
 impl Facts {
@@ -198,6 +200,7 @@ impl Facts {
             affiliate_id: c.affiliate_id.clone(),
             match_kind: c.match_kind,
             match_confidence_ppm: c.match_confidence_ppm,
+            occurred_at_us: c.occurred_at_us,
         })
     }
 }
@@ -218,6 +221,7 @@ struct Answer<'a> {
     match_confidence: f64,
     amount: String,
     currency: &'a str,
+    occurred_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     duplicate: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +259,7 @@ impl Entry {
             match_confidence: f.match_confidence_ppm as f64 / 1e6,
             amount: amount::format(&self.amount),
             currency: self.amount.currency.as_str(),
+            occurred_at: crate::ledger_api::rfc3339(f.occurred_at_us),
             duplicate: None,
             reversed: None,
         }
@@ -427,81 +432,6 @@ pub fn occurred_in_window(at_us: i64, now_us: i64) -> Result<i64, String> {
     Ok(at_us)
 }
 
-/// Parses Unix seconds or an RFC 3339 UTC/offset timestamp into microseconds.
-pub fn parse_time(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n
-            .as_i64()
-            .filter(|s| (0..=253_402_300_799).contains(s))
-            .map(|s| s * 1_000_000),
-        Value::String(s) => parse_rfc3339(s),
-        _ => None,
-    }
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        let digits = &frac[..n.min(6)];
-        micros = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
-        rest = &frac[n..];
-    }
-    let offset_s = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = (
-                rest.get(1..3)?.parse::<i64>().ok()?,
-                rest.get(4..6)?.parse::<i64>().ok()?,
-            );
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' || oh > 23 || om > 59 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec - offset_s) * 1_000_000) + micros)
-}
-
 fn bounded_text(what: &str, s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
         return Err(format!("{what} must be 1-{max} printable characters"));
@@ -649,8 +579,8 @@ impl Conversions {
         let now = now_us();
         let occurred_at_us = match &req.occurred_at {
             None => now,
-            Some(v) => parse_time(v)
-                .ok_or_else(|| bad("occurred_at must be Unix seconds or RFC 3339".into()))
+            Some(v) => crate::time::parse(v)
+                .map_err(|e| bad(format!("occurred_at: {e}")))
                 .and_then(|at| occurred_in_window(at, now).map_err(bad))?,
         };
         let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, m);
@@ -1574,36 +1504,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse_as_unix_seconds_or_rfc3339() {
-        assert_eq!(
-            parse_time(&json!(1_764_000_000)),
-            Some(1_764_000_000_000_000)
-        );
-        assert_eq!(parse_time(&json!("1970-01-01T00:00:00Z")), Some(0));
-        assert_eq!(
-            parse_time(&json!("2026-11-25T10:00:00Z")),
-            Some(1_795_600_800_000_000)
-        );
-        assert_eq!(
-            parse_time(&json!("2026-11-25T11:00:00+01:00")),
-            Some(1_795_600_800_000_000)
-        );
-        assert_eq!(
-            parse_time(&json!("2026-11-25T10:00:00.5Z")),
-            Some(1_795_600_800_500_000)
-        );
-        for bad in [
-            json!("yesterday"),
-            json!("2026-13-01T00:00:00Z"),
-            json!(-5),
-            json!(1.5),
-            json!("2026-11-25T10:00:00"),
-        ] {
-            assert_eq!(parse_time(&bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn conversion_times_must_be_inside_the_window() {
         let now = 1_795_600_800_000_000; // 2026-11-25T10:00:00Z
         assert_eq!(occurred_in_window(now, now), Ok(now));
@@ -1613,8 +1513,8 @@ mod tests {
         let future = now + OCCURRED_AT_FUTURE_MAX_US;
         assert_eq!(occurred_in_window(future, now), Ok(future));
         assert!(occurred_in_window(future + 1, now).is_err());
-        for far in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
-            let at = parse_time(&json!(far)).unwrap();
+        for far in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            let at = crate::time::parse(&json!(far)).unwrap();
             assert!(occurred_in_window(at, now).is_err(), "{far}");
         }
     }
