@@ -50,6 +50,8 @@ pub struct Api {
     pub payout_commands: clicktrail_actors::payout::Commands,
     /// Inputs the actors could not process, and retries of them.
     pub dead_letters: clicktrail_actors::dead_letter::DeadLetters,
+    /// Where postbacks may be delivered (checked when one is saved).
+    pub postback_destinations: clicktrail_actors::postback::Destinations,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -413,6 +415,65 @@ fn postback_json(p: &catalog::Postback, secret_shown: bool) -> serde_json::Value
     v
 }
 
+/// Refuses (422) a postback URL whose host resolves only to addresses deliveries may not
+/// reach, naming the setting that allows them; a host that does not resolve now is left
+/// to the delivery (its attempts say why). Delivery checks again at connect time: this is
+/// the early, clear answer, not the guard.
+async fn check_destination(
+    url: &str,
+    allowed: clicktrail_actors::postback::Destinations,
+) -> Result<(), HttpResponse> {
+    use actix_web::http::StatusCode;
+    use clicktrail_actors::postback::{Destinations, PRIVATE_DESTINATIONS_HINT};
+    if allowed == Destinations::Any {
+        return Ok(());
+    }
+    // Macros stand in the path and query; the host must be written out.
+    let mut plain = String::with_capacity(url.len());
+    let mut in_macro = false;
+    for ch in url.chars() {
+        match ch {
+            '{' => in_macro = true,
+            '}' if in_macro => {
+                in_macro = false;
+                plain.push('0');
+            }
+            c if !in_macro => plain.push(c),
+            _ => {}
+        }
+    }
+    let Ok(parsed) = url::Url::parse(&plain) else {
+        return Ok(()); // the catalog refuses it with its own reason
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Ok(());
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let lookup = host.clone();
+    let addrs: Vec<std::net::IpAddr> = web::block(move || {
+        use std::net::ToSocketAddrs;
+        (lookup.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    match addrs.iter().find(|ip| !allowed.allows(**ip)) {
+        Some(ip) if !addrs.iter().any(|a| allowed.allows(*a)) => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "postback destination {host} resolves to a private address ({ip}); \
+                 {PRIVATE_DESTINATIONS_HINT}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Creates or updates a postback owned by `owner` (None: global).
 async fn save_postback(
     req: &HttpRequest,
@@ -437,6 +498,9 @@ async fn save_postback(
         }
         (None, a) => a,
     };
+    if let Err(resp) = check_destination(&r.url, api.postback_destinations).await {
+        return resp;
+    }
     let snapshot = api.store.snapshot();
     let id = match r.id {
         Some(id) => id,

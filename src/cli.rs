@@ -7,13 +7,21 @@ pub const USAGE: &str = "\
 clicktrail — self-hosted affiliate and partner tracking server
 
 USAGE:
-    clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR]
+    clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR] [--allow-private-postbacks]
     clicktrail journal verify  [--config PATH] [--data-dir DIR]
     clicktrail journal inspect [--config PATH] [--data-dir DIR]
     clicktrail --help | --version
 
 serve      runs the server; without --config it uses the built-in demo configuration
-           (data in ./data, listening on 127.0.0.1:8080). Flags override the file.
+           (data in ./data, listening on 127.0.0.1:8080; demo keys demo-admin-key,
+           demo-merchant-key, demo-partner-key). Flags override the file:
+             --config PATH   a TOML configuration (see config/clicktrail.toml)
+             --data-dir DIR  where the journal lives
+             --listen ADDR   the HTTP address, e.g. 127.0.0.1:8080
+             --allow-private-postbacks
+                             postbacks may go to private addresses (also
+                             CLICKTRAIL_ALLOW_PRIVATE_POSTBACKS=1); demo mode already
+                             allows loopback
 journal    verify checks every record's CRC and exits non-zero if anything is corrupt;
            inspect lists partitions, segments, record counts and last offsets.
            Run them on a stopped server.
@@ -27,6 +35,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// `--allow-private-postbacks`: postbacks may go to private addresses.
+    pub allow_private_postbacks: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +88,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match name.as_str() {
+            "--allow-private-postbacks" if cmd == "serve" && inline.is_none() => {
+                o.allow_private_postbacks = true
+            }
             "--config" => o.config = Some(value()?.into()),
             "--data-dir" => o.data_dir = Some(value()?.into()),
             "--listen" if cmd == "serve" => {

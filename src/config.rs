@@ -263,7 +263,9 @@ impl Default for TrackingSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PostbacksSection {
-    /// Allow destinations on loopback/private/link-local addresses. Default: false.
+    /// Allow destinations on loopback/private/link-local addresses. Default: false (in
+    /// demo mode loopback is allowed anyway, to try postbacks against a local receiver).
+    /// `serve --allow-private-postbacks` or `CLICKTRAIL_ALLOW_PRIVATE_POSTBACKS=1` sets it.
     pub allow_private_destinations: bool,
     /// Per-request timeout. Default: 5000 ms. Bounds: 100 ..= 60000.
     pub timeout_ms: u64,
@@ -789,6 +791,17 @@ impl Config {
         }
     }
 
+    /// Where postbacks may be delivered: anywhere with `allow-private-destinations`,
+    /// public and loopback addresses in demo mode, public ones otherwise.
+    pub fn postback_destinations(&self) -> clicktrail_actors::postback::Destinations {
+        use clicktrail_actors::postback::Destinations;
+        match (self.postbacks.allow_private_destinations, self.node.demo) {
+            (true, _) => Destinations::Any,
+            (false, true) => Destinations::PublicAndLoopback,
+            (false, false) => Destinations::Public,
+        }
+    }
+
     pub fn system_config(&self) -> SystemConfig {
         let a = &self.actors;
         SystemConfig {
@@ -805,7 +818,7 @@ impl Config {
                     .then(|| Duration::from_millis(self.journal.retention_interval_ms)),
             },
             postbacks: clicktrail_actors::postback::DispatcherConfig {
-                allow_private_destinations: self.postbacks.allow_private_destinations,
+                destinations: self.postback_destinations(),
                 timeout: Duration::from_millis(self.postbacks.timeout_ms),
                 concurrency: self.postbacks.concurrency,
                 per_host: self.postbacks.per_host,

@@ -52,5 +52,10 @@ fn load(opts: &cli::Options) -> Result<Config, i32> {
     if let Some(l) = opts.listen {
         config.server.listen = l;
     }
+    let env_allows = std::env::var("CLICKTRAIL_ALLOW_PRIVATE_POSTBACKS")
+        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    if opts.allow_private_postbacks || env_allows {
+        config.postbacks.allow_private_destinations = true;
+    }
     Ok(config)
 }

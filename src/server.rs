@@ -136,6 +136,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         payouts: handles.payouts.clone(),
         payout_commands: handles.payout_commands.clone(),
         dead_letters: health.dead_letters().clone(),
+        postback_destinations: config.postback_destinations(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),

@@ -338,3 +338,122 @@ fn civil(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
+
+/// A receiver on 127.0.0.1 that records the request line of each request it gets.
+fn receiver() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_ok() {
+                let mut h = String::new();
+                while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                let _ = (&s).write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = tx.send(line.trim_end().to_string());
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn non_demo_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = r#"
+[secrets]
+click-id-key = "test-click-id-key-0123456789abcdef0123"
+[[affiliates]]
+id = "a1"
+name = "A1"
+[[keys]]
+role = "partner"
+owner = "a1"
+key = "partner-a1-key-0123456789"
+"#;
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Item 1: on the demo a postback to 127.0.0.1 is delivered; outside demo mode saving one
+/// is a 422 naming `postbacks.allow-private-destinations`, and the `serve` flag allows it.
+#[test]
+fn local_postbacks_work_on_the_demo_and_are_refused_clearly_elsewhere() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let (recv, arrived) = receiver();
+    let pb = json!({"url": format!("http://{recv}/pb?c={{conversion_id}}&o={{order_id}}"),
+                    "triggers": ["conversion.created"]});
+    let (s, v) = post(&a, addr, "/api/v1/me/postbacks", PARTNER, &pb);
+    assert_eq!(s, 201, "{v}");
+    let cid = click(&a, addr, "demo");
+    let body = json!({"click_id": cid, "order_id": "pb-1", "amount": "10", "currency": "EUR"});
+    assert_eq!(
+        post(&a, addr, "/api/v1/conversions", MERCHANT, &body).0,
+        201
+    );
+    let line = arrived
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the postback arrives at the local receiver");
+    assert!(
+        line.starts_with("GET /pb?c=cv_") && line.contains("&o=pb-1"),
+        "{line}"
+    );
+    // Private ranges other than loopback still need the setting, on the demo too.
+    let pb10 = json!({"url": "http://10.1.2.3/pb", "triggers": ["conversion.created"]});
+    let (s, v) = post(&a, addr, "/api/v1/me/postbacks", PARTNER, &pb10);
+    assert_eq!(s, 422, "{v}");
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = non_demo_config(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    let server = Server::start(&dir.path().join("d1"), &["--config", cfg]);
+    let key = "partner-a1-key-0123456789";
+    let (s, v) = post(&a, server.addr, "/api/v1/me/postbacks", key, &pb);
+    assert_eq!(s, 422, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("postbacks.allow-private-destinations") && e.contains("127.0.0.1"),
+        "{e}"
+    );
+    // A host that resolves nowhere now is left to the delivery.
+    let later = json!({"url": "https://hooks.invalid/pb", "triggers": ["conversion.created"]});
+    assert_eq!(
+        post(&a, server.addr, "/api/v1/me/postbacks", key, &later).0,
+        201
+    );
+    drop(server);
+    let server = Server::start(
+        &dir.path().join("d2"),
+        &["--config", cfg, "--allow-private-postbacks"],
+    );
+    let (s, v) = post(&a, server.addr, "/api/v1/me/postbacks", key, &pb);
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Item 7: `clicktrail serve --help` describes serve and its flags.
+#[test]
+fn serve_help_describes_serve() {
+    let o = std::process::Command::new(common::BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    for flag in [
+        "--config",
+        "--data-dir",
+        "--listen",
+        "--allow-private-postbacks",
+        "demo-admin-key",
+    ] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+}

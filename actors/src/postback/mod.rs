@@ -12,7 +12,8 @@
 //!   anything else retries with exponential backoff and jitter until `max-age`, then is
 //!   dead-lettered. At most `concurrency` requests in flight, at most `per-host` per host.
 //! * Destinations resolving to loopback, private, link-local or unspecified addresses are
-//!   refused unless `allow-private-destinations` is set, at connect time: the client
+//!   refused unless `allow-private-destinations` is set (demo mode allows loopback), at
+//!   connect time, with an error naming the setting: the client
 //!   connects only to addresses its own resolver checked, so a name that re-resolves to a
 //!   private address (DNS rebinding) gets nowhere.
 //!
@@ -36,11 +37,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// Which destination addresses postbacks may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Destinations {
+    /// Public addresses only (the default outside demo mode).
+    #[default]
+    Public,
+    /// Public and loopback (demo mode: try postbacks against a receiver on this machine).
+    PublicAndLoopback,
+    /// Any address (`postbacks.allow-private-destinations = true`).
+    Any,
+}
+
+/// What to tell an operator whose postback is refused a destination.
+pub const PRIVATE_DESTINATIONS_HINT: &str = "set postbacks.allow-private-destinations = true \
+(or run `clicktrail serve --allow-private-postbacks`, or set \
+CLICKTRAIL_ALLOW_PRIVATE_POSTBACKS=1) to deliver to private addresses";
+
+impl Destinations {
+    /// Whether a postback may connect to `ip`.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            Destinations::Any => true,
+            Destinations::PublicAndLoopback => !is_private(ip) || ip.to_canonical().is_loopback(),
+            Destinations::Public => !is_private(ip),
+        }
+    }
+}
+
 /// Dispatcher settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatcherConfig {
-    /// Allow destinations on loopback/private/link-local addresses. Default: false.
-    pub allow_private_destinations: bool,
+    /// Which addresses deliveries may connect to. Default: public only.
+    pub destinations: Destinations,
     /// Per-request timeout. Default: 5 s.
     pub timeout: Duration,
     /// Requests in flight at once. Default: 8.
@@ -58,7 +87,7 @@ pub struct DispatcherConfig {
 impl Default for DispatcherConfig {
     fn default() -> Self {
         DispatcherConfig {
-            allow_private_destinations: false,
+            destinations: Destinations::Public,
             timeout: Duration::from_secs(5),
             concurrency: 8,
             per_host: 2,
@@ -882,7 +911,7 @@ fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, Str
 /// rebinding.)
 #[derive(Debug)]
 struct GuardedResolver {
-    allow_private: bool,
+    destinations: Destinations,
 }
 
 impl ureq::unversioned::resolver::Resolver for GuardedResolver {
@@ -894,27 +923,30 @@ impl ureq::unversioned::resolver::Resolver for GuardedResolver {
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
         let all = ureq::unversioned::resolver::DefaultResolver::default()
             .resolve(uri, config, timeout)?;
-        if self.allow_private {
+        if self.destinations == Destinations::Any {
             return Ok(all);
         }
-        let mut public = self.empty();
-        public.truncate(0);
-        for a in all.iter().filter(|a| !is_private(a.ip())) {
-            public.push(*a);
+        let mut allowed = self.empty();
+        allowed.truncate(0);
+        for a in all.iter().filter(|a| self.destinations.allows(a.ip())) {
+            allowed.push(*a);
         }
-        if public.is_empty() {
+        if allowed.is_empty() {
             return Err(ureq::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("{} resolves to a private address", uri.host().unwrap_or("")),
+                format!(
+                    "{} resolves to a private address; {PRIVATE_DESTINATIONS_HINT}",
+                    uri.host().unwrap_or("")
+                ),
             )));
         }
-        Ok(public)
+        Ok(allowed)
     }
 }
 
 /// The delivery agent: no redirects followed, statuses are outcomes, not errors, and every
 /// connection goes through [`GuardedResolver`].
-fn delivery_agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
+fn delivery_agent(timeout: Duration, destinations: Destinations) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -927,13 +959,13 @@ fn delivery_agent(timeout: Duration, allow_private: bool) -> ureq::Agent {
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::default(),
-        GuardedResolver { allow_private },
+        GuardedResolver { destinations },
     )
 }
 
 /// The dispatcher thread: reads, dispatches, settles until `stop`.
 fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_storage::Result<()> {
-    let agent = delivery_agent(e.config.timeout, e.config.allow_private_destinations);
+    let agent = delivery_agent(e.config.timeout, e.config.destinations);
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Delivery>(e.config.concurrency);
     let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
@@ -1119,13 +1151,17 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let guarded = delivery_agent(Duration::from_secs(2), false);
+        let guarded = delivery_agent(Duration::from_secs(2), Destinations::Public);
         for url in [
             format!("http://127.0.0.1:{port}/x"),
             format!("http://localhost:{port}/x"),
         ] {
             let err = guarded.get(&url).call().unwrap_err().to_string();
             assert!(err.contains("private address"), "{url}: {err}");
+            assert!(
+                err.contains("allow-private-destinations"),
+                "names the setting: {err}"
+            );
         }
         // Through `attempt`: refused (not retried), nothing connected.
         let d = Delivery {
@@ -1148,7 +1184,7 @@ mod tests {
         // would be resolved by our guard).
         // SAFETY: tests in this module do not read these variables concurrently.
         unsafe { std::env::set_var("HTTP_PROXY", "http://203.0.113.9:3128") };
-        let guarded = delivery_agent(Duration::from_secs(2), false);
+        let guarded = delivery_agent(Duration::from_secs(2), Destinations::Public);
         unsafe { std::env::remove_var("HTTP_PROXY") };
         let err = guarded
             .get(&format!("http://127.0.0.1:{port}/x"))
@@ -1160,7 +1196,7 @@ mod tests {
             "the guard ran, not the proxy: {err}"
         );
         // Allowed (as in tests): it connects.
-        let open = delivery_agent(Duration::from_secs(2), true);
+        let open = delivery_agent(Duration::from_secs(2), Destinations::Any);
         let server = std::thread::spawn(move || {
             listener.set_nonblocking(false).unwrap();
             let (mut s, _) = listener.accept().unwrap();
@@ -1177,6 +1213,31 @@ mod tests {
             .unwrap();
         assert_eq!(r.status().as_u16(), 204);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn demo_mode_allows_loopback_and_nothing_else_private() {
+        let d = Destinations::PublicAndLoopback;
+        for ok in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "::ffff:127.0.0.1",
+            "203.0.113.7",
+        ] {
+            assert!(d.allows(ok.parse().unwrap()), "{ok}");
+        }
+        for refused in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "fc00::1",
+        ] {
+            assert!(!d.allows(refused.parse().unwrap()), "{refused}");
+        }
+        assert!(!Destinations::Public.allows("127.0.0.1".parse().unwrap()));
+        assert!(Destinations::Any.allows("10.0.0.1".parse().unwrap()));
     }
 
     #[test]
