@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod edge;
+pub mod http;
 pub mod journal_cmd;
 pub mod ledger_api;
 pub mod metrics;

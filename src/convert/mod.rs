@@ -897,21 +897,25 @@ fn merchant_of(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/conversions")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(post_conversion)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/reverse")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reverse)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/approve")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(approve)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/reject")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reject)),
     )
