@@ -29,6 +29,10 @@ pub const DEMO_SECRETS: [&str; 4] = [
     "demo-partner-key",
 ];
 
+/// Shortest deadline handed to actix-http (header, keep-alive, disconnect): its clock lags
+/// up to 500 ms (see `Config::validate`).
+pub const ACTIX_TIMEOUT_MS_MIN: u64 = 1000;
+
 /// Shortest API key accepted outside demo mode.
 pub const API_KEY_LEN_MIN: usize = 16;
 
@@ -99,18 +103,18 @@ pub struct ServerConfig {
     pub shutdown_deadline_ms: u64,
     /// Deadline for a connection's first request head (actix `client_request_timeout`),
     /// from accept; a late head gets 408 and the connection closes. Default: 5000 ms.
-    /// Bounds: 100 ..= 60000.
+    /// Bounds: 1000 ..= 60000.
     pub header_timeout_ms: u64,
     /// Deadline for a request body, from the moment its head was read; a body still
     /// incomplete then gets 408 and the connection closes. Default: 10000 ms. Bounds:
     /// 100 ..= 300000.
     pub body_timeout_ms: u64,
     /// How long an idle keep-alive connection waits for its next request (actix
-    /// `keep_alive`); then it closes. Default: 5000 ms. Bounds: 100 ..= 300000.
+    /// `keep_alive`); then it closes. Default: 5000 ms. Bounds: 1000 ..= 300000.
     pub keep_alive_timeout_ms: u64,
     /// How long closing a connection may take: lingering to discard an unread body after
     /// the answer, and the TCP shutdown (actix `client_disconnect_timeout`). Default:
-    /// 1000 ms. Bounds: 100 ..= 60000.
+    /// 1000 ms. Bounds: 1000 ..= 60000.
     pub disconnect_timeout_ms: u64,
     /// Most open connections from one peer address; requests on more get 429 with
     /// `Connection: close`. Peers in `tracking.trusted-proxies` are exempt (they carry many
@@ -646,14 +650,33 @@ impl Config {
         check((100..=600_000).contains(&s.shutdown_deadline_ms), || {
             "server.shutdown-deadline-ms must be 100..=600000".into()
         })?;
-        for (key, value, max) in [
-            ("header-timeout-ms", s.header_timeout_ms, 60_000),
-            ("body-timeout-ms", s.body_timeout_ms, 300_000),
-            ("keep-alive-timeout-ms", s.keep_alive_timeout_ms, 300_000),
-            ("disconnect-timeout-ms", s.disconnect_timeout_ms, 60_000),
+        // actix-http's own deadlines start from a clock it refreshes every 500 ms; one set
+        // shorter than that lag may already have passed when armed, and actix-http 3.20
+        // then never wakes the connection (a lingering one stayed open until the client
+        // acted). Hence the 1000 ms floor. The body deadline is ours, on the real clock.
+        for (key, value, min, max) in [
+            (
+                "header-timeout-ms",
+                s.header_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                60_000,
+            ),
+            ("body-timeout-ms", s.body_timeout_ms, 100, 300_000),
+            (
+                "keep-alive-timeout-ms",
+                s.keep_alive_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                300_000,
+            ),
+            (
+                "disconnect-timeout-ms",
+                s.disconnect_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                60_000,
+            ),
         ] {
-            check((100..=max).contains(&value), || {
-                format!("server.{key} must be 100..={max}")
+            check((min..=max).contains(&value), || {
+                format!("server.{key} must be {min}..={max}")
             })?;
         }
         check(s.connections_per_ip_max <= 1_000_000, || {
@@ -962,6 +985,7 @@ mod tests {
             ("[server]\nno-such-key = 1\n", "no-such-key"),
             ("[server]\nbody-timeout-ms = 0\n", "body-timeout-ms"),
             ("[server]\nheader-timeout-ms = 99999999\n", "header-timeout-ms"),
+            ("[server]\ndisconnect-timeout-ms = 100\n", "disconnect-timeout-ms must be 1000"),
             ("[server]\nconnections-per-ip-max = 2000000\n", "connections-per-ip-max"),
             ("[tracking]\ntrusted-proxies = [\"10.0.0.0/99\"]\n", "trusted-proxies"),
             (

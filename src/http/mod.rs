@@ -37,7 +37,7 @@ pub mod per_ip;
 pub mod sampled_log;
 
 use crate::metrics::Metrics;
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{ConnectionType, StatusCode};
@@ -75,47 +75,46 @@ impl Guard {
         &self,
         mut req: ServiceRequest,
         srv: &S,
-    ) -> impl Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>> + 'static
+    ) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + 'static
     where
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
         S::Future: 'static,
         B: MessageBody + 'static,
     {
+        // Armed first, so that even a refused request's body is held while it is answered.
+        let deadline = body::arm(&mut req, self.body_timeout);
         let refused = req
             .conn_data::<per_ip::ConnSlot>()
             .is_some_and(|slot| !slot.admitted());
         let outcome = if refused {
             Err(req.into_response(per_ip::too_many_connections()))
         } else {
-            let deadline = body::arm(&mut req, self.body_timeout);
-            Ok((srv.call(req), deadline))
+            Ok(srv.call(req))
         };
         let metrics = self.metrics.clone();
         async move {
-            let (fut, deadline) = match outcome {
-                Ok(call) => call,
-                Err(refusal) => {
-                    sampled_log::client_error(&metrics, &refusal);
-                    return Ok(refusal.map_into_right_body());
-                }
+            let res = match outcome {
+                Ok(fut) => fut.await?.map_into_boxed_body(),
+                Err(refusal) => refusal,
             };
-            let res = fut.await?;
-            if deadline.is_some_and(|d| d.passed()) {
-                metrics.body_timeouts_total.inc();
-                let res = res.into_response(body::timed_out());
-                sampled_log::client_error(&metrics, &res);
-                return Ok(res.map_into_right_body());
-            }
-            if res.status().is_client_error() {
-                if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    let max = res.request().app_data::<BodySizeMax>().copied();
-                    let res = res.into_response(body_too_large(max));
-                    sampled_log::client_error(&metrics, &res);
-                    return Ok(res.map_into_right_body());
+            let res = match &deadline {
+                Some(d) if d.passed() => {
+                    metrics.body_timeouts_total.inc();
+                    res.into_response(body::timed_out())
                 }
+                _ if res.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    let max = res.request().app_data::<BodySizeMax>().copied();
+                    res.into_response(body_too_large(max))
+                }
+                _ => res,
+            };
+            if res.status().is_client_error() {
                 sampled_log::client_error(&metrics, &res);
             }
-            Ok(res.map_into_left_body())
+            Ok(match deadline {
+                Some(d) => res.map_body(|_, b| d.keep_payload(b)),
+                None => res,
+            })
         }
     }
 }
