@@ -871,7 +871,10 @@ fn in_progress() -> HttpResponse {
 }
 
 fn unavailable(why: &str) -> HttpResponse {
-    log::error!("conversion not acknowledged: {why}");
+    use crate::http::sampled_log::{log, Kind};
+    log(Kind::JournalFailure, ::log::Level::Error, || {
+        format!("conversion not acknowledged: {why}")
+    });
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "1"))
         .json(json!({ "error": "could not record durably; retry with the same order_id" }))
