@@ -105,10 +105,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let metrics = Arc::new(Metrics::default());
     let limits = config.server.edge_limits();
-    let guard = crate::http::Guard {
-        metrics: metrics.clone(),
-        body_timeout: limits.body_timeout,
-    };
+    let guard = crate::http::Guard::new(metrics.clone(), limits.body_timeout);
     let per_ip = (limits.connections_per_ip_max > 0).then(|| {
         crate::http::per_ip::PerIpLimiter::new(
             limits.connections_per_ip_max,
@@ -165,7 +162,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let app_state = state.clone();
     let http = HttpServer::new(move || {
-        let guard = guard.clone();
         App::new()
             // Outermost: the connection and request limits (`crate::http`).
             .wrap_fn(move |req, srv| guard.call(req, srv))
