@@ -79,9 +79,7 @@ impl Guard {
             body_timeout,
         }
     }
-}
 
-impl Guard {
     /// Serves `req` through `srv` within the edge's limits (see the module docs).
     pub fn call<S, B>(
         &self,
