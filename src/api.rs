@@ -57,6 +57,7 @@ pub struct Api {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         crate::dead_letter_api::routes(crate::ledger_api::routes(web::scope("/api/v1")))
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route("/me/stats", web::get().to(my_stats))
             .route("/me/links", web::get().to(my_links))

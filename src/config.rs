@@ -29,6 +29,10 @@ pub const DEMO_SECRETS: [&str; 4] = [
     "demo-partner-key",
 ];
 
+/// Shortest deadline handed to actix-http (header, keep-alive, disconnect): its clock lags
+/// up to 500 ms (see `Config::validate`).
+pub const ACTIX_TIMEOUT_MS_MIN: u64 = 1000;
+
 /// Shortest API key accepted outside demo mode.
 pub const API_KEY_LEN_MIN: usize = 16;
 
@@ -97,6 +101,25 @@ pub struct ServerConfig {
     /// Time for in-flight requests and actors to finish on shutdown. Default: 10000 ms.
     /// Bounds: 100 ..= 600000.
     pub shutdown_deadline_ms: u64,
+    /// Deadline for a connection's first request head (actix `client_request_timeout`),
+    /// from accept; a late head gets 408 and the connection closes. Default: 5000 ms.
+    /// Bounds: 1000 ..= 60000.
+    pub header_timeout_ms: u64,
+    /// Deadline for a request body, from the moment its head was read; a body still
+    /// incomplete then gets 408 and the connection closes. Default: 10000 ms. Bounds:
+    /// 100 ..= 300000.
+    pub body_timeout_ms: u64,
+    /// How long an idle keep-alive connection waits for its next request (actix
+    /// `keep_alive`); then it closes. Default: 5000 ms. Bounds: 1000 ..= 300000.
+    pub keep_alive_timeout_ms: u64,
+    /// How long closing a connection may take: lingering to discard an unread body after
+    /// the answer, and the TCP shutdown (actix `client_disconnect_timeout`). Default:
+    /// 1000 ms. Bounds: 1000 ..= 60000.
+    pub disconnect_timeout_ms: u64,
+    /// Most open connections from one peer address; requests on more get 429 with
+    /// `Connection: close`. Peers in `tracking.trusted-proxies` are exempt (they carry many
+    /// clients). 0 turns the limit off. Default: 256. Bounds: 0 ..= 1000000.
+    pub connections_per_ip_max: u32,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +129,24 @@ impl Default for ServerConfig {
             workers: 0,
             connections_max: 25_000,
             shutdown_deadline_ms: 10_000,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 5_000,
+            disconnect_timeout_ms: 1_000,
+            connections_per_ip_max: 256,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The deadlines and limits of the HTTP edge.
+    pub fn edge_limits(&self) -> crate::http::EdgeLimits {
+        crate::http::EdgeLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(self.keep_alive_timeout_ms),
+            disconnect_timeout: Duration::from_millis(self.disconnect_timeout_ms),
+            connections_per_ip_max: self.connections_per_ip_max,
         }
     }
 }
@@ -611,6 +652,38 @@ impl Config {
         check((100..=600_000).contains(&s.shutdown_deadline_ms), || {
             "server.shutdown-deadline-ms must be 100..=600000".into()
         })?;
+        // actix-http's own deadlines start from a clock it refreshes every 500 ms; one set
+        // shorter than that lag may already have passed when armed, and actix-http 3.20
+        // then never wakes the connection (a lingering one stayed open until the client
+        // acted). Hence the 1000 ms floor. The body deadline is ours, on the real clock.
+        for (key, value, min, max) in [
+            (
+                "header-timeout-ms",
+                s.header_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                60_000,
+            ),
+            ("body-timeout-ms", s.body_timeout_ms, 100, 300_000),
+            (
+                "keep-alive-timeout-ms",
+                s.keep_alive_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                300_000,
+            ),
+            (
+                "disconnect-timeout-ms",
+                s.disconnect_timeout_ms,
+                ACTIX_TIMEOUT_MS_MIN,
+                60_000,
+            ),
+        ] {
+            check((min..=max).contains(&value), || {
+                format!("server.{key} must be {min}..={max}")
+            })?;
+        }
+        check(s.connections_per_ip_max <= 1_000_000, || {
+            "server.connections-per-ip-max must be 0 (off) ..= 1000000".into()
+        })?;
         check(
             j.retention_interval_ms == 0 || (1000..=86_400_000).contains(&j.retention_interval_ms),
             || "journal.retention-interval-ms must be 0 (off) or 1000..=86400000".into(),
@@ -858,6 +931,7 @@ mod tests {
         // The reference file documents the defaults: it must say what the code does.
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.edge_limits(), d.server.edge_limits());
         assert_eq!(c.journal_config(), d.journal_config());
         assert_eq!(c.system_config(), d.system_config());
         assert_eq!(c.secrets.click_id_key, OWN_KEY);
@@ -922,6 +996,10 @@ mod tests {
             ("[journal]\npartitions-max = 4\n", "partitions-max"),
             ("[server]\nlisten = \"not an address\"\n", "listen"),
             ("[server]\nno-such-key = 1\n", "no-such-key"),
+            ("[server]\nbody-timeout-ms = 0\n", "body-timeout-ms"),
+            ("[server]\nheader-timeout-ms = 99999999\n", "header-timeout-ms"),
+            ("[server]\ndisconnect-timeout-ms = 100\n", "disconnect-timeout-ms must be 1000"),
+            ("[server]\nconnections-per-ip-max = 2000000\n", "connections-per-ip-max"),
             ("[tracking]\ntrusted-proxies = [\"10.0.0.0/99\"]\n", "trusted-proxies"),
             (
                 "[[links]]\ncode = \"x\"\naffiliate-id = \"nobody\"\ncampaign-id = \"c\"\n",

@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod dead_letter_api;
 pub mod edge;
+pub mod http;
 pub mod journal_cmd;
 pub mod ledger_api;
 pub mod metrics;

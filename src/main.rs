@@ -5,7 +5,7 @@ use clicktrail::cli::{self, Command};
 use clicktrail::config::Config;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    clicktrail::http::sampled_log::SampledLogger::init();
     let command = match cli::parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {

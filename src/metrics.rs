@@ -6,6 +6,7 @@
 //! would bounce those cache lines between cores on every click.
 
 use crate::edge::request::BadRequest;
+use crate::http::sampled_log::{self, Kind, CLIENT_ERROR_STATUSES};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -42,6 +43,13 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// A zero counter (for statics).
+    pub const fn new() -> Counter {
+        Counter {
+            shards: [const { Line(AtomicU64::new(0)) }; SHARDS],
+        }
+    }
+
     #[inline]
     pub fn add(&self, n: u64) {
         self.shards[shard()].0.fetch_add(n, Ordering::Relaxed);
@@ -129,6 +137,12 @@ pub struct Metrics {
     pub deep_links_refused_total: Counter,
     pub unknown_links_total: Counter,
     bad_requests: [Counter; BadRequest::ALL.len()],
+    /// 4xx answers by status ([`CLIENT_ERROR_STATUSES`], then all others).
+    client_errors: [Counter; CLIENT_ERROR_STATUSES.len() + 1],
+    /// Requests whose body did not arrive within `server.body-timeout-ms` (408).
+    pub body_timeouts_total: Counter,
+    /// Connections over `server.connections-per-ip-max` (their requests get 429).
+    pub connections_refused_per_ip_total: Counter,
     unavailable: [Counter; 3],
     pub redirect: Histogram,
     pub append: Histogram,
@@ -138,6 +152,13 @@ impl Metrics {
     pub fn bad_request(&self, cause: BadRequest) {
         let i = BadRequest::ALL.iter().position(|c| *c == cause).unwrap();
         self.bad_requests[i].inc();
+    }
+
+    /// Counts a 4xx answer of `kind` (a [`Kind::ClientError`]; other kinds are not answers).
+    pub fn client_error(&self, kind: Kind) {
+        if let Kind::ClientError(i) = kind {
+            self.client_errors[i.min(CLIENT_ERROR_STATUSES.len())].inc();
+        }
     }
 
     pub fn unavailable(&self, cause: Unavailable) {
@@ -194,6 +215,45 @@ impl Metrics {
                 v.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP clicktrail_client_errors_total Requests answered 4xx, by status (other: the rest).\n# TYPE clicktrail_client_errors_total counter"
+        );
+        let statuses = CLIENT_ERROR_STATUSES
+            .iter()
+            .map(|s| itoa::Buffer::new().format(*s).to_string());
+        for (status, v) in statuses
+            .chain(["other".to_string()])
+            .zip(&self.client_errors)
+        {
+            let _ = writeln!(
+                out,
+                "clicktrail_client_errors_total{{status=\"{status}\"}} {}",
+                v.get()
+            );
+        }
+        counter(
+            out,
+            "clicktrail_malformed_requests_total",
+            "Unparsable requests (bad framing or head) the HTTP layer answered 400 and closed.",
+            &sampled_log::MALFORMED_REQUESTS_TOTAL,
+        );
+        counter(
+            out,
+            "clicktrail_log_lines_suppressed_total",
+            "Lines about requests left out of the log by sampling.",
+            &sampled_log::SUPPRESSED_LINES_TOTAL,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clicktrail_request_timeouts_total Requests answered 408 by the edge, by phase.\n# TYPE clicktrail_request_timeouts_total counter\nclicktrail_request_timeouts_total{{phase=\"body\"}} {}",
+            self.body_timeouts_total.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clicktrail_connections_refused_total Connections refused (their requests answered 429), by cause.\n# TYPE clicktrail_connections_refused_total counter\nclicktrail_connections_refused_total{{cause=\"per_ip\"}} {}",
+            self.connections_refused_per_ip_total.get()
+        );
         let _ = writeln!(
             out,
             "# HELP clicktrail_unavailable_total Requests answered 503, by cause.\n# TYPE clicktrail_unavailable_total counter"

@@ -106,6 +106,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         &system_config,
     );
     let metrics = Arc::new(Metrics::default());
+    let limits = config.server.edge_limits();
+    let guard = crate::http::Guard::new(metrics.clone(), limits.body_timeout);
+    let per_ip = (limits.connections_per_ip_max > 0).then(|| {
+        crate::http::per_ip::PerIpLimiter::new(
+            limits.connections_per_ip_max,
+            config.trusted_proxies().expect("validated when loaded"),
+            metrics.clone(),
+        )
+    });
     let edge = web::Data::new(Edge::new(
         store.clone(),
         handles.ingest.clone(),
@@ -158,6 +167,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app_state = state.clone();
     let http = HttpServer::new(move || {
         App::new()
+            // Outermost: the connection and request limits (`crate::http`).
+            .wrap_fn(move |req, srv| guard.call(req, srv))
             .app_data(app_state.clone())
             .app_data(edge.clone())
             .app_data(api.clone())
@@ -174,9 +185,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .disable_signals()
     .workers(workers)
     .max_connections(config.server.connections_max)
-    .shutdown_timeout(deadline.as_secs().max(1))
-    .bind(config.server.listen)
-    .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    .client_request_timeout(limits.header_timeout)
+    .keep_alive(limits.keep_alive_timeout)
+    .client_disconnect_timeout(limits.disconnect_timeout)
+    .shutdown_timeout(deadline.as_secs().max(1));
+    let http = match per_ip {
+        Some(limiter) => http.on_connect(crate::http::per_ip::on_connect(limiter)),
+        None => http,
+    };
+    let http = http
+        .bind(config.server.listen)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     // Actors start once the address is ours, so a busy port fails before any work begins.
     let supervisor = supervisor.start();
     for addr in http.addrs() {

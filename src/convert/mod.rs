@@ -829,7 +829,10 @@ fn in_progress() -> HttpResponse {
 }
 
 fn unavailable(why: &str) -> HttpResponse {
-    log::error!("conversion not acknowledged: {why}");
+    use crate::http::sampled_log::{log, Kind};
+    log(Kind::JournalFailure, ::log::Level::Error, || {
+        format!("conversion not acknowledged: {why}")
+    });
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "1"))
         .json(json!({ "error": "could not record durably; retry with the same order_id" }))
@@ -855,21 +858,25 @@ fn merchant_of(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/conversions")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(post_conversion)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/reverse")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reverse)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/approve")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(approve)),
     )
     .service(
         web::resource("/api/v1/conversions/{id}/reject")
+            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
             .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
             .route(web::post().to(reject)),
     )

@@ -15,6 +15,7 @@ pub mod redirect;
 pub mod request;
 
 use crate::config::{IpTruncation, OptOutPolicy, TrackingSection};
+use crate::http::sampled_log::{self, Kind};
 use crate::metrics::{Metrics, Unavailable};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -184,7 +185,10 @@ fn unavailable(edge: &Edge, err: AppendError) -> HttpResponse {
         AppendError::Full => Unavailable::QueueFull,
         AppendError::Unavailable => Unavailable::ShardDown,
         AppendError::Journal(ref e) => {
-            log::error!("click not recorded: journal: {e}");
+            // One line per click would be tens of thousands a second on a full disk.
+            sampled_log::log(Kind::JournalFailure, log::Level::Error, || {
+                format!("click not recorded: journal: {e}")
+            });
             Unavailable::Journal
         }
         // Clicks are not durable appends; should one come back so, it is a journal fault.
