@@ -10,6 +10,7 @@ USAGE:
     clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR] [--allow-private-postbacks]
     clicktrail journal verify  [--config PATH] [--data-dir DIR]
     clicktrail journal inspect [--config PATH] [--data-dir DIR]
+    clicktrail keys create --role admin|merchant|partner [--owner ID] [--config PATH] [--data-dir DIR]
     clicktrail --help | --version
 
 serve      runs the server; without --config it uses the built-in demo configuration
@@ -25,6 +26,10 @@ serve      runs the server; without --config it uses the built-in demo configura
 journal    verify checks every record's CRC and exits non-zero if anything is corrupt;
            inspect lists partitions, segments, record counts and last offsets.
            Run them on a stopped server.
+keys       create makes an API key (printed once, stored hashed) on a stopped server's
+           data directory: the way to the first admin key when the configuration has
+           none. --owner defaults to admin for admin keys; a merchant or partner key
+           needs the merchant's or affiliate's id.
 
 Environment: RUST_LOG sets the log level (default: info).
 ";
@@ -37,6 +42,9 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// `--allow-private-postbacks`: postbacks may go to private addresses.
     pub allow_private_postbacks: bool,
+    /// `keys create`: the new key's role and owner.
+    pub role: Option<String>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,8 @@ pub enum JournalAction {
 pub enum Command {
     Serve(Options),
     Journal(JournalAction, Options),
+    /// `keys create`, with `role` (and maybe `owner`) set in the options.
+    KeysCreate(Options),
     Help,
     Version,
 }
@@ -69,6 +79,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 ))
             }
             None => return Err("journal needs a command: verify or inspect".into()),
+        },
+        Some("keys") => match args.next().as_deref() {
+            Some("create") => "keys-create",
+            _ => return Err("keys needs a command: create".into()),
         },
         Some(other) => return Err(format!("unknown command {other:?}")),
     };
@@ -92,6 +106,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 o.allow_private_postbacks = true
             }
             "--config" => o.config = Some(value()?.into()),
+            "--role" if cmd == "keys-create" => o.role = Some(value()?),
+            "--owner" if cmd == "keys-create" => o.owner = Some(value()?),
             "--data-dir" => o.data_dir = Some(value()?.into()),
             "--listen" if cmd == "serve" => {
                 let v = value()?;
@@ -102,8 +118,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             _ => return Err(format!("unknown option {flag:?} for {cmd}")),
         }
     }
+    if cmd == "keys-create" && o.role.is_none() {
+        return Err("keys create needs --role admin, merchant or partner".into());
+    }
     Ok(match cmd {
         "serve" => Command::Serve(o),
+        "keys-create" => Command::KeysCreate(o),
         "verify" => Command::Journal(JournalAction::Verify, o),
         _ => Command::Journal(JournalAction::Inspect, o),
     })
@@ -152,5 +172,11 @@ mod tests {
         assert!(p("journal").unwrap_err().contains("verify or inspect"));
         assert!(p("journal inspect --listen 1.2.3.4:5").is_err());
         assert!(p("launch").is_err());
+        assert!(p("keys create").unwrap_err().contains("--role"));
+        assert!(p("keys").unwrap_err().contains("create"));
+        let Command::KeysCreate(o) = p("keys create --role admin --data-dir d").unwrap() else {
+            panic!()
+        };
+        assert_eq!((o.role.as_deref(), o.owner), (Some("admin"), None));
     }
 }

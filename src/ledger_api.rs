@@ -114,16 +114,79 @@ fn queued(api: &Api, c: clicktrail_actors::payout::Command) -> HttpResponse {
     }
 }
 
+/// How long `POST /payouts/run` waits for the scheduler's report before answering that
+/// the run is still going (the scheduler may be inside a provider call).
+const RUN_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs payouts now and answers what the run did: the items created, and each partner with
+/// money left out and why.
 async fn run_payouts(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
-    match authorize(&req, &api, Role::Admin) {
-        Ok(key) => queued(
-            &api,
-            clicktrail_actors::payout::Command::Run {
-                actor: format!("admin:{}", key.owner),
-            },
-        ),
-        Err(r) => r,
-    }
+    let key = match authorize(&req, &api, Role::Admin) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(request) = api.payout_commands.send_run(format!("admin:{}", key.owner)) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many payout requests waiting",
+        );
+    };
+    let started = std::time::Instant::now();
+    let report = loop {
+        if let Some(r) = api.payout_commands.take_report(request) {
+            break r;
+        }
+        if started.elapsed() > RUN_REPORT_WAIT {
+            return HttpResponse::Accepted().json(json!({
+                "queued": true,
+                "note": "the payout scheduler is busy; the run happens when it is free (GET /api/v1/payouts)",
+            }));
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let money = |minor: i64, c: &str| {
+        Currency::parse(c).map_or_else(|| minor.to_string(), |c| amount(minor, c))
+    };
+    let items: Vec<Value> = report
+        .items
+        .iter()
+        .map(|i| {
+            json!({
+                "item_id": i.item_id,
+                "affiliate_id": i.affiliate_id,
+                "currency": i.currency,
+                "gross": money(i.gross_minor, &i.currency),
+                "fee": money(i.fee_minor, &i.currency),
+                "net": money(i.gross_minor - i.fee_minor, &i.currency),
+                "provider": i.provider,
+                "status": i.status,
+            })
+        })
+        .collect();
+    let left_out: Vec<Value> = report
+        .left_out
+        .iter()
+        .map(|l| {
+            json!({
+                "affiliate_id": l.affiliate_id,
+                "currency": l.currency,
+                "payable": money(l.payable_minor, &l.currency),
+                "reason": l.reason,
+                "detail": l.detail,
+            })
+        })
+        .collect();
+    let status = if report.batch_id.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    HttpResponse::build(status).json(json!({
+        "batch_id": report.batch_id,
+        "items_created": items.len(),
+        "items": items,
+        "left_out": left_out,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ pub mod dead_letter_api;
 pub mod edge;
 pub mod http;
 pub mod journal_cmd;
+pub mod keys_cmd;
 pub mod ledger_api;
 pub mod metrics;
 pub mod server;

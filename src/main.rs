@@ -36,8 +36,33 @@ fn main() {
             Ok(c) => clicktrail::journal_cmd::run(action, &c.journal.data_dir),
             Err(code) => code,
         },
+        Command::KeysCreate(opts) => keys_create(&opts),
     };
     std::process::exit(code);
+}
+
+/// `keys create`: checks the role and owner, then makes the key.
+fn keys_create(opts: &cli::Options) -> i32 {
+    use clicktrail::keys_cmd;
+    let role = opts.role.as_deref().unwrap_or_default();
+    let Some(role) = keys_cmd::parse_role(role) else {
+        eprintln!("clicktrail: --role {role:?}: admin, merchant or partner");
+        return 2;
+    };
+    let owner = match (&opts.owner, role) {
+        (Some(o), _) => o.clone(),
+        (None, clicktrail_actors::catalog::Role::Admin) => "admin".to_string(),
+        (None, _) => {
+            eprintln!(
+                "clicktrail: a merchant or partner key needs --owner <merchant or affiliate id>"
+            );
+            return 2;
+        }
+    };
+    match load(opts) {
+        Ok(config) => keys_cmd::create(&config, role, &owner),
+        Err(code) => code,
+    }
 }
 
 /// Loads the configuration and applies the command-line overrides.

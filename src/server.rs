@@ -94,6 +94,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot record configured {what}"))?;
     }
+    if !store
+        .snapshot()
+        .keys
+        .values()
+        .any(|k| k.role == clicktrail_actors::catalog::Role::Admin)
+    {
+        log::warn!(
+            "no admin key exists: every admin API call answers 401. Create one on the stopped \
+             server with `clicktrail keys create --role admin --data-dir {}` (add the same \
+             --config), or add a [[keys]] entry with role = \"admin\" to the configuration",
+            data_dir.display()
+        );
+    }
     let health = Health::default();
     let mut system_config = config.system_config();
     // What a plain date in a request means (`2026-12-01`: midnight there).

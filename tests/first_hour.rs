@@ -457,3 +457,72 @@ fn serve_help_describes_serve() {
         assert!(text.contains(flag), "{flag}: {text}");
     }
 }
+
+/// Item 8: a payout run answers what it did and why each partner with money was left
+/// out; a configuration without an admin key says at start how to make one, and
+/// `clicktrail keys create` makes it.
+#[test]
+fn answers_that_tell_the_truth() {
+    let (_dir, server) = demo();
+    let (a, addr) = (agent(), server.addr);
+    let cid = click(&a, addr, "demo");
+    let body = json!({"click_id": cid, "order_id": "pay-1", "amount": "100", "currency": "EUR"});
+    let (s, v) = post(&a, addr, "/api/v1/conversions", MERCHANT, &body);
+    assert_eq!(s, 201, "{v}");
+    let id = v["conversion_id"].as_str().unwrap().to_string();
+    let (s, v) = post(
+        &a,
+        addr,
+        &format!("/api/v1/conversions/{id}/approve"),
+        MERCHANT,
+        &json!({}),
+    );
+    assert_eq!(s, 200, "{v}");
+    server.wait_until("approved commission", |s| {
+        let (_, v) = get(&agent(), s.addr, "/api/v1/me/balance", PARTNER);
+        v.to_string().contains("\"approved\":\"10.00\"")
+    });
+    let (s, v) = post(&a, addr, "/api/v1/payouts/run", ADMIN, &json!({}));
+    assert_eq!((s, v["items_created"].as_u64()), (200, Some(0)), "{v}");
+    let left = &v["left_out"][0];
+    assert_eq!(
+        (
+            left["affiliate_id"].as_str(),
+            left["reason"].as_str(),
+            left["payable"].as_str()
+        ),
+        (
+            Some("demo-affiliate"),
+            Some("no_payout_account"),
+            Some("10.00")
+        ),
+        "{v}"
+    );
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = non_demo_config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    server.wait_until("the warning", |s| s.log().contains("no admin key exists"));
+    assert!(
+        server.log().contains("clicktrail keys create --role admin"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+    let o = std::process::Command::new(common::BIN)
+        .args(["keys", "create", "--role", "admin", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("ct_") && key.len() > 30, "{key}");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (s, v) = get(&a, server.addr, "/api/v1/affiliates", &key);
+    assert_eq!(s, 200, "{v}");
+    assert!(!server.log().contains("no admin key exists"));
+}

@@ -614,7 +614,23 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
 
     // Run a batch.
     let (s, v, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202, "{v}");
+    assert_eq!(s, 201, "{v}");
+    // The run says what it did: three items, and who was left out and why.
+    assert_eq!(v["items_created"], 3, "{v}");
+    let small = v["left_out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["affiliate_id"] == "a-small")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(small["reason"], "below_minimum", "{v}");
+    assert!(
+        small["detail"]
+            .as_str()
+            .unwrap()
+            .contains("payouts.minimum"),
+        "{v}"
+    );
     wait_for("three paid items", 30, || {
         let it = items(&a, addr);
         it.len() == 3 && it.iter().all(|i| i["status"] == "paid")
@@ -743,7 +759,7 @@ fn commissions_are_paid_once_through_each_provider_despite_timeouts_and_failures
     });
     // A second run pays only what is new; nothing is paid twice.
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     wait_for("second stripe payout", 30, || {
         items(&a, addr)
             .iter()
@@ -798,7 +814,7 @@ fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
         balance(&a, addr, P_STRIPE)["approved_minor"] == 1000
     });
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     wait_for("the transfer request", 20, || {
         !stripe.seen("/v1/transfers").is_empty()
     });
@@ -824,9 +840,9 @@ fn a_sigkill_between_intent_and_confirmation_pays_once_after_restart() {
     wait_for("paid in the ledger", 10, || {
         balance(&a, addr, P_STRIPE)["paid_minor"] == 973
     });
-    // Another run has nothing to pay.
-    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    // Another run has nothing to pay, and says so.
+    let (s, v, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!((s, v["items_created"].as_u64()), (200, Some(0)), "{v}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(items(&a, addr).len(), 1);
     assert_eq!(stripe.made().len(), 1);
@@ -876,7 +892,7 @@ fn admin_approval_cancel_and_payout_hold() {
     assert_eq!(s, 404);
 
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     wait_for("a proposed item", 20, || items(&a, addr).len() == 1);
     let it = items(&a, addr);
     assert_eq!(it[0]["status"], "proposed");
@@ -911,7 +927,7 @@ fn admin_approval_cancel_and_payout_hold() {
     assert!(stripe.seen("/v1/transfers").is_empty());
 
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     wait_for("a second batch", 20, || items(&a, addr).len() == 2);
     let second = items(&a, addr)
         .into_iter()
@@ -978,7 +994,7 @@ fn unsettled_payouts_are_held_for_an_admin_never_retried_blindly() {
             && balance(&a, addr, P_WISE)["approved_minor"] == 1000
     });
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     let held = |provider: &str| {
         items(&a, addr)
             .into_iter()
@@ -1011,8 +1027,8 @@ fn unsettled_payouts_are_held_for_an_admin_never_retried_blindly() {
     );
     // Held items are not retried and keep their money reserved.
     let stripe_calls = stripe.seen("/v1/transfers").len();
-    let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    let (s, v, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
+    assert_eq!((s, v["items_created"].as_u64()), (200, Some(0)), "{v}");
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(items(&a, addr).len(), 2);
     assert_eq!(stripe.seen("/v1/transfers").len(), stripe_calls);
@@ -1102,7 +1118,7 @@ fn a_cancelled_wise_transfer_or_a_denied_paypal_batch_is_not_taken_as_paid() {
             && balance(&a, addr, P_PAYPAL)["approved_minor"] == 800
     });
     let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     // A refusal on the first attempt releases the money; after an attempt whose outcome
     // was unknown, the item is held for an admin.
     wait_for("both items settled", 20, || {
@@ -1168,7 +1184,7 @@ fn two_installations_paying_through_one_account_never_share_idempotency_keys() {
             balance(&a, addr, P_WISE)["approved_minor"] == 1200
         });
         let (s, _, _) = call(&a, addr, "POST", "/api/v1/payouts/run", ADMIN, "");
-        assert_eq!(s, 202);
+        assert_eq!(s, 201);
         wait_for("paid", 20, || {
             let it = items(&a, addr);
             it.len() == 3 && it.iter().all(|i| i["status"] == "paid")

@@ -168,9 +168,11 @@ impl Default for PayoutConfig {
 /// What an admin asks of the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Create a batch now with everything payable (cutoff: now).
+    /// Create a batch now with everything payable (cutoff: now). The scheduler leaves a
+    /// [`RunReport`] under `request` (0: nobody waits for one).
     Run {
         actor: String,
+        request: u64,
     },
     Approve {
         batch_id: String,
@@ -192,26 +194,96 @@ pub enum Command {
 
 /// The API's queue of commands to the scheduler. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Commands(Arc<Mutex<VecDeque<Command>>>);
+pub struct Commands {
+    queue: Arc<Mutex<VecDeque<Command>>>,
+    /// What each waited-for run did, by request number (at most [`COMMANDS_MAX`]).
+    reports: Arc<Mutex<BTreeMap<u64, RunReport>>>,
+    next_request: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Most commands waiting, and most run reports kept for their callers.
+pub const COMMANDS_MAX: usize = 100;
 
 impl Commands {
-    /// Queues a command; false when 100 are already waiting.
+    /// Queues a command; false when [`COMMANDS_MAX`] are already waiting.
     pub fn send(&self, c: Command) -> bool {
-        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.len() >= 100 {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() >= COMMANDS_MAX {
             return false;
         }
         q.push_back(c);
         true
     }
 
+    /// Queues a run whose report the caller will wait for; its request number, or `None`
+    /// when the queue is full.
+    pub fn send_run(&self, actor: String) -> Option<u64> {
+        let request = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.send(Command::Run { actor, request })
+            .then_some(request)
+    }
+
+    /// Takes the report of run `request`, once the scheduler has made it.
+    pub fn take_report(&self, request: u64) -> Option<RunReport> {
+        self.reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&request)
+    }
+
+    fn put_report(&self, request: u64, report: RunReport) {
+        let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        while r.len() >= COMMANDS_MAX {
+            r.pop_first(); // a caller that stopped waiting long ago
+        }
+        r.insert(request, report);
+    }
+
     fn take(&self) -> Vec<Command> {
-        self.0
+        self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
             .collect()
     }
+}
+
+/// What a payout run did: the items it created, and each partner with money it left out
+/// and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    /// The batch made, if any item was.
+    pub batch_id: Option<String>,
+    pub items: Vec<ReportItem>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// One item a run created.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReportItem {
+    pub item_id: String,
+    pub affiliate_id: String,
+    pub currency: String,
+    pub gross_minor: i64,
+    pub fee_minor: i64,
+    pub provider: String,
+    pub status: String,
+}
+
+/// A partner with money a run did not pay, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeftOut {
+    pub affiliate_id: String,
+    pub currency: String,
+    pub payable_minor: i64,
+    /// `below_minimum`, `on_hold`, `no_payout_account`, `provider_not_configured`,
+    /// `fee_exceeds_amount`, `unknown_affiliate`.
+    pub reason: &'static str,
+    /// The same in words, with what to do.
+    pub detail: String,
 }
 
 /// One item as the API shows it.
@@ -477,14 +549,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates a batch with everything payable up to `cutoff`; returns its id (none when
-    /// nobody is payable).
+    /// Creates a batch with everything payable up to `cutoff`; reports its items (no batch
+    /// when nobody is payable) and who was left out.
     fn create_batch(
         &mut self,
         cutoff: i64,
         scheduled: bool,
         actor: &str,
-    ) -> clicktrail_storage::Result<Option<String>> {
+    ) -> clicktrail_storage::Result<RunReport> {
         // Everything the ledger has posted so far, made durable now rather than at the next
         // background sync: a batch must not miss what the partner already sees approved.
         self.ledger.partition().sync()?;
@@ -499,11 +571,25 @@ impl Engine {
         let mut keys: Vec<(String, [u8; 3])> = self.payable.keys().cloned().collect();
         keys.sort();
         let mut made = Vec::new();
+        let mut report = RunReport::default();
         let reserved = self.reserved();
         for key in keys {
             let held = reserved.get(&key).copied().unwrap_or(0);
             let amount = self.payable(&key, cutoff, held);
             let currency = Currency(key.1);
+            let mut leave = |reason: &'static str, detail: String| {
+                log::info!("payouts: {} not paid: {detail}", key.0);
+                report.left_out.push(LeftOut {
+                    affiliate_id: key.0.clone(),
+                    currency: currency.as_str().to_string(),
+                    payable_minor: amount,
+                    reason,
+                    detail,
+                });
+            };
+            if amount <= 0 {
+                continue;
+            }
             let minimum = self
                 .config
                 .minimum
@@ -512,28 +598,43 @@ impl Engine {
                 .unwrap_or(1)
                 .max(1);
             if amount < minimum {
+                leave(
+                    "below_minimum",
+                    format!(
+                        "{amount} minor units payable, below payouts.minimum {minimum} {}",
+                        currency.as_str()
+                    ),
+                );
                 continue;
             }
             let Some(a) = catalog.affiliates.get(&key.0) else {
+                leave("unknown_affiliate", "the affiliate no longer exists".into());
                 continue;
             };
             if a.payout_hold {
-                log::info!("payouts: {} is on hold; not paid", a.id);
+                leave(
+                    "on_hold",
+                    "payout-hold is set on the affiliate; clear it to pay".into(),
+                );
                 continue;
             }
             let (Some(kind), Some(account)) = (a.payout_provider, a.payout_account.as_ref()) else {
-                log::warn!(
-                    "payouts: {} has {} payable but no payout account",
-                    a.id,
-                    amount
+                leave(
+                    "no_payout_account",
+                    "the affiliate has no payout-provider and payout-account; set both \
+                     (POST /api/v1/affiliates)"
+                        .into(),
                 );
                 continue;
             };
             let Some(pc) = self.config.providers.get(&kind) else {
-                log::warn!(
-                    "payouts: {} is paid through {}, which is not configured",
-                    a.id,
-                    kind.name()
+                leave(
+                    "provider_not_configured",
+                    format!(
+                        "paid through {}, which has no [payouts.{}] section in the configuration",
+                        kind.name(),
+                        kind.name()
+                    ),
                 );
                 continue;
             };
@@ -543,6 +644,10 @@ impl Engine {
             };
             let (fee, net) = providers::split_fee(pc, gross);
             if net.amount_minor <= 0 {
+                leave(
+                    "fee_exceeds_amount",
+                    format!("the {} fee {fee} takes all of {amount}", kind.name()),
+                );
                 continue;
             }
             made.push(ItemView {
@@ -571,20 +676,33 @@ impl Engine {
             }
         }
         if made.is_empty() {
-            return Ok(None);
+            return Ok(report);
         }
         self.batches = seq;
         for v in &made {
             self.record(v, actor, false)?;
         }
         if !self.config.admin_approval {
-            for mut v in made {
+            for v in &mut made {
                 v.status = PayoutItemStatus::Approved;
-                self.record(&v, ACTOR, false)?;
+                self.record(v, ACTOR, false)?;
             }
         }
         log::info!("payouts: batch {batch_id} created by {actor}");
-        Ok(Some(batch_id))
+        report.batch_id = Some(batch_id);
+        report.items = made
+            .into_iter()
+            .map(|v| ReportItem {
+                item_id: v.item_id,
+                affiliate_id: v.affiliate_id,
+                currency: v.amount.currency.as_str().to_string(),
+                gross_minor: v.amount.amount_minor,
+                fee_minor: v.fee_minor,
+                provider: v.provider,
+                status: status_name(v.status).to_string(),
+            })
+            .collect();
+        Ok(report)
     }
 
     fn batch_items(&self, batch_id: &str, status: PayoutItemStatus) -> Vec<ItemView> {
@@ -600,8 +718,11 @@ impl Engine {
     fn run_commands(&mut self, commands: &Commands) -> clicktrail_storage::Result<()> {
         for c in commands.take() {
             match c {
-                Command::Run { actor } => {
-                    self.create_batch(i64::MAX, false, &actor)?;
+                Command::Run { actor, request } => {
+                    let report = self.create_batch(i64::MAX, false, &actor)?;
+                    if request != 0 {
+                        commands.put_report(request, report);
+                    }
                 }
                 Command::Approve { batch_id, actor } => {
                     for mut v in self.batch_items(&batch_id, PayoutItemStatus::Proposed) {
