@@ -30,6 +30,17 @@
 //! balances are exactly what they were, and the worker resumes after the last input it
 //! posted. Decisions about a conversion the ledger has not priced yet (the attribution is
 //! still on its way) are kept as `deferred` transactions and applied when it is.
+//!
+//! Poison inputs: money arithmetic never wraps or clamps. Monthly and bonus sums are `i128`;
+//! narrowing a commission to `i64` and adding to a balance are checked and panic when they
+//! would not fit (amounts are bounded at the edge, so that takes about a million of the
+//! largest commissions on one account). The panic happens before the transaction is
+//! written, so the worker makes the input a dead letter (`crate::dead_letter`) and goes on.
+//! What a dead letter means here: that input posted nothing. A skipped attribution leaves
+//! its conversion without commission (no balance, statement line or payout includes it);
+//! later reversals and decisions for it wait as `deferred`, as for any attribution not yet
+//! seen, and apply if a retry (`POST /api/v1/dead-letters/retry`, after the cause is fixed)
+//! prices it. Every other balance stays exact.
 
 pub mod commission;
 
