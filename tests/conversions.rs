@@ -570,14 +570,7 @@ fn call(
 }
 
 fn status_of(a: &ureq::Agent, addr: SocketAddr, id: &str, key: &str) -> (u16, Value) {
-    let mut resp = a
-        .get(format!("http://{addr}/api/v1/conversions/{id}"))
-        .header("authorization", &format!("Bearer {key}"))
-        .call()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    get_with_key(a, addr, &format!("/api/v1/conversions/{id}"), key)
 }
 
 #[test]
