@@ -125,7 +125,7 @@ pub fn decode_header(h: &[u8]) -> std::result::Result<SegmentHeader, String> {
 }
 
 fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
-    if let Some(e) = fault::allocate_error() {
+    if let Some(e) = fault::allocate_error(size) {
         return Err(Error::io(path, e));
     }
     // SAFETY: plain syscall on a file descriptor we own.
@@ -293,7 +293,8 @@ impl Segment {
 
     /// Opens an existing segment for reading and, when `writable`, for repair and appends.
     /// A file shorter than its header says (cut by a crash or a test) is extended with
-    /// zeros back to full size when writable.
+    /// zeros back to full size when writable; read-only, only what is there is mapped
+    /// ([`Segment::size`] is then below the header's size).
     pub fn open(path: &Path, writable: bool) -> Result<(Segment, SegmentHeader)> {
         let file = OpenOptions::new()
             .read(true)
@@ -325,20 +326,16 @@ impl Segment {
                 why: format!("segment size {} out of bounds", header.size),
             });
         }
-        if len < header.size {
-            if !writable {
-                return Err(Error::BadSegment {
-                    path: path.into(),
-                    why: format!("file is {len} bytes, header says {}", header.size),
-                });
-            }
+        if len < header.size && writable {
             allocate(&file, path, header.size)?;
         }
         let map = if writable {
             MmapRaw::map_raw(&file)
         } else {
+            // A short file (cut by a crash or a copy) is read as far as it goes, as recovery
+            // reads it after extending it with zeros: tools and recovery must agree.
             memmap2::MmapOptions::new()
-                .len(header.size as usize)
+                .len(header.size.min(len) as usize)
                 .map_raw_read_only(&file)
         }
         .map_err(|e| Error::io(path, e))?;

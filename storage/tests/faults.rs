@@ -35,6 +35,8 @@ fn disk_full_and_sync_failures_are_errors_and_heal() {
         .is_disk_full());
     assert_eq!(part.end(), end, "a failed append publishes nothing");
     fault::set_allocate_errno(0);
+    // Allocation is tried again only after a backoff (not on every refused append).
+    std::thread::sleep(clicktrail_storage::ALLOCATE_RETRY_MAX);
     w.append(0x7000, 1, None, &acked.to_le_bytes()).unwrap();
     acked += 1;
 
