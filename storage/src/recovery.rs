@@ -109,7 +109,8 @@ pub struct Damage {
 
 /// Scans frame space `[0, limit)` of a segment, handing every valid record to `visit` in
 /// order. `limit` is where the next segment says this one's frames end; `last` says no
-/// segment follows (only then can bad bytes be a torn tail). Pure reading; never panics on
+/// segment follows (only then can bad bytes be a torn tail; otherwise every byte up to
+/// `limit` held frames and bad bytes without a valid frame after them are damage up to it). Pure reading; never panics on
 /// any bytes.
 pub(crate) fn scan_segment_with(
     seg: &Segment,
@@ -118,6 +119,9 @@ pub(crate) fn scan_segment_with(
     last: bool,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> SegmentReport {
+    // The next segment starts past this one's space: a segment file is missing between
+    // them (the survey reports that gap), so this one's frames may end anywhere.
+    let gap_follows = !last && limit > seg.capacity();
     let limit = limit.min(seg.capacity());
     // SAFETY: recovery and tools scan before any writer exists (or on a read-only map).
     let data = unsafe { seg.data(0, limit) };
@@ -163,7 +167,7 @@ pub(crate) fn scan_segment_with(
         let to = match next {
             Some(next) => next,
             // Zeros, and nothing valid after them: the end of what was written.
-            None if last && clean_end => break,
+            None if (last || gap_follows) && clean_end => break,
             None if last => {
                 report.problem = Some((seg.base + pos as u64, why));
                 break;
