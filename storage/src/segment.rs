@@ -293,8 +293,7 @@ impl Segment {
 
     /// Opens an existing segment for reading and, when `writable`, for repair and appends.
     /// A file shorter than its header says (cut by a crash or a test) is extended with
-    /// zeros back to full size when writable; read-only, only what is there is mapped
-    /// ([`Segment::size`] is then below the header's size).
+    /// zeros back to full size when writable; read-only, it reads as if it had been.
     pub fn open(path: &Path, writable: bool) -> Result<(Segment, SegmentHeader)> {
         let file = OpenOptions::new()
             .read(true)
@@ -331,11 +330,21 @@ impl Segment {
         }
         let map = if writable {
             MmapRaw::map_raw(&file)
+        } else if len < header.size {
+            // A short file (cut by a crash or a copy) is read as recovery reads it after
+            // extending it with zeros, so tools and recovery agree on every frame: its bytes
+            // are copied into zeroed memory of the full size (rare; tools only).
+            (|| {
+                let mut anon = memmap2::MmapOptions::new()
+                    .len(header.size as usize)
+                    .map_anon()?;
+                std::io::Read::read_exact(&mut &file, &mut anon[SEGMENT_HEADER_SIZE..len as usize])
+                    .map(|_| anon[..SEGMENT_HEADER_SIZE].copy_from_slice(&head))?;
+                Ok(MmapRaw::from(anon))
+            })()
         } else {
-            // A short file (cut by a crash or a copy) is read as far as it goes, as recovery
-            // reads it after extending it with zeros: tools and recovery must agree.
             memmap2::MmapOptions::new()
-                .len(header.size.min(len) as usize)
+                .len(header.size as usize)
                 .map_raw_read_only(&file)
         }
         .map_err(|e| Error::io(path, e))?;
