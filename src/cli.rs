@@ -10,12 +10,16 @@ USAGE:
     clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR]
     clicktrail journal verify  [--config PATH] [--data-dir DIR]
     clicktrail journal inspect [--config PATH] [--data-dir DIR]
+    clicktrail journal accept-damage --partition NAME [--config PATH] [--data-dir DIR]
     clicktrail --help | --version
 
 serve      runs the server; without --config it uses the built-in demo configuration
            (data in ./data, listening on 127.0.0.1:8080). Flags override the file.
-journal    verify checks every record's CRC and exits non-zero if anything is corrupt;
-           inspect lists partitions, segments, record counts and last offsets.
+journal    verify checks every record's CRC and exits non-zero if anything is corrupt,
+           naming each damaged range and how many intact records follow it;
+           inspect lists partitions, segments, record counts and last offsets;
+           accept-damage records that the damage of one partition is known, so the
+           server is ready again (the damaged records stay skipped, their copies stay).
            Run them on a stopped server.
 
 Environment: RUST_LOG sets the log level (default: info).
@@ -27,12 +31,15 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// The partition `journal accept-damage` acts on.
+    pub partition: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalAction {
     Verify,
     Inspect,
+    AcceptDamage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +60,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         Some("journal") => match args.next().as_deref() {
             Some("verify") => "verify",
             Some("inspect") => "inspect",
+            Some("accept-damage") => "accept-damage",
             Some(other) => {
                 return Err(format!(
-                    "unknown journal command {other:?}: use verify or inspect"
+                    "unknown journal command {other:?}: use verify, inspect or accept-damage"
                 ))
             }
-            None => return Err("journal needs a command: verify or inspect".into()),
+            None => return Err("journal needs a command: verify, inspect or accept-damage".into()),
         },
         Some(other) => return Err(format!("unknown command {other:?}")),
     };
@@ -86,12 +94,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                     format!("--listen: {v:?} is not an address like 127.0.0.1:8080")
                 })?);
             }
+            "--partition" if cmd == "accept-damage" => o.partition = Some(value()?),
             _ => return Err(format!("unknown option {flag:?} for {cmd}")),
         }
     }
     Ok(match cmd {
         "serve" => Command::Serve(o),
         "verify" => Command::Journal(JournalAction::Verify, o),
+        "accept-damage" if o.partition.is_none() => {
+            return Err("accept-damage needs --partition NAME (see journal verify)".into())
+        }
+        "accept-damage" => Command::Journal(JournalAction::AcceptDamage, o),
         _ => Command::Journal(JournalAction::Inspect, o),
     })
 }
@@ -132,11 +145,32 @@ mod tests {
     }
 
     #[test]
+    fn parses_accept_damage() {
+        assert_eq!(
+            p("journal accept-damage --partition ingest-0 --data-dir d").unwrap(),
+            Command::Journal(
+                JournalAction::AcceptDamage,
+                Options {
+                    data_dir: Some("d".into()),
+                    partition: Some("ingest-0".into()),
+                    ..Default::default()
+                }
+            )
+        );
+    }
+
+    #[test]
     fn refuses_bad_input_clearly() {
         assert!(p("serve --listen nope").unwrap_err().contains("--listen"));
         assert!(p("serve --config").unwrap_err().contains("needs a value"));
         assert!(p("serve --bogus").unwrap_err().contains("--bogus"));
-        assert!(p("journal").unwrap_err().contains("verify or inspect"));
+        assert!(p("journal")
+            .unwrap_err()
+            .contains("verify, inspect or accept-damage"));
+        assert!(p("journal accept-damage")
+            .unwrap_err()
+            .contains("--partition"));
+        assert!(p("journal verify --partition x").is_err());
         assert!(p("journal inspect --listen 1.2.3.4:5").is_err());
         assert!(p("launch").is_err());
     }
