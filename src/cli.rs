@@ -10,6 +10,7 @@ USAGE:
     clicktrail serve [--config PATH] [--data-dir DIR] [--listen ADDR] [--allow-private-postbacks]
     clicktrail journal verify  [--config PATH] [--data-dir DIR]
     clicktrail journal inspect [--config PATH] [--data-dir DIR]
+    clicktrail journal accept-damage --partition NAME [--config PATH] [--data-dir DIR]
     clicktrail keys create --role admin|merchant|partner [--owner ID] [--config PATH] [--data-dir DIR]
     clicktrail --help | --version
 
@@ -23,8 +24,11 @@ serve      runs the server; without --config it uses the built-in demo configura
                              postbacks may go to private addresses (also
                              CLICKTRAIL_ALLOW_PRIVATE_POSTBACKS=1); demo mode already
                              allows loopback
-journal    verify checks every record's CRC and exits non-zero if anything is corrupt;
-           inspect lists partitions, segments, record counts and last offsets.
+journal    verify checks every record's CRC and exits non-zero if anything is corrupt,
+           naming each damaged range and how many intact records follow it;
+           inspect lists partitions, segments, record counts and last offsets;
+           accept-damage records that the damage of one partition is known, so the
+           server is ready again (the damaged records stay skipped, their copies stay).
            Run them on a stopped server.
 keys       create makes an API key (printed once, stored hashed) on a stopped server's
            data directory: the way to the first admin key when the configuration has
@@ -45,12 +49,15 @@ pub struct Options {
     /// `keys create`: the new key's role and owner.
     pub role: Option<String>,
     pub owner: Option<String>,
+    /// The partition `journal accept-damage` acts on.
+    pub partition: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalAction {
     Verify,
     Inspect,
+    AcceptDamage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +80,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         Some("journal") => match args.next().as_deref() {
             Some("verify") => "verify",
             Some("inspect") => "inspect",
+            Some("accept-damage") => "accept-damage",
             Some(other) => {
                 return Err(format!(
-                    "unknown journal command {other:?}: use verify or inspect"
+                    "unknown journal command {other:?}: use verify, inspect or accept-damage"
                 ))
             }
-            None => return Err("journal needs a command: verify or inspect".into()),
+            None => return Err("journal needs a command: verify, inspect or accept-damage".into()),
         },
         Some("keys") => match args.next().as_deref() {
             Some("create") => "keys-create",
@@ -115,6 +123,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                     format!("--listen: {v:?} is not an address like 127.0.0.1:8080")
                 })?);
             }
+            "--partition" if cmd == "accept-damage" => o.partition = Some(value()?),
             _ => return Err(format!("unknown option {flag:?} for {cmd}")),
         }
     }
@@ -125,6 +134,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         "serve" => Command::Serve(o),
         "keys-create" => Command::KeysCreate(o),
         "verify" => Command::Journal(JournalAction::Verify, o),
+        "accept-damage" if o.partition.is_none() => {
+            return Err("accept-damage needs --partition NAME (see journal verify)".into())
+        }
+        "accept-damage" => Command::Journal(JournalAction::AcceptDamage, o),
         _ => Command::Journal(JournalAction::Inspect, o),
     })
 }
@@ -165,11 +178,32 @@ mod tests {
     }
 
     #[test]
+    fn parses_accept_damage() {
+        assert_eq!(
+            p("journal accept-damage --partition ingest-0 --data-dir d").unwrap(),
+            Command::Journal(
+                JournalAction::AcceptDamage,
+                Options {
+                    data_dir: Some("d".into()),
+                    partition: Some("ingest-0".into()),
+                    ..Default::default()
+                }
+            )
+        );
+    }
+
+    #[test]
     fn refuses_bad_input_clearly() {
         assert!(p("serve --listen nope").unwrap_err().contains("--listen"));
         assert!(p("serve --config").unwrap_err().contains("needs a value"));
         assert!(p("serve --bogus").unwrap_err().contains("--bogus"));
-        assert!(p("journal").unwrap_err().contains("verify or inspect"));
+        assert!(p("journal")
+            .unwrap_err()
+            .contains("verify, inspect or accept-damage"));
+        assert!(p("journal accept-damage")
+            .unwrap_err()
+            .contains("--partition"));
+        assert!(p("journal verify --partition x").is_err());
         assert!(p("journal inspect --listen 1.2.3.4:5").is_err());
         assert!(p("launch").is_err());
         assert!(p("keys create").unwrap_err().contains("--role"));

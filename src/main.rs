@@ -33,7 +33,9 @@ fn main() {
             Err(code) => code,
         },
         Command::Journal(action, opts) => match load(&opts) {
-            Ok(c) => clicktrail::journal_cmd::run(action, &c.journal.data_dir),
+            Ok(c) => {
+                clicktrail::journal_cmd::run(action, opts.partition.as_deref(), &c.journal.data_dir)
+            }
             Err(code) => code,
         },
         Command::KeysCreate(opts) => keys_create(&opts),

@@ -286,17 +286,40 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// What keeps the journal from serving: syncs or segment allocations failing (a full
+/// disk), and damage recovery kept that no operator has accepted yet (`clicktrail journal
+/// accept-damage`).
+fn journal_problems(journal: &clicktrail_storage::Journal) -> Vec<String> {
+    let mut problems = Vec::new();
+    for p in journal.partitions() {
+        if p.sync_failing() {
+            problems.push(format!("journal partition {} cannot sync", p.name()));
+        }
+        if p.write_failing() {
+            problems.push(format!(
+                "journal partition {} refuses appends: no segment can be allocated (disk full?)",
+                p.name()
+            ));
+        }
+        for d in p.damage().iter().filter(|d| !d.accepted) {
+            problems.push(format!(
+                "journal partition {} is damaged at offsets {}..{} ({} bytes, about {} \
+                 record(s) lost, {} intact records after it kept): {}; check `clicktrail \
+                 journal verify`, then `clicktrail journal accept-damage --partition {}`",
+                d.partition, d.from, d.to, d.bytes, d.frames, d.records_after, d.why, d.partition
+            ));
+        }
+    }
+    problems
+}
+
 /// Readiness: every actor runs, the journal syncs, and we are not shutting down.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut problems = Vec::new();
     if state.shutting_down.load(Ordering::SeqCst) {
         problems.push("shutting down".to_string());
     }
-    for p in state.journal.partitions() {
-        if p.sync_failing() {
-            problems.push(format!("journal partition {} cannot sync", p.name()));
-        }
-    }
+    problems.extend(journal_problems(&state.journal));
     let actors = state.health.snapshot();
     for (name, s) in &actors {
         use clicktrail_actors::ActorState::*;
@@ -387,7 +410,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "1 when /readyz answers 200.",
         "gauge",
     );
-    let ready = state.health.ready() && !state.shutting_down.load(Ordering::SeqCst);
+    let ready = state.health.ready()
+        && !state.shutting_down.load(Ordering::SeqCst)
+        && journal_problems(&state.journal).is_empty();
     let _ = writeln!(out, "clicktrail_ready {}", u8::from(ready));
     dead_letter_metrics(&mut out, &state.health);
     let parts = state.journal.partitions();
@@ -417,6 +442,51 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "clicktrail_journal_durable_bytes{{partition=\"{}\"}} {}",
             p.name(),
             p.durable()
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_journal_write_failures_total",
+        "Appends refused per partition because no segment could be allocated (disk full).",
+        "counter",
+    );
+    for p in &parts {
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_write_failures_total{{partition=\"{}\"}} {}",
+            p.name(),
+            p.write_failures()
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_journal_writes_failing",
+        "1 while a partition refuses appends because no segment can be allocated.",
+        "gauge",
+    );
+    for p in &parts {
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_writes_failing{{partition=\"{}\"}} {}",
+            p.name(),
+            u8::from(p.write_failing())
+        );
+    }
+    gauge(
+        &mut out,
+        "clicktrail_journal_damaged_ranges",
+        "Damaged ranges recovery kept and readers skip, by whether an operator accepted them.",
+        "gauge",
+    );
+    for p in &parts {
+        let damage = p.damage();
+        let open = damage.iter().filter(|d| !d.accepted).count();
+        let _ = writeln!(
+            out,
+            "clicktrail_journal_damaged_ranges{{partition=\"{0}\",state=\"open\"}} {open}\n\
+             clicktrail_journal_damaged_ranges{{partition=\"{0}\",state=\"accepted\"}} {1}",
+            p.name(),
+            damage.len() - open
         );
     }
     let (indexed, capacity, oldest, fingerprints) = {

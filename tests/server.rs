@@ -105,10 +105,11 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     ] {
         assert_eq!(ready["actors"][actor]["state"], "running", "{body}");
     }
-    // The ingest partitions the server created start at full segment size; quiet ones
-    // (here the fraud scorer's output) start small.
-    assert_eq!(segment_sizes(&data, "ingest-1"), [64 << 20]);
-    assert_eq!(segment_sizes(&data, "fraud-verdicts"), [4 << 20]);
+    // The ingest partitions the server created start at 4 MiB; quiet ones (here the fraud
+    // scorer's output) at what the largest record needs (1 MiB and a page), so a fresh
+    // server fits on a small disk.
+    assert_eq!(segment_sizes(&data, "ingest-1"), [4 << 20]);
+    assert_eq!(segment_sizes(&data, "fraud-verdicts"), [(1 << 20) + 4096]);
     // The fraud scorer tails ingest-0: the bot clicks get verdicts.
     server.wait_until("verdicts", |s| {
         get(s.addr, "/metrics").is_ok_and(|(_, m)| {
@@ -275,17 +276,54 @@ fn verify_exits_non_zero_on_a_corrupt_record() {
     let out = journal_cmd(&data, "verify");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
+    // Damage, not a torn tail: the first click is lost, the nine after it are intact.
     assert!(
-        text.contains("CORRUPT") && text.contains("FAILED"),
+        text.contains("DAMAGED ingest-0 offsets 0..")
+            && text.contains("9 intact records after it kept")
+            && text.contains("FAILED")
+            && text.contains("accept-damage --partition ingest-0"),
         "{text}"
     );
-    // The server still starts: recovery truncates at the bad record.
+    // The server starts, keeps the nine, and is not ready until the damage is accepted.
     let server = Server::start(&data, &[]);
+    server.wait_until("readiness to name the damage", |s| {
+        get(s.addr, "/readyz")
+            .is_ok_and(|(status, body)| status == 503 && body.contains("ingest-0 is damaged"))
+    });
     assert!(
-        server.log().contains("truncating at offset 0"),
+        server.log().contains("damaged offsets 0.."),
         "{}",
         server.log()
     );
+    server.signal(libc::SIGTERM);
+    let (code, log) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    let out = Command::new(BIN)
+        .args([
+            "journal",
+            "accept-damage",
+            "--partition",
+            "ingest-0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && text.contains("ACCEPTED ingest-0"),
+        "{text}"
+    );
+    let out = journal_cmd(&data, "verify");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && text.contains("ACCEPTED ingest-0"),
+        "{text}"
+    );
+    let server = Server::start(&data, &[]);
+    server.wait_until("ready", |s| {
+        get(s.addr, "/readyz").is_ok_and(|r| r.0 == 200)
+    });
 }
 
 #[test]

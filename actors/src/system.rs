@@ -104,8 +104,9 @@ pub fn build(
     let shards = IngestShards::new(config.ingest_shards, config.ingest_queue_max);
     for n in 0..config.ingest_shards {
         // Created here, before any actor can open them with a small first segment: the
-        // ingest partitions take every click and start at full segment size. A failure
-        // here is the shard actor's to report when it opens the partition itself.
+        // ingest partitions take every click and start larger (4 MiB, growing to the full
+        // segment size). A failure here (a full disk) leaves nothing behind and is the
+        // shard actor's to report when it opens the partition itself.
         if let Err(e) = journal.busy_partition(&ingest_partition(n)) {
             log::warn!("journal: {}: {e}", ingest_partition(n));
         }

@@ -10,8 +10,15 @@ pub const SEGMENT_SIZE_MAX: u64 = 1 << 30;
 /// A new partition's first segment (see [`JournalConfig::first_segment_size`]). Partitions
 /// that see a few records a minute (entities, payouts, verdicts) stay this small instead of
 /// each preallocating, mapping and populating a full segment: a fresh demo server had 641 MB
-/// of segment files and 690 MB resident for ten partitions at 64 MiB.
-pub const SEGMENT_SIZE_FIRST: u64 = 4 << 20;
+/// of segment files and 690 MB resident for ten partitions at 64 MiB, and still ~161 MiB
+/// with 4 MiB first segments and full-size ingest partitions, too much to start at all on a
+/// small disk. The largest record must fit, so with the default `record-size-max` of 1 MiB
+/// a first segment is 1 MiB and 4 KiB.
+pub const SEGMENT_SIZE_FIRST: u64 = 256 << 10;
+/// First segment of a partition known to be busy from the first second (the ingest
+/// shards, see [`JournalConfig::busy_first_segment_size`]): small enough for a small disk,
+/// large enough that a busy partition reaches full size after two rolls (4, 16, 64 MiB).
+pub const SEGMENT_SIZE_FIRST_BUSY: u64 = 4 << 20;
 /// Hard ceiling on `record-size-max`.
 pub const RECORD_SIZE_MAX_CEILING: usize = 16 << 20;
 /// Hard ceiling on `partitions-max`.
@@ -22,6 +29,9 @@ pub const READERS_MAX_CEILING: usize = 1024;
 pub const PAGE_SIZE: u64 = 4096;
 
 const _: () = assert!(SEGMENT_SIZE_MIN % PAGE_SIZE == 0);
+const _: () =
+    assert!(SEGMENT_SIZE_FIRST % PAGE_SIZE == 0 && SEGMENT_SIZE_FIRST >= SEGMENT_SIZE_MIN);
+const _: () = assert!(SEGMENT_SIZE_FIRST_BUSY % PAGE_SIZE == 0);
 const _: () = assert!(SEGMENT_SIZE_MAX % PAGE_SIZE == 0);
 
 /// How the journal lays out and limits its files.
@@ -75,6 +85,14 @@ impl JournalConfig {
             + crate::segment::SEGMENT_HEADER_SIZE as u64;
         SEGMENT_SIZE_FIRST
             .max(biggest.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .min(self.segment_size)
+    }
+
+    /// Size of a busy partition's first segment: [`SEGMENT_SIZE_FIRST_BUSY`], or more
+    /// when the largest record needs it, and never more than `segment_size`.
+    pub fn busy_first_segment_size(&self) -> u64 {
+        SEGMENT_SIZE_FIRST_BUSY
+            .max(self.first_segment_size())
             .min(self.segment_size)
     }
 

@@ -35,6 +35,24 @@ pub enum Error {
     /// A segment file whose header is not ours or whose format version we do not read.
     #[error("segment {path} is not a clicktrail journal segment of a supported format: {why}")]
     BadSegment { path: PathBuf, why: String },
+    /// Two partition directories claim the same id or the same name (`what` says which),
+    /// e.g. left by a failed first start of an older build. Refused rather than used: records
+    /// name their input partition by id.
+    #[error(
+        "partition directories {dirs:?} share {what}; move aside the one that should not \
+         be there (with the server stopped) and start again"
+    )]
+    DuplicatePartition { what: String, dirs: Vec<PathBuf> },
+    /// A partition directory without any segment file: a creation that failed part way
+    /// (older builds created the directory before allocating its first segment).
+    #[error(
+        "partition directory {dir} holds no segment file (a creation that failed part way); \
+         remove it with the server stopped if it holds nothing you need"
+    )]
+    HalfMadePartition { dir: PathBuf },
+    /// `accept-damage` named a partition that is not in the journal.
+    #[error("no partition named {0:?} in the journal")]
+    NoSuchPartition(String),
     /// The journal configuration breaks one of its bounds.
     #[error("invalid journal configuration: {0}")]
     Config(String),

@@ -6,10 +6,17 @@
 //! <data dir>/journal/<id, 5 digits>-<name>/    one directory per partition
 //!     <base offset, 20 digits>.seg             segments (see `segment`)
 //!     consumers                                "<name> <position>" lines, for retention
+//!     damage, damaged-*.bin, *.seg.corrupt     damage kept by recovery (see `recovery`)
+//! <data dir>/journal/.tmp-<id>-<name>/         a partition being created; removed at open
 //! ```
+//!
+//! A partition directory appears only whole (built under `.tmp-`, renamed into place), so
+//! a start that fails part way (a full disk) leaves no half-made partition and no id taken.
+//! Two directories with the same id or the same name, or a directory without any segment,
+//! are refused at open with an error naming them, never used.
 
-use crate::partition::{list_segments, scan_segment_with, Partition, SegmentReport};
-use crate::segment::Segment;
+use crate::partition::{Partition, CREATING_PREFIX};
+use crate::recovery::{self, Damage, SegmentReport};
 use crate::{Error, JournalConfig, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -71,7 +78,47 @@ fn list_partitions(root: &Path) -> Result<Vec<(u32, String, PathBuf)>> {
         }
     }
     out.sort();
+    refuse_duplicates(&out)?;
     Ok(out)
+}
+
+/// Refuses two partition directories with one id or one name.
+fn refuse_duplicates(parts: &[(u32, String, PathBuf)]) -> Result<()> {
+    for (id, name, _) in parts {
+        let same: Vec<PathBuf> = parts
+            .iter()
+            .filter(|(i2, n2, _)| i2 == id || n2 == name)
+            .map(|p| p.2.clone())
+            .collect();
+        if same.len() > 1 {
+            let what = if parts.iter().filter(|p| p.0 == *id).count() > 1 {
+                format!("id {id}")
+            } else {
+                format!("name {name:?}")
+            };
+            return Err(Error::DuplicatePartition { what, dirs: same });
+        }
+    }
+    Ok(())
+}
+
+/// Removes partition directories a crash left half built (see [`Partition::create`]).
+fn remove_unfinished(root: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let is_tmp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(CREATING_PREFIX));
+        if is_tmp && entry.path().is_dir() {
+            log::info!(
+                "journal: removing {}, a partition a previous start did not finish creating",
+                entry.path().display()
+            );
+            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -82,11 +129,10 @@ impl Journal {
         let root = data_dir.join("journal");
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         let lock = lock_dir(&root)?;
+        remove_unfinished(&root)?;
         let mut partitions = Vec::new();
         for (id, name, dir) in list_partitions(&root)? {
-            // A directory left without segments (a crash as it was created) starts small.
-            let first = config.first_segment_size();
-            partitions.push(Partition::open(dir, id, name, config.clone(), first)?);
+            partitions.push(Partition::open(dir, id, name, config.clone())?);
         }
         if partitions.len() > config.partitions_max {
             return Err(Error::TooManyPartitions {
@@ -122,12 +168,13 @@ impl Journal {
         self.partition_starting_at(name, self.inner.config.first_segment_size())
     }
 
-    /// Like [`Journal::partition`], but a partition created here starts at the full
-    /// `segment_size`: for partitions known to be busy from the first second (the ingest
-    /// shards), which would otherwise roll twice early on, each roll a short stall of
-    /// their appends. An existing partition is returned as it is.
+    /// Like [`Journal::partition`], but a partition created here starts larger
+    /// ([`JournalConfig::busy_first_segment_size`], 4 MiB): for partitions known to be busy
+    /// from the first second (the ingest shards), which would otherwise roll once more
+    /// early on, each roll a short stall of their appends. Not the full `segment_size`: a
+    /// fresh server must start on a small disk. An existing partition is returned as it is.
     pub fn busy_partition(&self, name: &str) -> Result<Partition> {
-        self.partition_starting_at(name, self.inner.config.segment_size)
+        self.partition_starting_at(name, self.inner.config.busy_first_segment_size())
     }
 
     fn partition_starting_at(&self, name: &str, first_segment: u64) -> Result<Partition> {
@@ -157,15 +204,13 @@ impl Journal {
             .map(|p| p.id() + 1)
             .max()
             .unwrap_or(1);
-        let dir = self.inner.root.join(format!("{id:05}-{name}"));
-        let p = Partition::open(
-            dir,
+        let p = Partition::create(
+            &self.inner.root,
             id,
-            name.to_string(),
+            name,
             self.inner.config.clone(),
             first_segment,
         )?;
-        crate::segment::sync_dir(&self.inner.root)?;
         self.inner.partitions.write().unwrap().push(p.clone());
         Ok(p)
     }
@@ -196,6 +241,33 @@ impl Journal {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Every damaged range of every partition (see [`Partition::damage`]), accepted or not.
+    pub fn damage(&self) -> Vec<Damage> {
+        self.partitions().iter().flat_map(|p| p.damage()).collect()
+    }
+
+    /// Accepts the damage of partition `name` (see [`Partition::accept_damage`]); returns
+    /// how many ranges were newly accepted.
+    pub fn accept_damage(&self, name: &str) -> Result<usize> {
+        self.get(name)
+            .ok_or_else(|| Error::NoSuchPartition(name.to_string()))?
+            .accept_damage()
+    }
+
+    /// True while some partition refuses appends because no segment can be allocated.
+    pub fn writes_failing(&self) -> bool {
+        self.partitions().iter().any(Partition::write_failing)
+    }
+
+    /// Appends refused since open, over every partition, because no segment could be
+    /// allocated (a counter for `/metrics`).
+    pub fn write_failures(&self) -> u64 {
+        self.partitions()
+            .iter()
+            .map(Partition::write_failures)
+            .sum()
     }
 
     /// Runs retention on every partition; returns the number of segments removed.
@@ -299,8 +371,12 @@ pub struct PartitionReport {
     pub name: String,
     pub path: PathBuf,
     pub segments: Vec<SegmentReport>,
-    /// Segment files that could not be opened or do not follow on: (path, why).
+    /// Segment files that cannot be used (bad header, another partition's, overlapping):
+    /// (path, why). Each also stands for a `damage` entry.
     pub bad_segments: Vec<(PathBuf, String)>,
+    /// Damaged ranges, as recovery finds and keeps them (see `recovery`): from this scan
+    /// and from the partition's damage file, with their accepted state.
+    pub damage: Vec<Damage>,
 }
 
 impl PartitionReport {
@@ -313,15 +389,25 @@ impl PartitionReport {
         self.segments.last().map_or(0, |s| s.end)
     }
 
-    /// True when every CRC checked out and the segments follow on without gaps.
+    /// True when every CRC checked out, the segments follow on without gaps, and no damage
+    /// is listed (accepted damage included: see [`PartitionReport::is_ready`]).
     pub fn is_clean(&self) -> bool {
-        self.bad_segments.is_empty() && self.segments.iter().all(|s| s.problem.is_none())
+        self.bad_segments.is_empty()
+            && self.damage.is_empty()
+            && self.segments.iter().all(|s| s.problem.is_none())
+    }
+
+    /// True when a server would start ready on it: no damage that is not accepted. (A torn
+    /// tail is cleared by recovery and does not count.)
+    pub fn is_ready(&self) -> bool {
+        self.damage.iter().all(|d| d.accepted)
     }
 }
 
 /// Scans every partition under `data_dir/journal` read-only, checking every frame's CRC and
-/// that segments follow on. Changes nothing, takes no lock: meant for a stopped server (on a
-/// running one, records appended during the scan are simply not seen).
+/// that segments follow on, and telling damage from a torn tail exactly as recovery does.
+/// Changes nothing, takes no lock: meant for a stopped server (on a running one, records
+/// appended during the scan are simply not seen).
 /// Frames are checked against the hard ceiling on record size, not a configured limit, so a
 /// record written under a larger limit than today's is not called corrupt.
 pub fn scan(data_dir: &Path) -> Result<Vec<PartitionReport>> {
@@ -338,44 +424,52 @@ pub fn scan_records(
     let root = data_dir.join("journal");
     let mut out = Vec::new();
     for (id, name, dir) in list_partitions(&root)? {
-        let mut report = PartitionReport {
+        if recovery::list_segments(&dir)?.is_empty() {
+            return Err(Error::HalfMadePartition { dir });
+        }
+        let survey = recovery::survey(&dir, id, &name, false, &mut |rec| visit(&name, rec))?;
+        let known = recovery::load_damage(&dir, &name)?;
+        let mut found = survey.damage;
+        for d in found.iter_mut().filter(|d| d.copy.is_none()) {
+            let copy = dir.join(recovery::copy_name(d.from, d.to));
+            d.copy = copy.exists().then_some(copy);
+        }
+        out.push(PartitionReport {
             id,
             name,
-            path: dir.clone(),
-            segments: Vec::new(),
-            bad_segments: Vec::new(),
-        };
-        let mut expected: Option<u64> = None;
-        for (base, path) in list_segments(&dir)? {
-            match Segment::open(&path, false) {
-                Ok((seg, header)) => {
-                    if header.partition_id != id || header.base != base {
-                        report
-                            .bad_segments
-                            .push((path, "header names another partition or base".into()));
-                        continue;
-                    }
-                    if expected.is_some_and(|e| e != base) {
-                        report.bad_segments.push((
-                            path,
-                            format!("starts at {base}, previous segment ends at {expected:?}"),
-                        ));
-                    }
-                    let name = report.name.clone();
-                    let r = scan_segment_with(
-                        &seg,
-                        crate::config::RECORD_SIZE_MAX_CEILING,
-                        &mut |rec| visit(&name, rec),
-                    );
-                    expected = Some(r.end);
-                    report.segments.push(r);
-                }
-                Err(e) => report.bad_segments.push((path, e.to_string())),
-            }
-        }
-        out.push(report);
+            path: dir,
+            segments: survey.segments.into_iter().map(|(_, r)| r).collect(),
+            bad_segments: survey
+                .unusable
+                .into_iter()
+                .map(|u| (u.path, u.why))
+                .collect(),
+            damage: recovery::merge_damage(found, known),
+        });
     }
     Ok(out)
+}
+
+/// `clicktrail journal accept-damage`: on a stopped server (takes the journal's lock),
+/// records every damaged range of partition `name` as accepted in its damage file, so the
+/// next start is ready; the ranges stay skipped and their copies stay. Returns the damage
+/// as now recorded. Damage not yet seen by a start is accepted too (the scan finds it
+/// exactly as recovery will).
+pub fn accept_damage(data_dir: &Path, name: &str) -> Result<Vec<Damage>> {
+    let root = data_dir.join("journal");
+    let _lock = lock_dir(&root)?;
+    let report = scan(data_dir)?
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| Error::NoSuchPartition(name.to_string()))?;
+    let mut damage = report.damage;
+    if damage.iter().any(|d| !d.accepted) {
+        damage.iter_mut().for_each(|d| d.accepted = true);
+        let text = recovery::render_damage(&damage);
+        let path = report.path.join(recovery::DAMAGE_FILE);
+        crate::segment::replace_file(&path, text.as_bytes())?;
+    }
+    Ok(damage)
 }
 
 /// Default time a caller waits for durability before giving up (used by tools and tests).

@@ -10,9 +10,15 @@
 //!   where its frame starts, and the next record starts at `offset + frame size`.
 //! * Retention removes whole segments below the lowest registered consumer position, never
 //!   the segment being written.
+//! * Damaged ranges found by recovery (see `recovery`) lie below `end` and never change
+//!   while open; readers jump over them (one comparison per record when there are none).
+//! * A full disk refuses appends that need a new segment; allocation is then tried again at
+//!   most every [`ALLOCATE_RETRY_MIN`] doubling to [`ALLOCATE_RETRY_MAX`], with smaller
+//!   segments when a full-size one does not fit, and the state is logged once per change.
 
 use crate::frame::{self, Probe, Source};
 use crate::notify::Notifier;
+use crate::recovery::{self, Damage};
 use crate::segment::{self, Segment};
 use crate::{Error, JournalConfig, Result};
 use std::collections::BTreeMap;
@@ -26,6 +32,11 @@ use std::time::Duration;
 
 /// File in a partition directory that keeps consumer positions for retention.
 const CONSUMERS_FILE: &str = "consumers";
+/// Wait before the first retry of a segment allocation that failed (disk full).
+pub const ALLOCATE_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between retries of a failing segment allocation.
+pub const ALLOCATE_RETRY_MAX: Duration = Duration::from_secs(1);
+const _: () = assert!(ALLOCATE_RETRY_MIN.as_millis() < ALLOCATE_RETRY_MAX.as_millis());
 
 pub(crate) struct Shared {
     id: u32,
@@ -69,6 +80,17 @@ pub(crate) struct Shared {
     tail_owed: std::sync::atomic::AtomicBool,
     /// `end` at the flusher's previous look (to see the writer pause).
     last_tick_end: AtomicU64,
+    /// Damaged ranges `[from, to)` found at open, in offset order, that readers skip.
+    /// Fixed once open: damage is only ever found by recovery.
+    skips: Arc<[(u64, u64)]>,
+    /// Every damage entry of the partition (found at open or listed in its damage file),
+    /// with its accepted state; changes only by [`Partition::accept_damage`].
+    damage: Mutex<Vec<Damage>>,
+    /// Set while appends are refused because a new segment cannot be allocated (disk
+    /// full); logged once per change of state.
+    write_failing: AtomicBool,
+    /// Appends refused because a segment could not be allocated, since open.
+    write_failures: AtomicU64,
 }
 
 /// A handle on one partition; cheap to clone.
@@ -89,92 +111,8 @@ impl std::fmt::Debug for Partition {
     }
 }
 
-/// What recovery found in one segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentReport {
-    pub path: PathBuf,
-    pub base: u64,
-    /// Complete, CRC-valid records.
-    pub records: u64,
-    /// Logical offset just past the last valid record.
-    pub end: u64,
-    /// Record counts by kind.
-    pub kinds: BTreeMap<u16, u64>,
-    /// The first problem found, if any: (logical offset, what was wrong).
-    pub problem: Option<(u64, String)>,
-}
-
-/// Scans the frames of one segment. Pure reading; never panics on any bytes.
-pub(crate) fn scan_segment(seg: &Segment, record_size_max: usize) -> SegmentReport {
-    scan_segment_with(seg, record_size_max, &mut |_| {})
-}
-
-/// [`scan_segment`], handing every valid record to `visit` in order.
-pub(crate) fn scan_segment_with(
-    seg: &Segment,
-    record_size_max: usize,
-    visit: &mut dyn FnMut(&Record<'_>),
-) -> SegmentReport {
-    let cap = seg.capacity();
-    // SAFETY: recovery and tools scan before any writer exists (or on a read-only map).
-    let data = unsafe { seg.data(0, cap) };
-    let mut pos = 0usize;
-    let mut records = 0u64;
-    let mut kinds = BTreeMap::new();
-    let problem = loop {
-        match frame::probe(&data[pos..], record_size_max) {
-            Probe::Frame(total) => {
-                let f = frame::parts(&data[pos..pos + total]);
-                if let Some(Err(why)) = crate::schema::validate(f.kind, f.version, f.payload) {
-                    break Some((
-                        seg.base + pos as u64,
-                        format!("payload fails validation: {why}"),
-                    ));
-                }
-                *kinds.entry(f.kind).or_insert(0) += 1;
-                records += 1;
-                visit(&Record {
-                    offset: seg.base + pos as u64,
-                    next: seg.base + (pos + total) as u64,
-                    kind: f.kind,
-                    version: f.version,
-                    source: f.source,
-                    payload: f.payload,
-                });
-                pos += total;
-            }
-            Probe::End => break None,
-            Probe::Corrupt(why) => break Some((seg.base + pos as u64, why.to_string())),
-        }
-    };
-    SegmentReport {
-        path: seg.path.clone(),
-        base: seg.base,
-        records,
-        end: seg.base + pos as u64,
-        kinds,
-        problem,
-    }
-}
-
-/// Segment files of a partition directory, in base order.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if let Some(base) = entry
-            .file_name()
-            .to_str()
-            .and_then(segment::parse_file_name)
-        {
-            out.push((base, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Deletes spare segments a previous process prepared but never used.
+/// Deletes spare segments a previous process prepared but never used, and half-written
+/// copies of damaged bytes.
 fn remove_spares(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -185,99 +123,59 @@ fn remove_spares(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Moves a segment recovery cannot use out of the way (kept for a human to look at).
-fn quarantine(path: &Path, why: &str) {
-    let to = path.with_extension("seg.corrupt");
-    log::error!(
-        "journal: quarantining {} ({why}) as {}",
-        path.display(),
-        to.display()
-    );
-    if let Err(e) = std::fs::rename(path, &to) {
-        log::error!("journal: cannot rename {}: {e}", path.display());
-    }
-}
+/// Prefix of a partition directory being built (see [`Partition::create`]); recovery
+/// removes what a crash left under it.
+pub(crate) const CREATING_PREFIX: &str = ".tmp-";
 
 impl Partition {
-    /// Opens (recovering) or creates the partition stored in `dir`; a new one's first
-    /// segment is `first_segment` bytes.
-    ///
-    /// Recovery keeps every record up to the first torn or corrupt one and drops the rest:
-    /// the bad segment's tail is zeroed and later segments are quarantined.
-    pub(crate) fn open(
-        dir: PathBuf,
+    /// Creates partition `name` with id `id` under `root` all at once: its directory is
+    /// built under a temporary name (`.tmp-<id>-<name>`) with its first segment of
+    /// `first_segment` bytes allocated and its header synced, then renamed into place and
+    /// the parent synced. A failure (a full disk) leaves no partition directory behind, so
+    /// the id is free for the next try and no half-made partition is ever seen.
+    pub(crate) fn create(
+        root: &Path,
         id: u32,
-        name: String,
+        name: &str,
         config: JournalConfig,
         first_segment: u64,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        remove_spares(&dir)?;
-        let files = list_segments(&dir)?;
-        let first_base = files.first().map(|f| f.0).unwrap_or(0);
-        let mut segments: Vec<Arc<Segment>> = Vec::new();
-        let mut expected_base: Option<u64> = None;
-        let mut end = first_base;
-        let mut cut = false;
-        let next_bases: Vec<Option<u64>> = (0..files.len())
-            .map(|i| files.get(i + 1).map(|f| f.0))
-            .collect();
-        for ((base, path), next_base) in files.into_iter().zip(next_bases) {
-            if cut {
-                quarantine(&path, "follows a truncated segment");
-                continue;
-            }
-            let (seg, header) = match Segment::open(&path, true) {
-                Ok(s) if next_base.is_none() => {
-                    s.0.advise_tail(s.1.size);
-                    s
-                }
-                Ok(s) => s,
-                Err(Error::BadSegment { why, .. }) => {
-                    quarantine(&path, &why);
-                    cut = true;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if header.partition_id != id || header.base != base {
-                quarantine(&path, "header names another partition or base");
-                cut = true;
-                continue;
-            }
-            if expected_base.is_some_and(|e| e != base) {
-                quarantine(&path, "gap or overlap with the previous segment");
-                cut = true;
-                continue;
-            }
-            // Against the ceiling, not the configured limit: lowering `record-size-max`
-            // must not turn records written under the old limit into "corruption".
-            let report = scan_segment(&seg, crate::config::RECORD_SIZE_MAX_CEILING);
-            if let Some((at, why)) = &report.problem {
-                // Garbage in the unused tail of a rolled segment, right where the next
-                // segment starts, damages no record: clear it and go on.
-                let tail_only = *at == report.end && next_base == Some(report.end);
-                if tail_only {
-                    log::warn!("journal: partition {name}: clearing garbage after {at} ({why})");
-                } else {
-                    log::warn!(
-                        "journal: partition {name}: truncating at offset {at} ({why}); \
-                         {} records before it kept",
-                        report.records
-                    );
-                }
-                let from = (report.end - seg.base) as usize;
-                // SAFETY: no readers or writer exist yet.
-                unsafe { seg.data_mut(from, seg.capacity() - from) }.fill(0);
-                seg.flush(from, seg.capacity())?;
-                cut = !tail_only;
-            }
-            // Make whatever a crashed process left in the page cache durable now.
-            seg.flush(0, (report.end - seg.base) as usize)?;
-            expected_base = Some(report.end);
-            end = report.end;
-            segments.push(Arc::new(seg));
+        let dir = root.join(format!("{id:05}-{name}"));
+        let tmp = root.join(format!("{CREATING_PREFIX}{id:05}-{name}"));
+        if dir.exists() {
+            return Err(Error::DuplicatePartition {
+                what: format!("id {id}"),
+                dirs: vec![dir],
+            });
         }
+        let built = (|| {
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            }
+            std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            // `create` syncs the header and the directory entry.
+            drop(Segment::create(&tmp, id, 0, first_segment)?);
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+            segment::sync_dir(root)
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Partition::open(dir, id, name.to_string(), config)
+    }
+
+    /// Opens and recovers the partition stored in `dir` (see `recovery` for the rules): a
+    /// torn tail is cleared; damage is kept, copied, skipped by readers and reported by
+    /// [`Partition::damage`]. A directory without any segment file is refused.
+    pub(crate) fn open(dir: PathBuf, id: u32, name: String, config: JournalConfig) -> Result<Self> {
+        remove_spares(&dir)?;
+        if recovery::list_segments(&dir)?.is_empty() {
+            return Err(Error::HalfMadePartition { dir });
+        }
+        let survey = recovery::survey(&dir, id, &name, true, &mut |_| {})?;
+        let end = survey.end;
+        let (mut segments, damage, skips) = recovery::recover(&dir, &name, survey)?;
         // An empty last segment too small for today's largest record (a quiet partition
         // made under a smaller `record-size-max`) would refuse such a record for ever: a
         // segment after it would get the same base. Nothing is in it; make it big enough.
@@ -295,7 +193,7 @@ impl Partition {
         }
         // With segments left, the writer's first roll makes the next one, big enough.
         if segments.is_empty() {
-            let seg = Segment::create(&dir, id, end, first_segment)?;
+            let seg = Segment::create(&dir, id, end, config.first_segment_size())?;
             segments.push(Arc::new(seg));
         }
         let start = segments[0].base;
@@ -328,6 +226,10 @@ impl Partition {
                 last_sync: Mutex::new(std::time::Instant::now()),
                 tail_owed: std::sync::atomic::AtomicBool::new(false),
                 last_tick_end: AtomicU64::new(u64::MAX),
+                skips: skips.into(),
+                damage: Mutex::new(damage),
+                write_failing: AtomicBool::new(false),
+                write_failures: AtomicU64::new(0),
             }),
         })
     }
@@ -375,6 +277,7 @@ impl Partition {
             shared: self.shared.clone(),
             buf: rkyv::util::AlignedVec::new(),
             spare: None,
+            backoff: None,
         })
     }
 
@@ -396,6 +299,8 @@ impl Partition {
             next: self.start(),
             shared: self.shared.clone(),
             durable_only: false,
+            skip_at: u64::MAX,
+            skip_index: 0,
         };
         reader.seek(offset)?;
         Ok(reader)
@@ -538,6 +443,42 @@ impl Partition {
     /// True while syncs fail (durable acknowledgements cannot be given).
     pub fn sync_failing(&self) -> bool {
         self.shared.sync_failing.load(Ordering::Relaxed)
+    }
+
+    /// True while appends are refused because no segment can be allocated (disk full).
+    pub fn write_failing(&self) -> bool {
+        self.shared.write_failing.load(Ordering::Relaxed)
+    }
+
+    /// Appends refused since open because no segment could be allocated.
+    pub fn write_failures(&self) -> u64 {
+        self.shared.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Every damaged range of this partition (see `recovery`): found by recovery at open or
+    /// listed from an earlier start, accepted or not. Readiness should fail while any is
+    /// not accepted.
+    pub fn damage(&self) -> Vec<Damage> {
+        self.shared.damage.lock().unwrap().clone()
+    }
+
+    /// Records every damaged range of this partition as accepted by an operator (in its
+    /// damage file, replaced atomically): they stay listed and skipped, and no longer fail
+    /// readiness. Returns how many were newly accepted.
+    pub fn accept_damage(&self) -> Result<usize> {
+        let mut damage = self.shared.damage.lock().unwrap();
+        let newly = damage.iter().filter(|d| !d.accepted).count();
+        if newly > 0 {
+            let mut accepted = damage.clone();
+            accepted.iter_mut().for_each(|d| d.accepted = true);
+            let text = recovery::render_damage(&accepted);
+            segment::replace_file(
+                &self.shared.dir.join(recovery::DAMAGE_FILE),
+                text.as_bytes(),
+            )?;
+            *damage = accepted;
+        }
+        Ok(newly)
     }
 
     /// Registers (or looks up) a named consumer whose committed position holds back
@@ -684,6 +625,18 @@ pub struct Writer {
     /// The next segment, being prepared in the background once this one is half full, so a
     /// roll does not stall appends on allocation and page-table population.
     spare: Option<std::thread::JoinHandle<Result<Segment>>>,
+    /// Set while segment allocation fails: appends that need a segment are refused without
+    /// trying again until the backoff has passed.
+    backoff: Option<AllocateBackoff>,
+}
+
+/// When a failing segment allocation may be tried again, and what it failed with.
+#[derive(Debug)]
+struct AllocateBackoff {
+    retry_at: std::time::Instant,
+    wait: Duration,
+    /// The OS error of the last failure (ENOSPC for a full disk), to refuse with.
+    errno: Option<i32>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -731,8 +684,11 @@ impl Writer {
                     max: self.seg.capacity() - frame::frame_size(0, true),
                 });
             }
-            self.roll()?;
-        } else if self.spare.is_none() && self.pos > self.seg.capacity() / 2 {
+            self.roll(total)?;
+        } else if self.spare.is_none()
+            && self.backoff.is_none()
+            && self.pos > self.seg.capacity() / 2
+        {
             self.prepare_spare();
         }
         // SAFETY: we are the partition's only writer and [pos, pos + total) is above the
@@ -781,25 +737,99 @@ impl Writer {
         self.shared.config.next_segment_size(self.seg.size())
     }
 
-    fn roll(&mut self) -> Result<()> {
+    /// Moves to a new segment that holds at least a frame of `need` bytes. While
+    /// allocation fails (disk full) the append is refused at once, and allocation is tried
+    /// again only after the backoff.
+    fn roll(&mut self, need: usize) -> Result<()> {
+        if let Some(b) = &self.backoff {
+            if std::time::Instant::now() < b.retry_at {
+                self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                let e = b.errno.map_or_else(
+                    || std::io::Error::other("segment allocation failing"),
+                    std::io::Error::from_raw_os_error,
+                );
+                return Err(Error::io(&self.shared.dir, e));
+            }
+        }
+        match self.next_segment(need) {
+            Ok(seg) => {
+                if self.backoff.take().is_some() {
+                    self.shared.write_failing.store(false, Ordering::Relaxed);
+                    log::info!(
+                        "journal: partition {}: appends resume ({} bytes of segment allocated)",
+                        self.shared.name,
+                        seg.size()
+                    );
+                }
+                self.seg.advise_sealed();
+                let seg = Arc::new(seg);
+                self.shared.segments.write().unwrap().push(seg.clone());
+                log::debug!(
+                    "journal: partition {} rolled to {}",
+                    self.shared.name,
+                    seg.path.display()
+                );
+                self.seg = seg;
+                self.pos = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = self
+                    .backoff
+                    .as_ref()
+                    .map_or(ALLOCATE_RETRY_MIN, |b| (b.wait * 2).min(ALLOCATE_RETRY_MAX));
+                if !self.shared.write_failing.swap(true, Ordering::Relaxed) {
+                    log::error!(
+                        "journal: partition {}: appends refused, no segment can be allocated: \
+                         {e}; trying again at most every {} ms until it can",
+                        self.shared.name,
+                        ALLOCATE_RETRY_MAX.as_millis()
+                    );
+                }
+                let errno = match &e {
+                    Error::Io { source, .. } => source.raw_os_error(),
+                    _ => None,
+                };
+                self.backoff = Some(AllocateBackoff {
+                    retry_at: std::time::Instant::now() + wait,
+                    wait,
+                    errno,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// The next segment, activated at `end`: the spare when it was made, else a new one of
+    /// the next size or, when that does not fit on the disk, smaller ones down to what a
+    /// frame of `need` bytes takes (so appends resume as soon as a record fits again).
+    fn next_segment(&mut self, need: usize) -> Result<Segment> {
         let s = &self.shared;
-        let spare = match self.spare.take().map(|h| h.join()) {
-            Some(Ok(Ok(spare))) => spare,
-            Some(Ok(Err(e))) => return Err(e), // e.g. disk full; the next append retries
-            Some(Err(_)) | None => Segment::create_spare(&s.dir, self.next_segment_size())?,
+        let spare_full = match self.spare.take().map(|h| h.join()) {
+            Some(Ok(Ok(spare))) => return spare.activate(&s.dir, s.id, self.end),
+            Some(Ok(Err(e))) => e.is_disk_full(),
+            Some(Err(_)) | None => false,
         };
-        let seg = spare.activate(&s.dir, s.id, self.end)?;
-        self.seg.advise_sealed();
-        let seg = Arc::new(seg);
-        s.segments.write().unwrap().push(seg.clone());
-        log::debug!(
-            "journal: partition {} rolled to {}",
-            s.name,
-            seg.path.display()
-        );
-        self.seg = seg;
-        self.pos = 0;
-        Ok(())
+        let page = crate::config::PAGE_SIZE;
+        let floor = ((segment::SEGMENT_HEADER_SIZE + need) as u64)
+            .div_ceil(page)
+            .saturating_mul(page)
+            .max(crate::config::SEGMENT_SIZE_MIN);
+        let mut size = self.next_segment_size().max(floor);
+        if spare_full {
+            // The spare was this size: go straight to a smaller one.
+            size = (size / 4 / page * page).max(floor);
+        }
+        loop {
+            match Segment::create_spare(&s.dir, size) {
+                Ok(spare) => return spare.activate(&s.dir, s.id, self.end),
+                Err(e) if e.is_disk_full() && size > floor => {
+                    size = (size / 4 / page * page).max(floor);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -836,6 +866,11 @@ pub struct Reader {
     next: u64,
     /// Read only below `durable` (see [`Reader::durable_only`]).
     durable_only: bool,
+    /// Start of the next damaged range at or after `next` (`u64::MAX`: none), so a reader
+    /// of an undamaged partition pays one comparison per record.
+    skip_at: u64,
+    /// Index of that range in the partition's `skips`.
+    skip_index: usize,
 }
 
 impl std::fmt::Debug for Reader {
@@ -882,7 +917,8 @@ impl Reader {
     /// Moves to `offset` (a record boundary within `start..=end`).
     pub fn seek(&mut self, offset: u64) -> Result<()> {
         // Under the segment lock, so retention cannot remove the segment in between.
-        let segs = self.shared.segments.read().unwrap();
+        let shared = self.shared.clone();
+        let segs = shared.segments.read().unwrap();
         let (start, end) = (segs[0].base, self.shared.end.load(Ordering::Acquire));
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange {
@@ -892,11 +928,35 @@ impl Reader {
                 end,
             });
         }
+        // An offset inside a damaged range reads on from the end of it.
+        let skips = &self.shared.skips;
+        let k = skips.partition_point(|r| r.1 <= offset);
+        let offset = match skips.get(k) {
+            Some(&(from, to)) if from <= offset => to,
+            _ => offset,
+        };
+        self.place(&segs[..], offset);
+        Ok(())
+    }
+
+    /// Puts the reader at `offset` (a record boundary, not inside a damaged range) in the
+    /// segment that holds it, and finds the next damaged range.
+    fn place(&mut self, segs: &[Arc<Segment>], offset: u64) {
         let i = segs.partition_point(|s| s.base <= offset).saturating_sub(1);
         self.seg = segs[i].clone();
         self.pos = (offset - self.seg.base) as usize;
         self.next = offset;
-        Ok(())
+        let skips = &self.shared.skips;
+        self.skip_index = skips.partition_point(|r| r.1 <= offset);
+        self.skip_at = skips.get(self.skip_index).map_or(u64::MAX, |r| r.0);
+    }
+
+    /// Jumps over the damaged range starting at `next` (cold: only where there is damage).
+    #[cold]
+    fn skip_damage(&mut self) {
+        let to = self.shared.skips[self.skip_index].1;
+        let segs = self.shared.segments.read().unwrap().clone();
+        self.place(&segs, to);
     }
 
     /// The next record, or `None` when the reader has caught up with the writer.
@@ -909,6 +969,10 @@ impl Reader {
             let end = self.visible_end();
             if self.next >= end {
                 return Ok(None);
+            }
+            if self.next == self.skip_at {
+                self.skip_damage();
+                continue;
             }
             let limit = ((end - self.seg.base) as usize).min(self.seg.capacity());
             // SAFETY: [pos, limit) is below the published end.

@@ -125,7 +125,7 @@ pub fn decode_header(h: &[u8]) -> std::result::Result<SegmentHeader, String> {
 }
 
 fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
-    if let Some(e) = fault::allocate_error() {
+    if let Some(e) = fault::allocate_error(size) {
         return Err(Error::io(path, e));
     }
     // SAFETY: plain syscall on a file descriptor we own.
@@ -293,7 +293,7 @@ impl Segment {
 
     /// Opens an existing segment for reading and, when `writable`, for repair and appends.
     /// A file shorter than its header says (cut by a crash or a test) is extended with
-    /// zeros back to full size when writable.
+    /// zeros back to full size when writable; read-only, it reads as if it had been.
     pub fn open(path: &Path, writable: bool) -> Result<(Segment, SegmentHeader)> {
         let file = OpenOptions::new()
             .read(true)
@@ -325,17 +325,23 @@ impl Segment {
                 why: format!("segment size {} out of bounds", header.size),
             });
         }
-        if len < header.size {
-            if !writable {
-                return Err(Error::BadSegment {
-                    path: path.into(),
-                    why: format!("file is {len} bytes, header says {}", header.size),
-                });
-            }
+        if len < header.size && writable {
             allocate(&file, path, header.size)?;
         }
         let map = if writable {
             MmapRaw::map_raw(&file)
+        } else if len < header.size {
+            // A short file (cut by a crash or a copy) is read as recovery reads it after
+            // extending it with zeros, so tools and recovery agree on every frame: its bytes
+            // are copied into zeroed memory of the full size (rare; tools only).
+            (|| {
+                let mut anon = memmap2::MmapOptions::new()
+                    .len(header.size as usize)
+                    .map_anon()?;
+                std::io::Read::read_exact(&mut &file, &mut anon[SEGMENT_HEADER_SIZE..len as usize])
+                    .map(|_| anon[..SEGMENT_HEADER_SIZE].copy_from_slice(&head))?;
+                Ok(MmapRaw::from(anon))
+            })()
         } else {
             memmap2::MmapOptions::new()
                 .len(header.size as usize)
