@@ -918,3 +918,83 @@ fn poison_amounts_and_times_are_refused_and_dead_letters_are_listed() {
         "{metrics}"
     );
 }
+
+/// Issue 15: one flipped byte inside a durably acknowledged conversion loses that record
+/// alone. Every conversion after it is still known (a replay is a duplicate, not a new
+/// conversion), the damaged bytes are kept aside, and readiness names the damage.
+#[test]
+fn a_damaged_conversion_record_loses_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let cid = click(&a, addr);
+    let body = |i: usize| {
+        json!({"click_id": cid, "order_id": format!("o-{i}"), "amount": "10.00", "currency": "EUR"})
+            .to_string()
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (s, v) = post(&a, addr, Some(M1), &body(i));
+        assert_eq!(s, 201, "{v}");
+        ids.push(v["conversion_id"].as_str().unwrap().to_string());
+    }
+    server.signal(libc::SIGTERM);
+    let (code, log) = server.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    let mut target = None;
+    each_ingest_record(&data, |p, rec| {
+        if rec.event::<Conversion>().is_some_and(|c| c.order_id == "o-5") {
+            target = Some((p.to_string(), rec.offset));
+        }
+    });
+    let (partition, offset) = target.expect("o-5 is in the journal");
+    let dir_of = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("-{partition}"))
+        })
+        .unwrap();
+    let (base, seg) = std::fs::read_dir(&dir_of)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.strip_suffix(".seg")?.to_string();
+            Some((name.parse::<u64>().ok()?, p))
+        })
+        .filter(|(b, _)| *b <= offset)
+        .max_by_key(|(b, _)| *b)
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[64 + (offset - base) as usize + 40] ^= 0x55;
+    std::fs::write(&seg, bytes).unwrap();
+
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    server.wait_until("readiness to name the damage", |s| {
+        common::get(s.addr, "/readyz").is_ok_and(|(status, b)| {
+            status == 503 && b.contains(&format!("{partition} is damaged"))
+        })
+    });
+    let addr = server.addr;
+    for (i, id) in ids.iter().enumerate() {
+        let (s, v) = status_of(&a, addr, id, M1);
+        if i == 5 {
+            assert_eq!(s, 404, "the damaged record is the one lost: {v}");
+            continue;
+        }
+        assert_eq!(s, 200, "o-{i} survives: {v}");
+        let (s, v) = post(&a, addr, Some(M1), &body(i));
+        assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "o-{i}: {v}");
+    }
+    let kept = std::fs::read_dir(&dir_of)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .any(|n| n.starts_with("damaged-"));
+    assert!(kept, "the damaged bytes are kept aside");
+}

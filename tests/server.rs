@@ -140,7 +140,7 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
     let v: serde_json::Value =
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(v["items"][0]["id"], "demo-10-percent", "{v}");
-    assert_eq!(v["items"][0]["percent-bps"], 1000, "{v}");
+    assert_eq!(v["items"][0]["percent_bps"], 1000, "{v}");
     let r = a
         .post(&plans)
         .header("authorization", "Bearer demo-admin-key")
