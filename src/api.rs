@@ -533,6 +533,7 @@ async fn save_postback(
         triggers: r.triggers,
         secret,
         created_at_us,
+        enabled: existing.as_ref().is_none_or(|e| e.enabled),
     };
     if let Err(resp) = record(api, actor, Entity::Postback(p.clone())).await {
         return resp;
