@@ -6,6 +6,9 @@
 //! | `GET /api/v1/{kind}/{id}` | admin | one entity |
 //! | `POST /api/v1/{kind}` | admin | creates or replaces (JSON body); 201 created, 200 otherwise |
 //! | `POST /api/v1/keys` | admin | `{"role","owner"}` -> a new key, shown once |
+//! | `POST/GET /api/v1/me/postbacks` | partner | its own postbacks: create or replace, list |
+//! | `POST/GET /api/v1/postbacks`, `/api/v1/affiliates/{id}/postbacks` | admin | all / one affiliate's |
+//! | `PATCH/DELETE` on `.../postbacks/{id}` of those three | as above | change the given fields (200), delete (204); unknown or another owner's: 404 |
 //! | `GET /api/v1/stats?by=affiliate\|campaign\|sub1..sub5[&affiliate_id=]` | admin | live counters |
 //! | `GET /api/v1/me/stats?by=...` | partner | the partner's own counters |
 //! | `GET /api/v1/me/links` | partner | the partner's links |
@@ -85,6 +88,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/affiliates/{id}/postbacks",
                 web::post().to(upsert_affiliate_postback),
             )
+            // Before `/{kind}/{id}`, which would take `/postbacks/{id}`.
+            .route("/me/postbacks/{id}", web::patch().to(patch_my_postback))
+            .route("/me/postbacks/{id}", web::delete().to(delete_my_postback))
+            .route("/postbacks/{id}", web::patch().to(patch_any_postback))
+            .route("/postbacks/{id}", web::delete().to(delete_any_postback))
+            .route(
+                "/affiliates/{id}/postbacks/{pb}",
+                web::patch().to(patch_affiliate_postback),
+            )
+            .route(
+                "/affiliates/{id}/postbacks/{pb}",
+                web::delete().to(delete_affiliate_postback),
+            )
             .route("/stats", web::get().to(stats))
             .route("/keys", web::post().to(create_key))
             .route("/{kind}", web::get().to(list))
@@ -146,10 +162,7 @@ fn entity_json(e: &Entity) -> serde_json::Value {
         Entity::Campaign(x) => snake_keys(json!(x)),
         Entity::Link(x) => snake_keys(json!(x)),
         Entity::Key(x) => json!({ "role": x.role, "owner": x.owner }),
-        Entity::Postback(x) => json!({
-            "id": x.id, "affiliate_id": x.affiliate_id, "url": x.url,
-            "method": x.method, "triggers": x.triggers,
-        }),
+        Entity::Postback(x) => postback_json(x, false),
         Entity::Plan(x) => snake_keys(json!(x)),
     }
 }
@@ -403,12 +416,26 @@ struct PostbackRequest {
     rotate_secret: bool,
     /// Admins creating a global postback may name an affiliate here instead.
     affiliate_id: Option<String>,
+    /// Absent: as it was (true for a new postback).
+    enabled: Option<bool>,
+}
+
+/// A change to a postback: only the fields given change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostbackPatch {
+    url: Option<String>,
+    method: Option<catalog::Method>,
+    triggers: Option<Vec<catalog::Trigger>>,
+    enabled: Option<bool>,
+    #[serde(default)]
+    rotate_secret: bool,
 }
 
 fn postback_json(p: &catalog::Postback, secret_shown: bool) -> serde_json::Value {
     let mut v = json!({
         "id": p.id, "affiliate_id": p.affiliate_id, "url": p.url,
-        "method": p.method, "triggers": p.triggers,
+        "method": p.method, "triggers": p.triggers, "enabled": p.enabled,
     });
     if secret_shown {
         v["secret"] = json!(p.secret);
@@ -499,6 +526,9 @@ async fn save_postback(
         }
         (None, a) => a,
     };
+    if let Err(resp) = check_template(&r.url) {
+        return resp;
+    }
     if let Err(resp) = check_destination(&r.url, api.postback_destinations).await {
         return resp;
     }
@@ -517,9 +547,9 @@ async fn save_postback(
     let new_secret = existing.is_none() || r.rotate_secret;
     let secret = match (&existing, new_secret) {
         (Some(e), false) => e.secret.clone(),
-        _ => match random_bytes::<24>() {
-            Ok(b) => format!("whsec_{}", crate::edge::click_id::base64url_encode(&b)),
-            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available"),
+        _ => match new_postback_secret() {
+            Ok(s) => s,
+            Err(resp) => return resp,
         },
     };
     let created_at_us = existing
@@ -533,7 +563,51 @@ async fn save_postback(
         triggers: r.triggers,
         secret,
         created_at_us,
+        enabled: r
+            .enabled
+            .unwrap_or(existing.as_ref().is_none_or(|e| e.enabled)),
     };
+    store_postback(api, actor, existing.as_ref(), p, new_secret).await
+}
+
+fn new_postback_secret() -> Result<String, HttpResponse> {
+    match random_bytes::<24>() {
+        Ok(b) => Ok(format!(
+            "whsec_{}",
+            crate::edge::click_id::base64url_encode(&b)
+        )),
+        Err(_) => Err(error(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no randomness available",
+        )),
+    }
+}
+
+/// Refuses (422) a URL template naming a macro that does not exist, listing those that do.
+fn check_template(url: &str) -> Result<(), HttpResponse> {
+    clicktrail_actors::postback::check_template(url).map_err(|e| {
+        error(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )
+    })
+}
+
+/// Records a new or changed postback (already checked by the caller: template, destination,
+/// owner) and answers it: 201 when new, 200 otherwise.
+async fn store_postback(
+    api: &Api,
+    actor: &str,
+    existing: Option<&catalog::Postback>,
+    mut p: catalog::Postback,
+    secret_shown: bool,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    // Re-enabling is like creating: what happened while it was disabled is never
+    // delivered (also not after a restart, which reads the inputs again).
+    if p.enabled && existing.is_some_and(|e| !e.enabled) {
+        p.created_at_us = catalog::now_us();
+    }
     if let Err(resp) = record(api, actor, Entity::Postback(p.clone())).await {
         return resp;
     }
@@ -542,7 +616,172 @@ async fn save_postback(
     } else {
         StatusCode::CREATED
     };
-    HttpResponse::build(status).json(postback_json(&p, new_secret))
+    HttpResponse::build(status).json(postback_json(&p, secret_shown))
+}
+
+/// The postback `id` if the caller may change it through this path (`owner`: `None` for
+/// any, admins on `/postbacks/{id}`), else 404: another owner's postback is not shown to
+/// exist.
+fn editable_postback(
+    api: &Api,
+    owner: Option<&str>,
+    id: &str,
+) -> Result<catalog::Postback, HttpResponse> {
+    match api.store.snapshot().postbacks.get(id) {
+        Some(p) if owner.is_none() || p.affiliate_id.as_deref() == owner => Ok(p.clone()),
+        _ => Err(error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown postback",
+        )),
+    }
+}
+
+/// Changes the fields a PATCH body gives; the URL goes through the same checks as on
+/// creation.
+async fn patch_postback(
+    req: &HttpRequest,
+    api: &Api,
+    actor: &str,
+    owner: Option<&str>,
+    id: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let old = match editable_postback(api, owner, id) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let patch: PostbackPatch = match crate::body::parse(req, body, Keys::Snake, "postback") {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut p = old.clone();
+    if let Some(url) = patch.url {
+        if let Err(resp) = check_template(&url) {
+            return resp;
+        }
+        if let Err(resp) = check_destination(&url, api.postback_destinations).await {
+            return resp;
+        }
+        p.url = url;
+    }
+    if let Some(m) = patch.method {
+        p.method = m;
+    }
+    if let Some(t) = patch.triggers {
+        p.triggers = t;
+    }
+    if let Some(e) = patch.enabled {
+        p.enabled = e;
+    }
+    if patch.rotate_secret {
+        p.secret = match new_postback_secret() {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+    }
+    store_postback(api, actor, Some(&old), p, patch.rotate_secret).await
+}
+
+/// Deletes a postback: 204, or 404 when the caller has none by that id. Its delivery log
+/// stays readable.
+async fn delete_postback(api: &Api, actor: &str, owner: Option<&str>, id: &str) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    if let Err(resp) = editable_postback(api, owner, id) {
+        return resp;
+    }
+    match api.store.delete(actor, "postback", id).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        // Deleted by a concurrent request since the check.
+        Err(catalog::Error::Invalid(_)) => error(StatusCode::NOT_FOUND, "unknown postback"),
+        Err(catalog::Error::Journal(e)) => {
+            log::error!("postback deletion not recorded: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the change; retry",
+            )
+        }
+    }
+}
+
+fn admin_actor(key: &ApiKey) -> String {
+    format!("admin-key:{}", &key.key_sha256[..12])
+}
+
+async fn patch_my_postback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Partner) {
+        Ok(k) => {
+            let actor = format!("partner:{}", k.owner);
+            patch_postback(&req, &api, &actor, Some(&k.owner), &path, &body).await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn delete_my_postback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Partner) {
+        Ok(k) => {
+            let actor = format!("partner:{}", k.owner);
+            delete_postback(&api, &actor, Some(&k.owner), &path).await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn patch_any_postback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(k) => patch_postback(&req, &api, &admin_actor(&k), None, &path, &body).await,
+        Err(r) => r,
+    }
+}
+
+async fn delete_any_postback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    match authorize(&req, &api, Role::Admin) {
+        Ok(k) => delete_postback(&api, &admin_actor(&k), None, &path).await,
+        Err(r) => r,
+    }
+}
+
+async fn patch_affiliate_postback(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let (affiliate, id) = path.into_inner();
+    match authorize(&req, &api, Role::Admin) {
+        Ok(k) => patch_postback(&req, &api, &admin_actor(&k), Some(&affiliate), &id, &body).await,
+        Err(r) => r,
+    }
+}
+
+async fn delete_affiliate_postback(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let (affiliate, id) = path.into_inner();
+    match authorize(&req, &api, Role::Admin) {
+        Ok(k) => delete_postback(&api, &admin_actor(&k), Some(&affiliate), &id).await,
+        Err(r) => r,
+    }
 }
 
 fn list_of(api: &Api, owner: Option<&str>, all: bool) -> HttpResponse {
@@ -818,13 +1057,20 @@ async fn all_deliveries(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
 async fn my_deliveries(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
     match authorize(&req, &api, Role::Partner) {
         Ok(k) => {
-            let mine: std::collections::HashSet<String> = api
-                .store
-                .snapshot()
+            // Deleted postbacks' deliveries stay readable by their owner.
+            let c = api.store.snapshot();
+            let owner = Some(k.owner.as_str());
+            let mine: std::collections::HashSet<String> = c
                 .postbacks
                 .values()
-                .filter(|p| p.affiliate_id.as_deref() == Some(k.owner.as_str()))
+                .filter(|p| p.affiliate_id.as_deref() == owner)
                 .map(|p| p.id.clone())
+                .chain(
+                    c.deleted_postbacks
+                        .iter()
+                        .filter(|(_, o)| o.as_deref() == owner)
+                        .map(|(id, _)| id.clone()),
+                )
                 .collect();
             deliveries(&api, |id| mine.contains(id))
         }

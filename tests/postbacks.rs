@@ -19,6 +19,7 @@ use std::time::Duration;
 
 const M1: &str = "merchant-one-key-0123456789";
 const PARTNER: &str = "partner-a1-key-0123456789";
+const PARTNER2: &str = "partner-a2-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789abcdef";
 
 /// What the receiver saw of one request.
@@ -162,6 +163,9 @@ name = "One"
 [[affiliates]]
 id = "a1"
 name = "A1"
+[[affiliates]]
+id = "a2"
+name = "A2"
 [[campaigns]]
 id = "c1"
 merchant-id = "m1"
@@ -183,6 +187,10 @@ key = "{M1}"
 role = "partner"
 owner = "a1"
 key = "{PARTNER}"
+[[keys]]
+role = "partner"
+owner = "a2"
+key = "{PARTNER2}"
 [[keys]]
 role = "admin"
 owner = "admin"
@@ -228,6 +236,55 @@ fn post_json(a: &ureq::Agent, url: String, key: &str, body: Value) -> (u16, Valu
         s,
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
     )
+}
+
+/// A PATCH (with `body`) or DELETE (without): status and JSON answer.
+fn send(
+    a: &ureq::Agent,
+    method: &str,
+    url: String,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let auth = format!("Bearer {key}");
+    let mut r = match (method, body) {
+        ("PATCH", Some(b)) => a
+            .patch(url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(b.to_string()),
+        ("DELETE", None) => a.delete(url).header("authorization", &auth).call(),
+        other => panic!("unsupported {other:?}"),
+    }
+    .unwrap();
+    let s = r.status().as_u16();
+    (
+        s,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+fn get_json(a: &ureq::Agent, url: String, key: &str) -> Value {
+    let mut r = a
+        .get(url)
+        .header("authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// A conversion of a click on `L1` with this order id.
+fn convert(a: &ureq::Agent, addr: SocketAddr, order: &str) -> String {
+    let cid = click(a, addr);
+    let (s, conv) = post_json(
+        a,
+        format!("http://{addr}/api/v1/conversions"),
+        M1,
+        json!({"click_id": cid, "order_id": order, "amount": "3.00", "currency": "EUR"}),
+    );
+    assert_eq!(s, 201, "{conv}");
+    conv["conversion_id"].as_str().unwrap().to_string()
 }
 
 fn click(a: &ureq::Agent, addr: SocketAddr) -> String {
@@ -498,7 +555,7 @@ fn approvals_and_reversals_reach_the_affiliates_own_postback() {
         &a,
         addr,
         &rx,
-        "/life?e={status}&oid={order_id}&aff={affiliate_id}&amt={amount}&s1={sub1}",
+        "/life?e={status}&ev={event}&oid={order_id}&aff={affiliate_id}&amt={amount}&s1={sub1}",
         &["conversion.approved", "conversion.reversed"],
     );
 
@@ -509,7 +566,8 @@ fn approvals_and_reversals_reach_the_affiliates_own_postback() {
             &a,
             format!("http://{addr}/api/v1/conversions"),
             M1,
-            json!({"click_id": cid, "order_id": order, "amount": "12.50", "currency": "EUR"}),
+            json!({"click_id": cid, "order_id": order, "amount": "12.50", "currency": "EUR",
+                   "event": "upgrade"}),
         );
         assert_eq!(s, 201, "{conv}");
         ids.push(conv["conversion_id"].as_str().unwrap().to_string());
@@ -560,8 +618,8 @@ fn approvals_and_reversals_reach_the_affiliates_own_postback() {
     assert_eq!(
         targets,
         vec![
-            "/life?e=approved&oid=life-1&aff=a1&amt=1250&s1=spring",
-            "/life?e=reversed&oid=life-1&aff=a1&amt=1250&s1=spring",
+            "/life?e=approved&ev=upgrade&oid=life-1&aff=a1&amt=1250&s1=spring",
+            "/life?e=reversed&ev=upgrade&oid=life-1&aff=a1&amt=1250&s1=spring",
         ],
         "created and rejected are not subscribed; no repeats"
     );
@@ -576,8 +634,8 @@ fn a_commission_reaches_the_affiliates_own_postback_with_its_amount() {
     let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
     let (a, addr) = (agent(), server.addr);
     let rx = Receiver::start(0, None);
-    partner_postback(&a, addr, &rx, "/comm?cv={conversion_id}&pay={payout}&amt={amount}&cur={currency}&aff={affiliate_id}&st={status}", &["commission.created"]);
-    let cid = click(&a, addr);
+    partner_postback(&a, addr, &rx, "/comm?cv={conversion_id}&pay={payout}&amt={amount}&cur={currency}&aff={affiliate_id}&st={status}&oid={order_id}&cid={click_id}&s2={sub2}", &["commission.created"]);
+    let cid = click_with(&a, addr, "?sub2=autumn");
     let (s, conv) = post_json(
         &a,
         format!("http://{addr}/api/v1/conversions"),
@@ -595,7 +653,7 @@ fn a_commission_reaches_the_affiliates_own_postback_with_its_amount() {
     assert!(seen[0].signature_ok);
     assert_eq!(
         seen[0].target,
-        format!("/comm?cv={id}&pay=125&amt=1250&cur=EUR&aff=a1&st=pending")
+        format!("/comm?cv={id}&pay=125&amt=1250&cur=EUR&aff=a1&st=pending&oid=comm-1&cid={cid}&s2=autumn")
     );
 }
 
@@ -658,5 +716,268 @@ fn postbacks_carry_the_sub_ids_of_clicks_gone_from_the_recent_index() {
     let seen = rx.seen.lock().unwrap().clone();
     assert_eq!(seen[0].target, "/old?s1=early-bird&s3=third&oid=old-1");
     assert!(seen[0].signature_ok);
+    drop(server);
+}
+
+/// What the receiver got for `order` (targets end with `oid=<order>`).
+fn seen_for(rx: &Receiver, order: &str) -> Vec<Seen> {
+    let tail = format!("oid={order}");
+    rx.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.target.ends_with(&tail))
+        .cloned()
+        .collect()
+}
+
+/// Waits until the global postback (at `sync`) got `order`: the dispatcher has read the
+/// conversion, so the partner's postback would have been queued too; a moment more lets a
+/// wrong delivery show.
+fn processed(server: &Server, sync: &Receiver, order: &str) {
+    wait_for(order, server, || !seen_for(sync, order).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+#[test]
+fn postbacks_are_disabled_edited_and_deleted_by_their_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let (rx, sync) = (Receiver::start(0, None), Receiver::start(0, None));
+    let (s, pb) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER,
+        json!({"id": "mine", "url": format!("http://{}/v1?oid={{order_id}}", rx.addr),
+               "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 201, "{pb}");
+    assert_eq!(pb["enabled"], true);
+    let (s, global) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/postbacks"),
+        ADMIN,
+        json!({"id": "network", "url": format!("http://{}/sync?oid={{order_id}}", sync.addr),
+               "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(s, 201, "{global}");
+    let mine = |addr: SocketAddr| format!("http://{addr}/api/v1/me/postbacks/mine");
+
+    // Disabled: no delivery; the list says so.
+    let (s, p) = send(
+        &a,
+        "PATCH",
+        mine(addr),
+        PARTNER,
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!((s, &p["enabled"]), (200, &json!(false)), "{p}");
+    assert!(
+        p.get("secret").is_none(),
+        "the secret is shown only when rotated"
+    );
+    let list = get_json(&a, format!("http://{addr}/api/v1/me/postbacks"), PARTNER);
+    assert_eq!(list["items"][0]["enabled"], false, "{list}");
+    convert(&a, addr, "while-off");
+    processed(&server, &sync, "while-off");
+    assert!(
+        seen_for(&rx, "while-off").is_empty(),
+        "disabled: no delivery"
+    );
+
+    // Enabled again: delivered; what happened while disabled is not.
+    let (s, p) = send(
+        &a,
+        "PATCH",
+        mine(addr),
+        PARTNER,
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!((s, &p["enabled"]), (200, &json!(true)), "{p}");
+    convert(&a, addr, "back-on");
+    processed(&server, &sync, "back-on");
+    let got = seen_for(&rx, "back-on");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].target.starts_with("/v1?"), "{got:?}");
+
+    // A new URL: the next delivery goes there (through the same checks as on creation).
+    let (s, p) = send(
+        &a,
+        "PATCH",
+        mine(addr),
+        PARTNER,
+        Some(json!({"url": format!("http://{}/v2?oid={{order_id}}", rx.addr)})),
+    );
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        p["triggers"],
+        json!(["conversion.created"]),
+        "untouched fields stay"
+    );
+    convert(&a, addr, "moved");
+    processed(&server, &sync, "moved");
+    let got = seen_for(&rx, "moved");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].target.starts_with("/v2?"), "{got:?}");
+
+    // Another partner, and a partner on a global postback: 404, nothing changed.
+    for (url, key) in [
+        (mine(addr), PARTNER2),
+        (
+            format!("http://{addr}/api/v1/me/postbacks/network"),
+            PARTNER,
+        ),
+        (
+            format!("http://{addr}/api/v1/affiliates/a2/postbacks/mine"),
+            ADMIN,
+        ),
+    ] {
+        let (s, _) = send(
+            &a,
+            "PATCH",
+            url.clone(),
+            key,
+            Some(json!({"enabled": false})),
+        );
+        assert_eq!(s, 404, "PATCH {url}");
+        let (s, _) = send(&a, "DELETE", url.clone(), key, None);
+        assert_eq!(s, 404, "DELETE {url}");
+    }
+    let all = get_json(&a, format!("http://{addr}/api/v1/postbacks"), ADMIN);
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
+    assert!(all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["enabled"] == true));
+
+    // After a restart, what happened while it was disabled is still not delivered.
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait(Duration::from_secs(20)).0, Some(0));
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let addr = server.addr;
+    convert(&a, addr, "after-restart");
+    processed(&server, &sync, "after-restart");
+    assert_eq!(seen_for(&rx, "after-restart").len(), 1);
+    assert!(
+        seen_for(&rx, "while-off").is_empty(),
+        "no history after a restart"
+    );
+    assert_eq!(seen_for(&rx, "back-on").len(), 1, "nothing delivered twice");
+
+    // The admin, through the affiliate's path; then the partner deletes it.
+    let (s, p) = send(
+        &a,
+        "PATCH",
+        format!("http://{addr}/api/v1/affiliates/a1/postbacks/mine"),
+        ADMIN,
+        Some(json!({"method": "post", "rotate_secret": true})),
+    );
+    assert_eq!((s, &p["method"]), (200, &json!("post")), "{p}");
+    assert!(p["secret"].as_str().unwrap().starts_with("whsec_"), "{p}");
+    let (s, _) = send(&a, "DELETE", mine(addr), PARTNER, None);
+    assert_eq!(s, 204);
+    let list = get_json(&a, format!("http://{addr}/api/v1/me/postbacks"), PARTNER);
+    assert_eq!(list["items"], json!([]), "{list}");
+    let (s, _) = send(&a, "DELETE", mine(addr), PARTNER, None);
+    assert_eq!(s, 404, "deleted already");
+    let (s, _) = send(
+        &a,
+        "PATCH",
+        mine(addr),
+        PARTNER,
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(s, 404);
+    convert(&a, addr, "deleted");
+    processed(&server, &sync, "deleted");
+    assert!(seen_for(&rx, "deleted").is_empty(), "deleted: no delivery");
+    // Its delivery log stays readable by its owner.
+    let log = get_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks/deliveries"),
+        PARTNER,
+    );
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{log}");
+    assert!(items.iter().all(|i| i["postback_id"] == "mine"), "{log}");
+    // Its id stays with its owner.
+    let (s, _) = post_json(
+        &a,
+        format!("http://{addr}/api/v1/me/postbacks"),
+        PARTNER2,
+        json!({"id": "mine", "url": "http://x.example/", "triggers": ["conversion.created"]}),
+    );
+    assert_eq!(
+        s, 400,
+        "another partner cannot take a deleted postback's id"
+    );
+    // An admin deletes a global postback.
+    let (s, _) = send(
+        &a,
+        "DELETE",
+        format!("http://{addr}/api/v1/postbacks/network"),
+        ADMIN,
+        None,
+    );
+    assert_eq!(s, 204);
+    drop(server);
+}
+
+#[test]
+fn templates_with_unknown_macros_are_refused_with_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (a, addr) = (agent(), server.addr);
+    let create = |url: &str| {
+        post_json(
+            &a,
+            format!("http://{addr}/api/v1/me/postbacks"),
+            PARTNER,
+            json!({"id": "t", "url": url, "triggers": ["conversion.created"]}),
+        )
+    };
+    let (s, e) = create("http://r.example/pb?c={clickid}");
+    assert_eq!(s, 422, "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("unknown macro {clickid}; known macros: {click_id}, {conversion_id}"),
+        "{msg}"
+    );
+    for m in ["{order_id}", "{payout}", "{timestamp}", "{sub1}", "{sub5}"] {
+        assert!(msg.contains(m), "{m} listed: {msg}");
+    }
+    let (s, e) = create("http://r.example/pb?c={click_id");
+    assert_eq!(s, 422, "unbalanced: {e}");
+    let (s, p) = create("http://r.example/pb?c={click_id}&t={timestamp}");
+    assert_eq!(s, 201, "{p}");
+    let url = format!("http://{addr}/api/v1/me/postbacks/t");
+    let (s, e) = send(
+        &a,
+        "PATCH",
+        url.clone(),
+        PARTNER,
+        Some(json!({"url": "http://r.example/?x={amt}"})),
+    );
+    assert_eq!(s, 422, "{e}");
+    assert!(e["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown macro {amt}; known macros: {click_id}"));
+    let (s, e) = send(&a, "PATCH", url, PARTNER, Some(json!({"id": "other"})));
+    assert_eq!(
+        s, 400,
+        "only url, method, triggers, enabled, rotate_secret: {e}"
+    );
+    let list = get_json(&a, format!("http://{addr}/api/v1/me/postbacks"), PARTNER);
+    assert_eq!(
+        list["items"][0]["url"], "http://r.example/pb?c={click_id}&t={timestamp}",
+        "a refused change changes nothing"
+    );
     drop(server);
 }

@@ -238,9 +238,23 @@ pub struct Postback {
     pub triggers: Vec<Trigger>,
     /// HMAC-SHA256 signing secret (rotated by replacing it).
     pub secret: String,
-    /// When it was created: it fires only for events from then on, never for history.
+    /// When it was created (or last re-enabled): it fires only for events from then on,
+    /// never for history, nor for what happened while it was disabled.
     #[serde(default)]
     pub created_at_us: i64,
+    /// A disabled postback makes no deliveries (its queued ones are dead-lettered when
+    /// they come up). Default: true; written only when false, so records from before the
+    /// field read unchanged.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What a tier bracket counts, as configured.
@@ -502,6 +516,10 @@ pub struct Catalog {
     pub link_numbers: Vec<String>,
     pub keys: HashMap<String, ApiKey>,
     pub postbacks: HashMap<String, Postback>,
+    /// The owner of each deleted postback: its delivery log stays readable by that owner,
+    /// and its id is never handed to another owner. Grows one entry per deletion (a human
+    /// action, bounded by `POSTBACKS_PER_OWNER_MAX` live ones at a time).
+    pub deleted_postbacks: HashMap<String, Option<String>>,
     pub plans: HashMap<String, CommissionPlan>,
 }
 
@@ -601,10 +619,13 @@ impl Catalog {
                         return invalid(format!("unknown affiliate {a:?}"));
                     }
                 }
-                if let Some(old) = self.postbacks.get(&p.id) {
-                    if old.affiliate_id != p.affiliate_id {
-                        return invalid(format!("postback {:?} belongs to another owner", p.id));
-                    }
+                let old_owner = self
+                    .postbacks
+                    .get(&p.id)
+                    .map(|old| &old.affiliate_id)
+                    .or_else(|| self.deleted_postbacks.get(&p.id));
+                if old_owner.is_some_and(|o| *o != p.affiliate_id) {
+                    return invalid(format!("postback {:?} belongs to another owner", p.id));
                 }
                 let siblings = self
                     .postbacks
@@ -723,6 +744,7 @@ impl Catalog {
                 self.keys.insert(k.key_sha256.clone(), k);
             }
             Entity::Postback(p) => {
+                self.deleted_postbacks.remove(&p.id);
                 self.postbacks.insert(p.id.clone(), p);
             }
             Entity::Plan(p) => {
@@ -738,10 +760,26 @@ impl Catalog {
             "campaign" => drop(self.campaigns.remove(id)),
             "link" => drop(self.links.remove(id)),
             "key" => drop(self.keys.remove(id)),
-            "postback" => drop(self.postbacks.remove(id)),
+            "postback" => {
+                if let Some(p) = self.postbacks.remove(id) {
+                    self.deleted_postbacks.insert(p.id, p.affiliate_id);
+                }
+            }
             "plan" => drop(self.plans.remove(id)),
             _ => {}
         }
+    }
+
+    /// Checks that an entity may be deleted: only postbacks can be (every other kind is
+    /// referenced by links, clicks or the ledger).
+    pub fn validate_delete(&self, kind: &str, id: &str) -> Result<()> {
+        if kind != "postback" {
+            return invalid(format!("{kind}s cannot be deleted"));
+        }
+        if self.get(kind, id).is_none() {
+            return invalid(format!("unknown {kind} {id:?}"));
+        }
+        Ok(())
     }
 
     /// The entity of `kind` and `id` as stored, if any.
@@ -906,6 +944,32 @@ impl EntityStore {
         };
         self.partition.wait_durable(end).await?;
         Ok(true)
+    }
+
+    /// Durably deletes an entity (see [`Catalog::validate_delete`]: postbacks only);
+    /// replayed on open like any change.
+    pub async fn delete(&self, actor: &str, kind: &str, id: &str) -> Result<()> {
+        let end = {
+            let mut writer = self.writer.lock().unwrap();
+            let current = self.snapshot();
+            current.validate_delete(kind, id)?;
+            let change = EntityChange {
+                at_us: now_us(),
+                actor: actor.into(),
+                entity_kind: kind.into(),
+                entity_id: id.into(),
+                op: ChangeOp::Delete,
+                body_json: String::new(),
+            };
+            let appended = writer.append_event(None, &change)?;
+            let mut next = (*current).clone();
+            next.remove(kind, id);
+            *self.current.write().unwrap() = Arc::new(next);
+            self.version.fetch_add(1, Ordering::AcqRel);
+            appended.end
+        };
+        self.partition.wait_durable(end).await?;
+        Ok(())
     }
 }
 
@@ -1090,6 +1154,59 @@ mod tests {
         drop(store);
         let store = EntityStore::open(&j).unwrap();
         assert_eq!(store.snapshot().plans.len(), 4, "replayed from the journal");
+        j.close().unwrap();
+    }
+
+    #[test]
+    fn postbacks_are_disabled_deleted_and_replayed_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Default::default()).unwrap();
+        let store = EntityStore::open(&j).unwrap();
+        for e in demo() {
+            block_on(store.upsert("test", e)).unwrap();
+        }
+        // A record from before `enabled` existed reads as enabled, and is written back so.
+        let old = r#"{"id":"p1","affiliate-id":"a","url":"https://r.example/{click_id}",
+            "triggers":["conversion.created"],"secret":"0123456789abcdef"}"#;
+        let Ok(Entity::Postback(mut p)) = Entity::from_json("postback", old) else {
+            panic!("old postback record does not read")
+        };
+        assert!(p.enabled);
+        assert!(!Entity::Postback(p.clone()).to_json().contains("enabled"));
+        block_on(store.upsert("test", Entity::Postback(p.clone()))).unwrap();
+        p.enabled = false;
+        block_on(store.upsert("test", Entity::Postback(p.clone()))).unwrap();
+        let mut p2 = p.clone();
+        p2.id = "p2".into();
+        block_on(store.upsert("test", Entity::Postback(p2))).unwrap();
+        assert!(matches!(
+            block_on(store.delete("t", "affiliate", "a")),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            block_on(store.delete("t", "postback", "nope")),
+            Err(Error::Invalid(_))
+        ));
+        block_on(store.delete("t", "postback", "p2")).unwrap();
+        let mut global = p.clone();
+        global.id = "p2".into();
+        global.affiliate_id = None;
+        assert!(
+            matches!(
+                block_on(store.upsert("t", Entity::Postback(global))),
+                Err(Error::Invalid(_))
+            ),
+            "a deleted postback's id stays with its owner"
+        );
+        drop(store);
+        let store = EntityStore::open(&j).unwrap();
+        let snap = store.snapshot();
+        assert!(!snap.postbacks["p1"].enabled, "disabled after a restart");
+        assert!(
+            !snap.postbacks.contains_key("p2"),
+            "deleted after a restart"
+        );
+        assert_eq!(snap.deleted_postbacks["p2"].as_deref(), Some("a"));
         j.close().unwrap();
     }
 

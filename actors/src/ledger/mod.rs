@@ -178,6 +178,15 @@ pub enum Op {
         customer_id: Option<String>,
         /// (affiliate, weight in ppm) of each touchpoint.
         touchpoints: Vec<(String, u64)>,
+        /// The merchant's order id, for `commission.created` postbacks (`{order_id}`).
+        /// Empty in sales recorded before it; replay does not read it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        order_id: String,
+        /// (affiliate, click id) of each touchpoint, in the order of `touchpoints`, for
+        /// `commission.created` postbacks (`{click_id}`, `{sub1}`..). Empty in sales recorded
+        /// before it; replay does not read it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clicks: Vec<(String, String)>,
         /// The plan, written in full the first time the ledger uses it; later sales name
         /// it by `plan_key` only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,6 +402,7 @@ impl Book {
                 plan_key,
                 mature_at_us,
                 performance,
+                ..
             } => {
                 if self.convs.contains_key(conversion_id) {
                     return None;
@@ -903,6 +913,12 @@ impl Ledger {
                         occurred_at_us: occurred,
                         customer_id: a.customer_id.as_ref().map(|s| s.to_string()),
                         touchpoints,
+                        order_id: a.order_id.to_string(),
+                        clicks: a
+                            .touchpoints
+                            .iter()
+                            .map(|t| (t.affiliate_id.to_string(), t.click_id.to_string()))
+                            .collect(),
                         plan: (!known).then_some(plan),
                         plan_key,
                         mature_at_us: at_us.max(occurred) + hold as i64 * DAY_US,

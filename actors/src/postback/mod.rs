@@ -2,7 +2,13 @@
 //! conversions, signed, retried, every attempt a journal event in `postback-attempts`.
 //!
 //! * Triggers: `conversion.created`, `conversion.approved`, `conversion.rejected`,
-//!   `conversion.reversed` (`commission.created` comes with the commission ledger).
+//!   `conversion.reversed` (from the ingest partitions) and `commission.created` (from the
+//!   ledger's sale transactions).
+//! * Macros: [`MACROS`], checked when a template is saved ([`check_template`]); a value
+//!   an event does not have renders empty.
+//! * A disabled or deleted postback makes no new deliveries; its queued ones (retries
+//!   included) are dead-lettered without an attempt when they come up, the reason in the
+//!   attempt's error. Re-enabling is like creating: only later events are delivered.
 //! * Delivery id (`X-Clicktrail-Delivery`): a hash of postback, trigger and the input
 //!   record, the same on every attempt and after a restart, so receivers can deduplicate:
 //!   delivery is at least once.
@@ -206,6 +212,21 @@ fn now_us() -> i64 {
     crate::catalog::now_us()
 }
 
+/// Which of an input record's deliveries to build.
+struct Wanted<'a> {
+    /// Accepts a delivery by its id.
+    id: &'a dyn Fn(&str) -> bool,
+    /// Rebuilding a delivery that was made (`redeliver`), not reading new input.
+    redelivery: bool,
+}
+
+impl Wanted<'_> {
+    const ALL: Wanted<'static> = Wanted {
+        id: &|_| true,
+        redelivery: false,
+    };
+}
+
 /// One delivery an input record calls for, before its values are rendered.
 struct Target<'p> {
     postback: &'p Postback,
@@ -228,13 +249,14 @@ fn targets<'p>(
     event_at_us: i64,
     // Tells apart the deliveries of one record for several affiliates (empty: one).
     discriminator: &str,
-    wanted: &dyn Fn(&str) -> bool,
+    wanted: &Wanted<'_>,
 ) -> Vec<Target<'p>> {
     let mut matching: Vec<&Postback> = postbacks
         .values()
-        .filter(|p| p.triggers.contains(&trigger))
-        // A postback created later never receives history.
-        .filter(|p| p.created_at_us <= event_at_us)
+        .filter(|p| p.enabled && p.triggers.contains(&trigger))
+        // A postback created (or re-enabled) later never receives history; a redelivery
+        // names a delivery that was made, so it skips this.
+        .filter(|p| wanted.redelivery || p.created_at_us <= event_at_us)
         .filter(|p| p.affiliate_id.is_none() || p.affiliate_id.as_deref() == affiliate)
         .collect();
     matching.sort_by(|a, b| a.id.cmp(&b.id));
@@ -257,7 +279,7 @@ fn targets<'p>(
                 mac.update(format!("\n{discriminator}").as_bytes());
             }
             let id = format!("dl_{}", &hex(&mac.finalize().into_bytes())[..24]);
-            wanted(&id).then_some(Target {
+            (wanted.id)(&id).then_some(Target {
                 postback: p,
                 id,
                 part: i as u16,
@@ -323,25 +345,31 @@ fn deliveries_for(
         affiliate,
         event_at_us,
         discriminator,
-        &|_| true,
+        &Wanted::ALL,
     );
     render_deliveries(t, trigger, values, input_partition, offset)
 }
 
-/// The deliveries one input record calls for, those `wanted` by id. The click is looked
-/// up (for `{sub1}`..) only when one is wanted.
+/// What the dispatcher looks up to fill macros an input record does not carry.
+#[derive(Clone, Copy)]
+struct Lookups<'a> {
+    /// Clicks by id, for `{sub1}`..`{sub5}`.
+    clicks: Option<&'a crate::clicks::ClickLookup>,
+    /// Conversions' events, for `conversion.reversed`.
+    events: &'a ConversionEvents,
+}
+
+/// The deliveries one input record calls for, those `wanted`. The click is looked up (for
+/// `{sub1}`..) only when one is wanted.
 fn deliveries_of(
     postbacks: &HashMap<String, Postback>,
     partition: u32,
     rec: &clicktrail_storage::Record<'_>,
-    clicks: Option<&crate::clicks::ClickLookup>,
-    wanted: &dyn Fn(&str) -> bool,
+    lookups: Lookups<'_>,
+    wanted: &Wanted<'_>,
 ) -> Vec<Delivery> {
     if let Some(t) = rec.event::<LedgerTxn>() {
-        return commission_deliveries(postbacks, partition, rec.offset, t)
-            .into_iter()
-            .filter(|d| wanted(&d.id))
-            .collect();
+        return commission_deliveries(postbacks, partition, rec.offset, t, lookups, wanted);
     }
     let (trigger, affiliate, mut values, at_us, click_id) =
         if let Some(c) = rec.to_owned_event::<Conversion>() {
@@ -356,6 +384,10 @@ fn deliveries_of(
             // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
             let mut v = blank_values();
             v.insert("conversion_id", r.conversion_id.clone());
+            // Reversals do not carry the event; the conversion (read before, in the same
+            // partition) did.
+            let event = lookups.events.get(&r.conversion_id).unwrap_or_default();
+            v.insert("event", event.to_string());
             v.insert("amount", r.amount.amount_minor.to_string());
             v.insert("currency", r.amount.currency.as_str().to_string());
             v.insert("status", "reversed".to_string());
@@ -403,18 +435,21 @@ fn deliveries_of(
     if targets.is_empty() {
         return Vec::new();
     }
-    insert_subs(&mut values, click_id.as_deref(), clicks);
+    insert_subs(&mut values, click_id.as_deref(), lookups.clicks);
     values.insert("timestamp", (now_us() / 1_000_000).to_string());
     render_deliveries(targets, trigger, &values, partition, rec.offset)
 }
 
 /// `commission.created` for each affiliate a sale's ledger transaction credits: `{payout}`
-/// is the commission (minor units, like `{amount}`), `{amount}` the sale.
+/// is the commission (minor units, like `{amount}`), `{amount}` the sale, `{click_id}` (and
+/// `{sub1}`..) the affiliate's touchpoint (its last, when it has several).
 fn commission_deliveries(
     postbacks: &HashMap<String, Postback>,
     partition: u32,
     offset: u64,
     t: &clicktrail_storage::schema::ArchivedLedgerTxn,
+    lookups: Lookups<'_>,
+    wanted: &Wanted<'_>,
 ) -> Vec<Delivery> {
     use clicktrail_storage::schema::ArchivedLedgerCause;
     if !matches!(t.cause, ArchivedLedgerCause::Sale) {
@@ -427,6 +462,8 @@ fn commission_deliveries(
         amount_minor,
         currency,
         occurred_at_us,
+        order_id,
+        clicks,
         ..
     }) = serde_json::from_str(t.op_json.as_str())
     else {
@@ -440,13 +477,34 @@ fn commission_deliveries(
             *credited.entry(affiliate.to_string()).or_default() += p.amount_minor.to_native();
         }
     }
+    let event_at_us = t.at_us.to_native().max(occurred_at_us);
     let mut out = Vec::new();
     for (affiliate, commission) in credited {
         if commission <= 0 {
             continue;
         }
+        let targets = targets(
+            postbacks,
+            partition,
+            offset,
+            Trigger::CommissionCreated,
+            Some(&affiliate),
+            event_at_us,
+            &affiliate,
+            wanted,
+        );
+        if targets.is_empty() {
+            continue;
+        }
+        let click_id = clicks
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == affiliate)
+            .map(|(_, c)| c.as_str());
         let mut v = blank_values();
         v.insert("conversion_id", conversion_id.clone());
+        v.insert("order_id", order_id.clone());
+        v.insert("click_id", click_id.unwrap_or_default().to_string());
         v.insert("event", event.clone());
         v.insert("amount", amount_minor.to_string());
         v.insert("currency", currency.clone());
@@ -454,24 +512,80 @@ fn commission_deliveries(
         v.insert("status", "pending".to_string());
         v.insert("affiliate_id", affiliate.clone());
         v.insert("campaign_id", campaign_id.clone());
+        insert_subs(&mut v, click_id, lookups.clicks);
         v.insert("timestamp", (now_us() / 1_000_000).to_string());
-        out.extend(deliveries_for(
-            postbacks,
+        out.extend(render_deliveries(
+            targets,
+            Trigger::CommissionCreated,
+            &v,
             partition,
             offset,
-            Trigger::CommissionCreated,
-            Some(&affiliate),
-            &v,
-            t.at_us.to_native().max(occurred_at_us),
-            &affiliate,
         ));
     }
     out
 }
 
+/// Most conversions whose event the dispatcher remembers for `conversion.reversed`
+/// (about 24 bytes each: 12 MB). A reversal of an older conversion has an empty `{event}`.
+pub const CONVERSION_EVENTS_MAX: usize = 500_000;
+/// Most distinct event names remembered (conversions with others are not remembered).
+pub const EVENT_NAMES_MAX: usize = 1024;
+
+/// The event of the newest [`CONVERSION_EVENTS_MAX`] conversions read, for reversals,
+/// which do not carry it. Every record about a conversion is in one partition, in order,
+/// so its conversion is read before its reversal (and again after a restart, which reads
+/// the inputs from the start). Keys are 64-bit hashes of conversion ids: at the bound, two
+/// ids collide with a probability under 1e-8, and the cost is a wrong `{event}`.
+#[derive(Debug, Default)]
+struct ConversionEvents {
+    by_id: HashMap<u64, u16>,
+    /// Keys, oldest first: the oldest goes at the bound.
+    order: VecDeque<u64>,
+    names: Vec<String>,
+    name_index: HashMap<String, u16>,
+}
+
+impl ConversionEvents {
+    fn key(conversion_id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        conversion_id.hash(&mut h);
+        h.finish()
+    }
+
+    fn remember(&mut self, conversion_id: &str, event: &str) {
+        let name = match self.name_index.get(event) {
+            Some(n) => *n,
+            None if self.names.len() < EVENT_NAMES_MAX => {
+                let n = self.names.len() as u16;
+                self.names.push(event.to_string());
+                self.name_index.insert(event.to_string(), n);
+                n
+            }
+            None => return,
+        };
+        let key = Self::key(conversion_id);
+        if self.by_id.insert(key, name).is_none() {
+            self.order.push_back(key);
+        }
+        if self.order.len() > CONVERSION_EVENTS_MAX {
+            let oldest = self.order.pop_front().expect("over the bound");
+            self.by_id.remove(&oldest);
+        }
+        debug_assert_eq!(self.order.len(), self.by_id.len());
+    }
+
+    fn get(&self, conversion_id: &str) -> Option<&str> {
+        let n = self.by_id.get(&Self::key(conversion_id))?;
+        Some(&self.names[usize::from(*n)])
+    }
+}
+
+const _: () = assert!(EVENT_NAMES_MAX <= u16::MAX as usize);
+
 /// Values of a test postback: clearly marked, never a real conversion.
 fn sample_values() -> BTreeMap<&'static str, String> {
-    let mut v = BTreeMap::new();
+    let mut v = blank_values();
     for (k, val) in [
         ("click_id", "test-click"),
         ("conversion_id", "test-conversion"),
@@ -479,15 +593,7 @@ fn sample_values() -> BTreeMap<&'static str, String> {
         ("event", "test"),
         ("amount", "0"),
         ("currency", "XXX"),
-        ("payout", ""),
         ("status", "test"),
-        ("affiliate_id", ""),
-        ("campaign_id", ""),
-        ("sub1", ""),
-        ("sub2", ""),
-        ("sub3", ""),
-        ("sub4", ""),
-        ("sub5", ""),
     ] {
         v.insert(k, val.to_string());
     }
@@ -604,6 +710,8 @@ struct Engine {
     rng: fastrand::Rng,
     /// Clicks by id, for the `{sub1}`..`{sub5}` macros.
     clicks: Option<crate::clicks::ClickLookup>,
+    /// Conversions' events, for `conversion.reversed`.
+    events: ConversionEvents,
 }
 
 impl Engine {
@@ -655,6 +763,7 @@ impl Engine {
             in_flight: 0,
             rng: fastrand::Rng::new(),
             clicks: None,
+            events: ConversionEvents::default(),
         })
     }
 
@@ -692,15 +801,26 @@ impl Engine {
                     break;
                 };
                 n += 1;
+                if let Some(c) = rec.event::<Conversion>() {
+                    self.events
+                        .remember(c.conversion_id.as_str(), c.event.as_str());
+                }
                 // Finished deliveries (read again on start) are skipped before their
                 // click is looked up, maybe in the journal.
                 let finished = &self.finished;
+                let lookups = Lookups {
+                    clicks: self.clicks.as_ref(),
+                    events: &self.events,
+                };
                 let open = deliveries_of(
                     &catalog.postbacks,
                     partition,
                     &rec,
-                    self.clicks.as_ref(),
-                    &|id| !finished.contains(id),
+                    lookups,
+                    &Wanted {
+                        id: &|id| !finished.contains(id),
+                        redelivery: false,
+                    },
                 );
                 for d in open {
                     self.enqueue(d, Instant::now());
@@ -721,8 +841,15 @@ impl Engine {
                     };
                     let mut values = sample_values();
                     values.insert("timestamp", (now_us() / 1_000_000).to_string());
+                    // A disabled postback can be tested (before enabling it again).
                     let mut only = HashMap::new();
-                    only.insert(p.id.clone(), p.clone());
+                    only.insert(
+                        p.id.clone(),
+                        Postback {
+                            enabled: true,
+                            ..p.clone()
+                        },
+                    );
                     let trigger = p.triggers[0];
                     for mut d in deliveries_for(
                         &only,
@@ -776,15 +903,47 @@ impl Engine {
             return Ok(None);
         };
         let catalog = self.store.snapshot();
+        let lookups = Lookups {
+            clicks: self.clicks.as_ref(),
+            events: &self.events,
+        };
         Ok(deliveries_of(
             &catalog.postbacks,
             src.partition,
             &rec,
-            self.clicks.as_ref(),
-            &|id| id == delivery_id,
+            lookups,
+            &Wanted {
+                id: &|id| id == delivery_id,
+                redelivery: true,
+            },
         )
         .into_iter()
         .next())
+    }
+
+    /// Why a queued delivery is no longer wanted: its postback was deleted or disabled
+    /// since it was queued (a test delivery of a disabled postback is still wanted).
+    fn stale(&self, d: &Delivery) -> Option<&'static str> {
+        self.store.with(|c| match c.postbacks.get(&d.postback_id) {
+            None => Some("postback deleted"),
+            Some(p) if !p.enabled && d.source.is_some() => Some("postback disabled"),
+            Some(_) => None,
+        })
+    }
+
+    /// Dead-letters a queued delivery without an attempt, saying `why`: finished, so it is
+    /// not queued again after a restart; a redelivery can still send it once re-enabled.
+    fn drop_stale(&mut self, d: Delivery, why: &str) -> clicktrail_storage::Result<()> {
+        let o = Outcome {
+            delivery: d,
+            status: 0,
+            latency_us: 0,
+            error: Some(why.to_string()),
+            refused: false,
+        };
+        self.record(&o, DeliveryOutcome::DeadLettered)?;
+        self.finished.insert(o.delivery.id);
+        Ok(())
     }
 
     fn record(&mut self, o: &Outcome, outcome: DeliveryOutcome) -> clicktrail_storage::Result<()> {
@@ -864,29 +1023,75 @@ fn insert_subs(
     }
 }
 
-/// Every macro a postback template may use, empty: a value a trigger does not know is
-/// rendered empty rather than left as `{name}` (the renderer keeps unknown braces as is).
+/// Every macro a postback template may use: what templates are checked against when saved,
+/// and every value a delivery carries (a POST body has each as a key).
+pub const MACROS: &[&str] = &[
+    "click_id",
+    "conversion_id",
+    "order_id",
+    "event",
+    "amount",
+    "currency",
+    "payout",
+    "status",
+    "affiliate_id",
+    "campaign_id",
+    "timestamp",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+];
+
+/// Why a template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{name}` with a name not in [`MACROS`].
+    #[error("unknown macro {{{0}}}; known macros: {known}", known = known_macros())]
+    UnknownMacro(String),
+    /// A `{` without its `}` (or the reverse, or one inside another).
+    #[error("unbalanced braces at byte {0}; macros are written {{name}}")]
+    Unbalanced(usize),
+}
+
+fn known_macros() -> String {
+    MACROS
+        .iter()
+        .map(|m| format!("{{{m}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a URL template when it is saved: every `{name}` is a known macro and braces
+/// pair up. (Stored templates are not checked again: older ones render unknown macros as
+/// written.)
+pub fn check_template(template: &str) -> Result<(), TemplateError> {
+    let mut open: Option<usize> = None;
+    for (i, b) in template.bytes().enumerate() {
+        match (b, open) {
+            (b'{', None) => open = Some(i),
+            (b'}', Some(start)) => {
+                let name = &template[start + 1..i];
+                if !MACROS.contains(&name) {
+                    return Err(TemplateError::UnknownMacro(name.to_string()));
+                }
+                open = None;
+            }
+            (b'{', Some(_)) | (b'}', None) => return Err(TemplateError::Unbalanced(i)),
+            _ => {}
+        }
+    }
+    match open {
+        Some(start) => Err(TemplateError::Unbalanced(start)),
+        None => Ok(()),
+    }
+}
+
+/// Every macro, empty: a value a trigger does not know is rendered empty rather than left
+/// as `{name}` (the renderer keeps unknown braces as is).
 fn blank_values() -> BTreeMap<&'static str, String> {
-    [
-        "click_id",
-        "conversion_id",
-        "order_id",
-        "event",
-        "amount",
-        "currency",
-        "payout",
-        "status",
-        "affiliate_id",
-        "campaign_id",
-        "sub1",
-        "sub2",
-        "sub3",
-        "sub4",
-        "sub5",
-    ]
-    .into_iter()
-    .map(|k| (k, String::new()))
-    .collect()
+    MACROS.iter().map(|k| (*k, String::new())).collect()
 }
 
 fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, String> {
@@ -1005,6 +1210,10 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
                     break;
                 };
                 e.backlogged -= 1;
+                if let Some(why) = e.stale(&d) {
+                    e.drop_stale(d, why)?;
+                    continue;
+                }
                 *e.per_host.entry(host.clone()).or_insert(0) += 1;
                 e.in_flight += 1;
                 if jobs_tx.send(d).is_err() {
@@ -1023,6 +1232,10 @@ fn run(mut e: Engine, stop: Arc<AtomicBool>, commands: Commands) -> clicktrail_s
             }
             e.queue.pop();
             let d = e.queued.remove(&seq).expect("queued");
+            if let Some(why) = e.stale(&d) {
+                e.drop_stale(d, why)?;
+                continue;
+            }
             let host = url::Url::parse(&d.url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
@@ -1123,6 +1336,75 @@ mod tests {
         );
         assert_eq!(render("{click_id}", &v, false), "a b&c");
         assert_eq!(render("{{amount}}", &v, true), "{4990}");
+    }
+
+    #[test]
+    fn templates_name_only_known_macros_with_balanced_braces() {
+        assert_eq!(
+            check_template("https://t.example/pb?c={click_id}&t={timestamp}&s={sub5}"),
+            Ok(())
+        );
+        assert_eq!(check_template("https://t.example/plain"), Ok(()));
+        let err = check_template("https://t.example/?c={clickid}").unwrap_err();
+        assert_eq!(err, TemplateError::UnknownMacro("clickid".into()));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("unknown macro {clickid}; known macros: {click_id}, "),
+            "{msg}"
+        );
+        for m in MACROS {
+            assert!(msg.contains(&format!("{{{m}}}")), "{m} listed: {msg}");
+        }
+        for bad in [
+            "https://t.example/?c={click_id",
+            "https://t.example/?c=}",
+            "{a{b}}",
+        ] {
+            assert!(
+                matches!(check_template(bad), Err(TemplateError::Unbalanced(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_template("https://t.example/{}"),
+            Err(TemplateError::UnknownMacro(_))
+        ));
+        // Every known macro has a value in every delivery (blank when the event has none).
+        let blank = blank_values();
+        assert!(MACROS.iter().all(|m| blank.contains_key(m)));
+        assert_eq!(
+            render("{timestamp}{payout}", &blank, true),
+            "",
+            "known macros never stay as written"
+        );
+    }
+
+    #[test]
+    fn conversion_events_are_remembered_within_their_bound() {
+        let mut e = ConversionEvents::default();
+        e.remember("c1", "sale");
+        e.remember("c2", "lead");
+        e.remember("c1", "sale");
+        assert_eq!(
+            (e.get("c1"), e.get("c2"), e.get("c3")),
+            (Some("sale"), Some("lead"), None)
+        );
+        assert_eq!(
+            e.order.len(),
+            2,
+            "a conversion read again is not counted twice"
+        );
+        for i in 0..CONVERSION_EVENTS_MAX {
+            e.remember(&format!("x{i}"), "sale");
+        }
+        assert_eq!(e.by_id.len(), CONVERSION_EVENTS_MAX);
+        assert_eq!(e.get("c1"), None, "the oldest went");
+        assert_eq!(e.get("x0"), Some("sale"));
+        for i in 0..EVENT_NAMES_MAX + 5 {
+            e.remember(&format!("n{i}"), &format!("event-{i}"));
+        }
+        assert_eq!(e.names.len(), EVENT_NAMES_MAX, "names are bounded");
+        assert_eq!(e.get(&format!("n{}", EVENT_NAMES_MAX + 1)), None);
     }
 
     #[test]
