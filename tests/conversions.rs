@@ -945,7 +945,10 @@ fn a_damaged_conversion_record_loses_only_itself() {
     assert_eq!(code, Some(0), "{log}");
     let mut target = None;
     each_ingest_record(&data, |p, rec| {
-        if rec.event::<Conversion>().is_some_and(|c| c.order_id == "o-5") {
+        if rec
+            .event::<Conversion>()
+            .is_some_and(|c| c.order_id == "o-5")
+        {
             target = Some((p.to_string(), rec.offset));
         }
     });
@@ -990,7 +993,11 @@ fn a_damaged_conversion_record_loses_only_itself() {
         }
         assert_eq!(s, 200, "o-{i} survives: {v}");
         let (s, v) = post(&a, addr, Some(M1), &body(i));
-        assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "o-{i}: {v}");
+        assert_eq!(
+            (s, v["duplicate"].as_bool()),
+            (200, Some(true)),
+            "o-{i}: {v}"
+        );
     }
     let kept = std::fs::read_dir(&dir_of)
         .unwrap()
