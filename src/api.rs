@@ -348,7 +348,11 @@ fn stats_rows(api: &Api, q: &StatsQuery, affiliate: Option<&str>) -> HttpRespons
             "by must be affiliate, campaign or sub1..sub5",
         );
     };
-    let rows = api.stats.lock().unwrap().rows(dim, affiliate);
+    let rows = api
+        .stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .rows(dim, affiliate);
     let rows: Vec<_> = rows
         .into_iter()
         .map(|r| {

@@ -861,6 +861,7 @@ impl Config {
                     .background_sync_interval
                     .max(Duration::from_millis(j.flush_interval_ms)),
             },
+            rederived_partitions: clicktrail_actors::system::rederived_partitions(),
         }
     }
 

@@ -144,6 +144,9 @@ async fn run_payouts(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    if let Some(e) = report.error {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
     let money = |minor: i64, c: &str| {
         Currency::parse(c).map_or_else(|| minor.to_string(), |c| amount(minor, c))
     };

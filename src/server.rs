@@ -490,7 +490,10 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         );
     }
     let (indexed, capacity, oldest, fingerprints) = {
-        let c = state.clicks.lock().unwrap();
+        let c = state
+            .clicks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             c.len(),
             c.capacity(),

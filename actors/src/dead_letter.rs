@@ -27,7 +27,12 @@
 //! go on (the ledger does so when its replay disagrees with its journal) and the
 //! supervisor restarts it and gives up loudly.
 //!
-//! Limits: at most [`RETRIES_QUEUED_MAX`] retry requests wait per actor.
+//! Limits: at most [`RETRIES_QUEUED_MAX`] retry requests wait per actor. A retry is not
+//! atomic: when the process dies (or the journal fails) between a retry's outputs and its
+//! `Resolved` record, the letter stays open and retrying it again writes those outputs
+//! again. A retry of an input that retention removed, or that journal damage took, is
+//! logged and left open. A panic in a processor's timer `tick` has no input to skip: it
+//! restarts the actor as before.
 
 use clicktrail_storage::schema::{DeadLetter, DeadLetterState};
 use clicktrail_storage::{Kind, Record, RecordExt};

@@ -21,6 +21,28 @@ pub const PAYOUTS: &str = "payouts";
 /// Output partition of the postback dispatcher.
 pub const POSTBACK_ATTEMPTS: &str = "postback-attempts";
 
+/// Output partition of the live counters (dead letters only: the counts are in memory).
+pub const LIVE_STATS: &str = "live-stats";
+/// Output partition of the click indexer (dead letters only: the index is in memory).
+pub const CLICK_INDEX: &str = "click-index";
+
+/// The partitions an actor derives again from its inputs: damage in them is cut off at
+/// recovery and derived anew (see `JournalConfig::rederived_partitions`). Not listed, as
+/// they hold what clients were told was recorded or what a provider did: the ingest
+/// partitions, `entities` and `payouts`.
+pub fn rederived_partitions() -> Vec<String> {
+    [
+        VERDICTS,
+        ATTRIBUTIONS,
+        LEDGER,
+        POSTBACK_ATTEMPTS,
+        LIVE_STATS,
+        CLICK_INDEX,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Most ingest shards (partitions written by the edge).
 pub const INGEST_SHARDS_MAX: usize = 64;
 

@@ -24,6 +24,7 @@
 
 use crate::dead_letter::{panic_message, DeadLetters};
 use clicktrail_storage::schema::{DeadLetter, DeadLetterState};
+use clicktrail_storage::RecordExt;
 use clicktrail_storage::{
     Consumer, DataWait, Event, Journal, Partition, Reader, Record, Source, Writer,
 };
@@ -104,6 +105,12 @@ pub trait Processor: Send + 'static {
     }
     /// Rebuilds state from one of its own earlier outputs (called in order at start).
     fn restore(&mut self, _record: &Record<'_>) {}
+    /// Whether a restart resumes after the inputs its outputs name (the default). A
+    /// processor that writes nothing (its state is in memory only) answers false: it reads
+    /// every input from the start again on each start, skipping only its open dead letters.
+    fn resumes_from_output(&self) -> bool {
+        true
+    }
     /// Handles one input; pushes the records to write for it (possibly none). An error
     /// stops the actor (the supervisor restarts it, then gives up); a panic makes the input
     /// a dead letter and the actor goes on without it (see the module docs).
@@ -144,6 +151,9 @@ pub struct WorkerCore {
     last_tick: Option<std::time::Instant>,
     /// Where this actor's dead letters are shown and its retries requested.
     dead: DeadLetters,
+    /// (input partition id, offset) of its open dead letters, skipped when met again: only
+    /// filled for a processor that reads its inputs from the start on every start.
+    skip: std::collections::HashSet<(u32, u64)>,
 }
 
 impl std::fmt::Debug for WorkerCore {
@@ -176,19 +186,33 @@ impl WorkerCore {
         // Highest source seen per input partition id (a retried dead letter's outputs name
         // an older input, which must not move the resume point back).
         let mut last: HashMap<u32, Source> = HashMap::new();
+        let resumes = processor.resumes_from_output();
+        let mut skip = std::collections::HashSet::new();
         {
             let mut r = output.reader()?;
             while let Some(rec) = r.next()? {
                 if !dead.apply_record(&rec) {
                     processor.restore(&rec);
+                } else if let (Some(d), Some(s)) = (rec.to_owned_event::<DeadLetter>(), rec.source)
+                {
+                    match d.state {
+                        DeadLetterState::Open => skip.insert((s.partition, s.offset)),
+                        DeadLetterState::Resolved => skip.remove(&(s.partition, s.offset)),
+                    };
                 }
-                if let Some(s) = rec.source {
-                    let e = last.entry(s.partition).or_insert(s);
-                    if s.offset >= e.offset {
-                        *e = s;
+                match rec.source {
+                    Some(s) if resumes => {
+                        let e = last.entry(s.partition).or_insert(s);
+                        if s.offset >= e.offset {
+                            *e = s;
+                        }
                     }
+                    _ => {}
                 }
             }
+        }
+        if resumes {
+            skip.clear(); // resuming after them skips them already
         }
         let writer = output.writer()?;
         let mut inputs = Vec::new();
@@ -210,9 +234,17 @@ impl WorkerCore {
                     );
                     (partition.reader_at(partition.end())?, 0)
                 }
-                Some(s) if s.part + 1 < s.parts => {
-                    // Cut short by a crash: re-run this input, write the missing parts.
-                    (partition.reader_at(s.offset)?, s.part as usize + 1)
+                Some(s) if s.part + 1 < s.parts && s.offset >= partition.start() => {
+                    // Cut short by a crash: re-run this input, write the missing parts. (A
+                    // reader placed inside a damaged range moves past it: then the record
+                    // there is another one, and all of its parts are owed.)
+                    let r = partition.reader_at(s.offset)?;
+                    let skip = if r.position() == s.offset {
+                        s.part as usize + 1
+                    } else {
+                        0
+                    };
+                    (r, skip)
                 }
                 Some(s) if s.offset < partition.start() => {
                     // Retention removed the input's segment, which it does only once every
@@ -222,10 +254,17 @@ impl WorkerCore {
                 }
                 Some(s) => {
                     let mut r = partition.reader_at(s.offset)?;
-                    r.next()?.ok_or_else(|| Error::Process {
-                        processor: processor.name().to_string(),
-                        why: format!("its output names input {}@{} which is gone", name, s.offset),
-                    })?;
+                    // Inside a damaged range the reader starts at the first intact record
+                    // after it, which is not done yet: only the named input is skipped.
+                    if r.position() == s.offset {
+                        r.next()?.ok_or_else(|| Error::Process {
+                            processor: processor.name().to_string(),
+                            why: format!(
+                                "its output names input {}@{} which is gone",
+                                name, s.offset
+                            ),
+                        })?;
+                    }
                     (r, 0)
                 }
             };
@@ -244,6 +283,7 @@ impl WorkerCore {
             pending_commits: std::collections::VecDeque::new(),
             last_tick: None,
             dead,
+            skip,
         })
     }
 
@@ -270,6 +310,11 @@ impl WorkerCore {
                 let Some(rec) = input.reader.next()? else {
                     break;
                 };
+                n += 1;
+                if !self.skip.is_empty() && self.skip.contains(&(input.partition.id(), rec.offset))
+                {
+                    continue; // an open dead letter of a processor that reads from the start
+                }
                 self.outputs.clear();
                 let (processor, outputs) = (&mut self.processor, &mut self.outputs);
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -321,7 +366,6 @@ impl WorkerCore {
                         .write(out.kind, out.version, Some(&source), &out.payload)?;
                 }
                 input.skip_parts = 0;
-                n += 1;
             }
             done += n;
         }
@@ -348,9 +392,17 @@ impl WorkerCore {
             if !self.dead.is_open(&name, &partition, offset) {
                 continue;
             }
-            let mut reader = input.partition.reader_at(offset)?;
-            let Some(rec) = reader.next()? else {
+            if offset < input.partition.start() {
+                log::warn!("{name}: dead letter {partition}@{offset}: retention removed its input");
                 continue;
+            }
+            let mut reader = input.partition.reader_at(offset)?;
+            let rec = match reader.next()? {
+                Some(rec) if rec.offset == offset => rec,
+                _ => {
+                    log::warn!("{name}: dead letter {partition}@{offset}: its input is lost to journal damage");
+                    continue;
+                }
             };
             self.outputs.clear();
             let (processor, outputs) = (&mut self.processor, &mut self.outputs);
@@ -388,6 +440,7 @@ impl WorkerCore {
                         &out.payload,
                     )?;
                     self.dead.apply(&letter);
+                    self.skip.remove(&(pid, offset));
                     log::info!("{name}: dead letter {partition}@{offset} retried and resolved");
                     done += 1;
                 }
@@ -664,6 +717,62 @@ mod tests {
         assert_eq!(echoed(&j).len(), 5);
         assert_eq!(echoed(&j)[4], (4, last));
         assert!(dead.list().is_empty());
+    }
+
+    /// Sums its inputs in memory and writes nothing (like the live counters); panics on
+    /// input `[0xff]`.
+    struct Summer(std::sync::Arc<std::sync::Mutex<u64>>);
+    impl Processor for Summer {
+        fn name(&self) -> &str {
+            "summer"
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec!["in".into()]
+        }
+        fn output(&self) -> String {
+            "summer-out".into()
+        }
+        fn resumes_from_output(&self) -> bool {
+            false
+        }
+        fn process(&mut self, input: &Record<'_>, _out: &mut Vec<Output>) -> Result<(), String> {
+            assert!(input.payload != [0xff], "cannot sum 0xff");
+            *self.0.lock().unwrap() += input.payload[0] as u64;
+            Ok(())
+        }
+    }
+
+    /// An actor that keeps its state in memory reads every input from the start on each
+    /// start: its dead letter must not move where it starts, only skip that one input.
+    #[test]
+    fn a_dead_letter_of_an_in_memory_actor_skips_only_its_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), JournalConfig::default()).unwrap();
+        let mut w = j.partition("in").unwrap().writer().unwrap();
+        for b in [1u8, 2, 0xff, 4] {
+            w.append(0x7000, 1, None, &[b]).unwrap();
+        }
+        w.publish();
+        drop(w);
+        j.sync().unwrap();
+        let sum = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+        let s = sum.clone();
+        let make = move || {
+            *s.lock().unwrap() = 0; // a new instance starts from nothing, as the real ones do
+            Box::new(Summer(s.clone())) as Box<dyn Processor>
+        };
+        let dead = DeadLetters::default();
+        let mut core = Some(WorkerCore::open_reporting(&j, make(), dead.clone()).unwrap());
+        drain(&j, &mut core, &make, &dead);
+        assert_eq!(*sum.lock().unwrap(), 7, "1 + 2 + 4, after the rebuilds");
+        assert_eq!(dead.list().len(), 1);
+        // A restart reads from the start again and skips only the dead letter.
+        core = None;
+        let mut core2 = Some(WorkerCore::open_reporting(&j, make(), dead.clone()).unwrap());
+        drain(&j, &mut core2, &make, &dead);
+        assert_eq!(*sum.lock().unwrap(), 7);
+        assert_eq!(dead.totals()["summer"], (1, 0));
+        drop(core);
     }
 
     fn outputs(j: &Journal) -> Vec<(Vec<u8>, Source)> {

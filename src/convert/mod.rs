@@ -696,10 +696,15 @@ impl Conversions {
             &[ua, lang],
         );
         let since = now_us - self.fingerprint_window_us;
-        let id = self.clicks.clicks.lock().unwrap().by_fingerprint(
-            clicktrail_actors::clicks::merchant_fingerprint(fp, merchant),
-            since,
-        )?;
+        let id = self
+            .clicks
+            .clicks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_fingerprint(
+                clicktrail_actors::clicks::merchant_fingerprint(fp, merchant),
+                since,
+            )?;
         // The click itself may have left the click index: read it back by id, with a small
         // budget, as this runs on a thread that serves requests (the near read takes a few
         // hundred records; the budget is for the rare id whose sequence misleads).

@@ -61,6 +61,15 @@ pub struct JournalConfig {
     /// 1.8-3.7 ms), and a power loss can take a tenth as much.
     /// Bounds: `flush_interval` ..= 60 s.
     pub background_sync_interval: Duration,
+    /// Partitions whose records an actor derives again from its inputs (its outputs).
+    /// Damage in one of these is cut off, not kept: recovery drops everything from the
+    /// first bad byte (as it does a torn tail) and the actor derives it again. Keeping the
+    /// intact records after a hole would make the actor resume after inputs whose outputs
+    /// were lost, and a power loss can leave exactly such a hole (the kernel writes mapped
+    /// pages back in any order). Partitions not listed hold what clients were told was
+    /// recorded (clicks, conversions, entity changes, payouts): their damage is kept aside
+    /// and reported. Default: none.
+    pub rederived_partitions: Vec<String>,
 }
 
 impl Default for JournalConfig {
@@ -72,6 +81,7 @@ impl Default for JournalConfig {
             readers_max: 64,
             flush_interval: Duration::from_millis(2),
             background_sync_interval: Duration::from_millis(100),
+            rederived_partitions: Vec::new(),
         }
     }
 }

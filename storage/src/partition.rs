@@ -173,7 +173,10 @@ impl Partition {
         if recovery::list_segments(&dir)?.is_empty() {
             return Err(Error::HalfMadePartition { dir });
         }
-        let survey = recovery::survey(&dir, id, &name, true, &mut |_| {})?;
+        let mut survey = recovery::survey(&dir, id, &name, true, &mut |_| {})?;
+        if config.rederived_partitions.contains(&name) {
+            survey = recovery::cut_at_damage(&name, survey)?;
+        }
         let end = survey.end;
         let (mut segments, damage, skips) = recovery::recover(&dir, &name, survey)?;
         // An empty last segment too small for today's largest record (a quiet partition

@@ -9,6 +9,9 @@
 //!   them. Nothing there was ever acknowledged as durable and nothing after it can be read,
 //!   so recovery zeroes from the bad frame to the end of the segment, logs a warning, and
 //!   reports nothing. (A cut file is the same: it is extended with zeros first.)
+//! * **Re-derived partitions** (`JournalConfig::rederived_partitions`, an actor's outputs):
+//!   damage is cut off like a torn tail ([`cut_at_damage`]): the actor derives the rest
+//!   again, where keeping later records would make it resume past lost outputs.
 //! * **Damage**: bad bytes with a valid frame after them ([`frame::resync`] finds it), or
 //!   with a later segment after them (the next segment's base says where this one's frames
 //!   end), or a segment file that cannot be read (bad header; a gap between segments).
@@ -327,6 +330,43 @@ pub(crate) fn survey(
     for (d, b) in s.damage.iter_mut().zip(before) {
         d.records_after = records - b;
     }
+    Ok(s)
+}
+
+/// For a partition whose records are derived again from other partitions: cuts the survey
+/// at the first damage, as at a torn tail. The segment holding it keeps what lies before
+/// it (recovery zeroes the rest); segment files after it are moved aside (never deleted);
+/// nothing is reported as damage. See `JournalConfig::rederived_partitions`.
+pub(crate) fn cut_at_damage(name: &str, mut s: Survey) -> Result<Survey> {
+    let Some(cut) = s.damage.iter().map(|d| d.from).min() else {
+        return Ok(s);
+    };
+    log::warn!(
+        "journal: partition {name}: damaged at offset {cut}; it is derived again from its \
+         inputs, so everything from there is cut off and its actor derives it anew"
+    );
+    for u in std::mem::take(&mut s.unusable) {
+        quarantine(&u.path, &u.why)?;
+    }
+    let mut kept = Vec::with_capacity(s.segments.len());
+    for (seg, mut report) in std::mem::take(&mut s.segments) {
+        if seg.base >= cut && !kept.is_empty() {
+            let path = seg.path.clone();
+            drop(seg);
+            quarantine(&path, "follows damage cut off in a re-derived partition")?;
+            continue;
+        }
+        if report.end > cut || !report.damaged.is_empty() {
+            let at = cut.max(seg.base);
+            report.problem = Some((at, "damage in a re-derived partition".into()));
+            report.end = at;
+            report.damaged.clear();
+        }
+        kept.push((seg, report));
+    }
+    s.segments = kept;
+    s.damage.clear();
+    s.end = s.segments.last().map_or(cut, |(_, r)| r.end);
     Ok(s)
 }
 

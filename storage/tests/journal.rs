@@ -25,6 +25,7 @@ fn small_config() -> JournalConfig {
         readers_max: 8,
         flush_interval: Duration::from_millis(1),
         background_sync_interval: Duration::from_millis(1),
+        rederived_partitions: Vec::new(),
     }
 }
 

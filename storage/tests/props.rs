@@ -36,6 +36,7 @@ fn journal_config() -> JournalConfig {
         readers_max: 4,
         flush_interval: Duration::from_millis(1),
         background_sync_interval: Duration::from_millis(1),
+        rederived_partitions: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn config() -> JournalConfig {
         readers_max: 8,
         flush_interval: Duration::from_millis(1),
         background_sync_interval: Duration::from_millis(1),
+        rederived_partitions: Vec::new(),
     }
 }
 
@@ -446,4 +447,66 @@ fn duplicate_and_half_made_partitions_are_refused() {
         .unwrap()
         .close()
         .unwrap();
+}
+
+/// A partition an actor derives again (its outputs) is cut at damage, as at a torn tail:
+/// keeping the records after a hole would make the actor resume past inputs whose outputs
+/// were lost. Nothing is reported as damage; the segment files after it are kept aside.
+#[test]
+fn damage_in_a_rederived_partition_is_cut_off_not_kept() {
+    seeded("rederived", |seed| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        // Enough records for several segments.
+        let written = fill(dir.path(), 3000, &mut rng);
+        let victim = rng.usize(100..written.len() / 3);
+        let (path, at) = locate(dir.path(), written[victim].0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at + 20] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        let segments_before = segments(dir.path()).len();
+        let config = JournalConfig {
+            rederived_partitions: vec!["p".into()],
+            ..config()
+        };
+        let j = Journal::open(dir.path(), config.clone()).unwrap();
+        let p = j.partition("p").unwrap();
+        assert!(p.damage().is_empty(), "{:?}", p.damage());
+        let kept: Vec<_> = written[..victim]
+            .iter()
+            .map(|(o, _, b)| (*o, b.clone()))
+            .collect();
+        assert_eq!(
+            read_all(&p),
+            kept,
+            "everything before the damage, nothing after"
+        );
+        assert_eq!(p.end(), written[victim].0);
+        // Appends go on from the cut and read back after a reopen.
+        let mut w = p.writer().unwrap();
+        let again = w.append(TEST_KIND, 1, None, b"derived again").unwrap();
+        assert_eq!(again.offset, written[victim].0);
+        drop(w);
+        drop(p);
+        j.close().unwrap();
+        drop(j);
+        let j = Journal::open(dir.path(), config).unwrap();
+        let p = j.partition("p").unwrap();
+        assert_eq!(read_all(&p).last().unwrap().1, b"derived again");
+        assert!(p.damage().is_empty());
+        let aside = std::fs::read_dir(partition_dir(dir.path()))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".corrupt")
+            })
+            .count();
+        assert!(
+            segments_before < 2 || aside + segments(dir.path()).len() >= segments_before,
+            "later segment files are kept aside, not deleted"
+        );
+    });
 }

@@ -397,7 +397,10 @@ impl ClickLookup {
         let (mut last, mut since) = (None, std::time::Instant::now());
         loop {
             let noted = {
-                let c = self.clicks.lock().unwrap();
+                let c = self
+                    .clicks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if c.get(click_id).is_some() {
                     return Some(Waited::Reached);
                 }
@@ -435,7 +438,10 @@ impl ClickLookup {
 
     fn find_counting(&self, click_id: &str, most: usize, read: &mut usize) -> Option<ClickInfo> {
         let (layout, starts) = {
-            let c = self.clicks.lock().unwrap();
+            let c = self
+                .clicks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(i) = c.get(click_id) {
                 return Some(i.clone());
             }
@@ -550,7 +556,13 @@ impl Processor for ClickIndexer {
     }
 
     fn output(&self) -> String {
-        "click-index".into()
+        crate::system::CLICK_INDEX.into()
+    }
+
+    /// It writes nothing but dead letters: its state is rebuilt by reading every input
+    /// from the start.
+    fn resumes_from_output(&self) -> bool {
+        false
     }
 
     fn process(&mut self, input: &Record<'_>, _out: &mut Vec<Output>) -> Result<(), String> {
@@ -570,7 +582,10 @@ impl Processor for ClickIndexer {
                 })
             })
         };
-        let mut clicks = self.clicks.lock().unwrap();
+        let mut clicks = self
+            .clicks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(l) = id_layout(c.click_id.as_str()) {
             let sample = Sample {
                 at_us: info.at_us,

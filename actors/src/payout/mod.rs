@@ -259,6 +259,8 @@ pub struct RunReport {
     pub batch_id: Option<String>,
     pub items: Vec<ReportItem>,
     pub left_out: Vec<LeftOut>,
+    /// Why the run could not be made (the journal failed); nothing was created.
+    pub error: Option<String>,
 }
 
 /// One item a run created.
@@ -719,7 +721,21 @@ impl Engine {
         for c in commands.take() {
             match c {
                 Command::Run { actor, request } => {
-                    let report = self.create_batch(i64::MAX, false, &actor)?;
+                    let report = match self.create_batch(i64::MAX, false, &actor) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The caller hears it now; the scheduler restarts on the error.
+                            let error = Some(format!("the payout run failed: {e}"));
+                            commands.put_report(
+                                request,
+                                RunReport {
+                                    error,
+                                    ..RunReport::default()
+                                },
+                            );
+                            return Err(e);
+                        }
+                    };
                     if request != 0 {
                         commands.put_report(request, report);
                     }

@@ -318,7 +318,13 @@ impl Processor for StatsCounter {
     }
 
     fn output(&self) -> String {
-        "live-stats".into()
+        crate::system::LIVE_STATS.into()
+    }
+
+    /// It writes nothing but dead letters: its state is rebuilt by reading every input
+    /// from the start.
+    fn resumes_from_output(&self) -> bool {
+        false
     }
 
     fn process(&mut self, input: &Record<'_>, _out: &mut Vec<Output>) -> Result<(), String> {
