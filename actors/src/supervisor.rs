@@ -380,6 +380,10 @@ impl Handler<Shutdown> for Supervisor {
 /// second into at most 500, at the price of up to 2 ms more latency for derived records.
 pub const TAIL_COALESCE: Duration = Duration::from_millis(2);
 
+/// How long a worker whose output cannot be written for lack of disk space waits before it
+/// reopens and tries again (the journal's own allocation backoff tops out at 1 s).
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+
 /// Builds one instance of a worker's processor.
 pub type MakeProcessor = Arc<dyn Fn() -> Box<dyn Processor> + Send + Sync>;
 
@@ -435,11 +439,30 @@ impl Worker {
                 self.core = Some(core);
                 true
             }
+            Err(worker::Error::Journal(e)) if e.is_disk_full() => {
+                self.wait_for_disk(ctx, &e);
+                false
+            }
             Err(e) => {
                 self.fail(ctx, e.to_string());
                 false
             }
         }
+    }
+
+    /// Drops the core and reopens it after [`DISK_FULL_RETRY`], counting no restart.
+    fn wait_for_disk(&mut self, ctx: &mut Context<Self>, e: &clicktrail_storage::Error) {
+        self.core = None;
+        let reason = format!("waiting for disk space: {e}");
+        self.ctx
+            .health
+            .set(&self.ctx.name, ActorState::Restarting, Some(reason));
+        ctx.run_later(DISK_FULL_RETRY, |this, ctx| {
+            if this.open(ctx) {
+                this.ctx.running();
+                ctx.notify(Tick);
+            }
+        });
     }
 }
 
@@ -479,6 +502,11 @@ impl Handler<Tick> for Worker {
             // The input is recorded as a dead letter; the state the panic may have left
             // half-updated is rebuilt from the journal, and the worker goes on after it.
             // Not a restart: one poison record must not count towards giving up.
+            // A full disk is not the actor's fault, and restarting would only give up on it
+            // while the disk is full (readiness fails meanwhile, naming the partition):
+            // wait, then reopen from the journal (an input cut short is completed) and go
+            // on, without counting a restart.
+            Err(worker::Error::Journal(e)) if e.is_disk_full() => self.wait_for_disk(ctx, &e),
             Err(e @ (worker::Error::Poisoned { .. } | worker::Error::Panicked { .. })) => {
                 let reason = e.to_string();
                 if matches!(e, worker::Error::Panicked { .. }) {

@@ -37,6 +37,18 @@ pub const ALLOCATE_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between retries of a failing segment allocation.
 pub const ALLOCATE_RETRY_MAX: Duration = Duration::from_secs(1);
 const _: () = assert!(ALLOCATE_RETRY_MIN.as_millis() < ALLOCATE_RETRY_MAX.as_millis());
+/// How long after its last refused append a partition still counts as failing writes
+/// ([`Partition::write_failing`]): a few allocation retries' worth.
+pub const WRITE_FAILING_HOLD_MS: u64 = 5 * ALLOCATE_RETRY_MAX.as_millis() as u64;
+
+/// Milliseconds since this process first asked (a monotonic clock for the atomics above).
+fn since_start_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
 
 pub(crate) struct Shared {
     id: u32,
@@ -91,6 +103,8 @@ pub(crate) struct Shared {
     write_failing: AtomicBool,
     /// Appends refused because a segment could not be allocated, since open.
     write_failures: AtomicU64,
+    /// When an append was last refused for lack of space ([`since_start_ms`]).
+    write_failed_at_ms: AtomicU64,
 }
 
 /// A handle on one partition; cheap to clone.
@@ -233,6 +247,7 @@ impl Partition {
                 damage: Mutex::new(damage),
                 write_failing: AtomicBool::new(false),
                 write_failures: AtomicU64::new(0),
+                write_failed_at_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -448,9 +463,22 @@ impl Partition {
         self.shared.sync_failing.load(Ordering::Relaxed)
     }
 
-    /// True while appends are refused because no segment can be allocated (disk full).
+    /// True while appends are refused because no segment can be allocated (disk full): one
+    /// was refused within the last [`WRITE_FAILING_HOLD_MS`] and no allocation has
+    /// succeeded since. (A writer that stopped trying, e.g. an actor with nothing to write
+    /// after the disk was freed, must not keep readiness failing for ever.)
     pub fn write_failing(&self) -> bool {
-        self.shared.write_failing.load(Ordering::Relaxed)
+        let s = &self.shared;
+        s.write_failing.load(Ordering::Relaxed)
+            && since_start_ms().saturating_sub(s.write_failed_at_ms.load(Ordering::Relaxed))
+                < WRITE_FAILING_HOLD_MS
+    }
+
+    fn note_write_refused(&self) {
+        self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .write_failed_at_ms
+            .store(since_start_ms(), Ordering::Relaxed);
     }
 
     /// Appends refused since open because no segment could be allocated.
@@ -746,7 +774,7 @@ impl Writer {
     fn roll(&mut self, need: usize) -> Result<()> {
         if let Some(b) = &self.backoff {
             if std::time::Instant::now() < b.retry_at {
-                self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.partition().note_write_refused();
                 let e = b.errno.map_or_else(
                     || std::io::Error::other("segment allocation failing"),
                     std::io::Error::from_raw_os_error,
@@ -777,7 +805,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.partition().note_write_refused();
                 let wait = self
                     .backoff
                     .as_ref()
