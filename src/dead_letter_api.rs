@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::api::{authorize, error, Api};
+use crate::body::Keys;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::Role;
@@ -50,14 +51,9 @@ async fn retry(req: HttpRequest, api: web::Data<Api>, body: web::Bytes) -> HttpR
     if let Err(r) = authorize(&req, &api, Role::Admin) {
         return r;
     }
-    let b: RetryBody = match serde_json::from_slice(&body) {
+    let b: RetryBody = match crate::body::parse(&req, &body, Keys::Snake, "retry request") {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"actor\", \"input_partition\", \"input_offset\"}}: {e}"),
-            )
-        }
+        Err(r) => return r,
     };
     match api
         .dead_letters

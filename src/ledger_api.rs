@@ -209,9 +209,9 @@ async fn mark_paid(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let m: MarkPaid = match serde_json::from_slice(&body) {
+    let m: MarkPaid = match crate::body::parse(&req, &body, crate::body::Keys::Snake, "request") {
         Ok(m) => m,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        Err(r) => return r,
     };
     if m.provider_ref.trim().is_empty()
         || m.provider_ref.len() > 256
