@@ -23,7 +23,8 @@
 // to propagate, so its size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use crate::body::Keys;
+use crate::http::json::Keys;
+use crate::keys_cmd::random_bytes;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::{self, ApiKey, Catalog, Entity, EntityStore, Link, Role};
@@ -155,7 +156,7 @@ fn kind_of(path: &str) -> Option<&'static str> {
 /// An entity as the API answers it: snake_case keys (entities keep their configuration
 /// names, kebab-case, inside).
 fn entity_json(e: &Entity) -> serde_json::Value {
-    use crate::body::snake_keys;
+    use crate::http::json::snake_keys;
     match e {
         Entity::Affiliate(x) => snake_keys(json!(x)),
         Entity::Merchant(x) => snake_keys(json!(x)),
@@ -175,7 +176,7 @@ async fn list(req: HttpRequest, path: web::Path<String>, api: web::Data<Api>) ->
         return error(actix_web::http::StatusCode::NOT_FOUND, "unknown collection");
     };
     let c = api.store.snapshot();
-    use crate::body::snake_keys;
+    use crate::http::json::snake_keys;
     let mut items: Vec<serde_json::Value> = match kind {
         "merchant" => c.merchants.values().map(|x| snake_keys(json!(x))).collect(),
         "affiliate" => c
@@ -232,11 +233,11 @@ async fn upsert(
     let parse = |what| -> Result<Entity, HttpResponse> {
         let b = &body[..];
         Ok(match what {
-            "merchant" => Entity::Merchant(crate::body::parse(&req, b, Keys::Kebab, what)?),
-            "affiliate" => Entity::Affiliate(crate::body::parse(&req, b, Keys::Kebab, what)?),
-            "campaign" => Entity::Campaign(crate::body::parse(&req, b, Keys::Kebab, what)?),
-            "plan" => Entity::Plan(crate::body::parse(&req, b, Keys::Kebab, what)?),
-            _ => Entity::Link(crate::body::parse(&req, b, Keys::Kebab, what)?),
+            "merchant" => Entity::Merchant(crate::http::json::parse(&req, b, Keys::Kebab, what)?),
+            "affiliate" => Entity::Affiliate(crate::http::json::parse(&req, b, Keys::Kebab, what)?),
+            "campaign" => Entity::Campaign(crate::http::json::parse(&req, b, Keys::Kebab, what)?),
+            "plan" => Entity::Plan(crate::http::json::parse(&req, b, Keys::Kebab, what)?),
+            _ => Entity::Link(crate::http::json::parse(&req, b, Keys::Kebab, what)?),
         })
     };
     let entity = match parse(kind) {
@@ -304,28 +305,19 @@ struct NewKey {
     owner: String,
 }
 
-/// Reads `n` bytes from the kernel's CSPRNG.
-fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    use std::io::Read;
-    let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b)
-}
-
 async fn create_key(req: HttpRequest, body: web::Bytes, api: web::Data<Api>) -> HttpResponse {
     use actix_web::http::StatusCode;
     let admin = match authorize(&req, &api, Role::Admin) {
         Ok(k) => k,
         Err(r) => return r,
     };
-    let new: NewKey = match crate::body::parse(&req, &body, Keys::Snake, "key request") {
+    let new: NewKey = match crate::http::json::parse(&req, &body, Keys::Snake, "key request") {
         Ok(n) => n,
         Err(r) => return r,
     };
-    let Ok(raw) = random_bytes::<24>() else {
+    let Ok(secret) = crate::keys_cmd::new_secret() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no randomness available");
     };
-    let secret = format!("ct_{}", crate::edge::click_id::base64url_encode(&raw));
     let key = ApiKey::new(&secret, new.role, &new.owner);
     let actor = format!("admin-key:{}", &admin.key_sha256[..12]);
     if let Err(r) = record(&api, &actor, Entity::Key(key)).await {
@@ -515,7 +507,7 @@ async fn save_postback(
     body: &[u8],
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let r: PostbackRequest = match crate::body::parse(req, body, Keys::Snake, "postback") {
+    let r: PostbackRequest = match crate::http::json::parse(req, body, Keys::Snake, "postback") {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -654,7 +646,7 @@ async fn patch_postback(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let patch: PostbackPatch = match crate::body::parse(req, body, Keys::Snake, "postback") {
+    let patch: PostbackPatch = match crate::http::json::parse(req, body, Keys::Snake, "postback") {
         Ok(p) => p,
         Err(resp) => return resp,
     };

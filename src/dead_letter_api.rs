@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::api::{authorize, error, Api};
-use crate::body::Keys;
+use crate::http::json::Keys;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::Role;
@@ -51,7 +51,7 @@ async fn retry(req: HttpRequest, api: web::Data<Api>, body: web::Bytes) -> HttpR
     if let Err(r) = authorize(&req, &api, Role::Admin) {
         return r;
     }
-    let b: RetryBody = match crate::body::parse(&req, &body, Keys::Snake, "retry request") {
+    let b: RetryBody = match crate::http::json::parse(&req, &body, Keys::Snake, "retry request") {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -7,11 +7,18 @@ use crate::config::Config;
 use clicktrail_actors::catalog::{ApiKey, Entity, EntityStore, Role};
 use clicktrail_storage::Journal;
 
-/// A new key's secret: `ct_` and 32 URL-safe characters from the kernel's CSPRNG.
-pub fn new_secret() -> std::io::Result<String> {
+/// Reads `N` bytes from the kernel's CSPRNG (keys, postback secrets and ids).
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     use std::io::Read;
-    let mut raw = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// A new API key's secret: `ct_` and 32 URL-safe characters from the kernel's CSPRNG
+/// (the API's `POST /keys` and `keys create` alike).
+pub fn new_secret() -> std::io::Result<String> {
+    let raw = random_bytes::<24>()?;
     Ok(format!(
         "ct_{}",
         crate::edge::click_id::base64url_encode(&raw)

@@ -209,10 +209,11 @@ async fn mark_paid(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let m: MarkPaid = match crate::body::parse(&req, &body, crate::body::Keys::Snake, "request") {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m: MarkPaid =
+        match crate::http::json::parse(&req, &body, crate::http::json::Keys::Snake, "request") {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
     if m.provider_ref.trim().is_empty()
         || m.provider_ref.len() > 256
         || m.provider_ref.chars().any(char::is_control)
@@ -389,7 +390,8 @@ fn time_param(name: &str, v: Option<&str>, default: i64) -> Result<i64, HttpResp
     let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(default);
     };
-    crate::time::parse_text(v).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+    crate::http::time::parse_text(v)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
 }
 
 /// `at_us` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.

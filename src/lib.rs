@@ -2,7 +2,6 @@
 //! wiring that starts the journal, the supervised actors and the server, and stops them.
 
 pub mod api;
-pub mod body;
 pub mod cli;
 pub mod config;
 pub mod convert;
@@ -14,4 +13,3 @@ pub mod keys_cmd;
 pub mod ledger_api;
 pub mod metrics;
 pub mod server;
-pub mod time;

@@ -110,7 +110,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let health = Health::default();
     let mut system_config = config.system_config();
     // What a plain date in a request means (`2026-12-01`: midnight there).
-    crate::time::set_program_zone(system_config.payouts.zone.clone());
+    crate::http::time::set_program_zone(system_config.payouts.zone.clone());
     system_config.payouts.installation_id = installation_id(&data_dir, &journal)?;
     let (supervisor, handles) = system::build(
         journal.clone(),

@@ -85,10 +85,7 @@ fn post(a: &ureq::Agent, addr: SocketAddr, key: Option<&str>, body: &str) -> (u1
 }
 
 fn get(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, Value) {
-    let mut resp = a.get(format!("http://{addr}{path}")).call().unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::api(a, addr, "GET", path, None, None, "")
 }
 
 /// Calls `f(partition name, record)` for every record of every ingest partition (read
@@ -557,16 +554,7 @@ fn call(
     key: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let mut req = a
-        .post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", &format!("Bearer {k}"));
-    }
-    let mut resp = req.send(body).unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::api(a, addr, "POST", path, key, Some("application/json"), body)
 }
 
 fn status_of(a: &ureq::Agent, addr: SocketAddr, id: &str, key: &str) -> (u16, Value) {
@@ -845,14 +833,7 @@ fn get_text(a: &ureq::Agent, addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn get_with_key(a: &ureq::Agent, addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
-    let mut resp = a
-        .get(format!("http://{addr}{path}"))
-        .header("authorization", &format!("Bearer {key}"))
-        .call()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::api(a, addr, "GET", path, Some(key), None, "")
 }
 
 /// Issue 15's poison inputs are refused where they enter, with a 400 that names the bound

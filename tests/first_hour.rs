@@ -20,22 +20,7 @@ fn call(
     content_type: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let url = format!("http://{addr}{path}");
-    let auth = format!("Bearer {key}");
-    let mut resp = match method {
-        "GET" => a.get(&url).header("authorization", &auth).call(),
-        _ => {
-            let mut req = a.post(&url).header("authorization", &auth);
-            if let Some(ct) = content_type {
-                req = req.header("content-type", ct);
-            }
-            req.send(body)
-        }
-    }
-    .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::api(a, addr, method, path, Some(key), content_type, body)
 }
 
 fn post(a: &ureq::Agent, addr: SocketAddr, path: &str, key: &str, body: &Value) -> (u16, Value) {
@@ -284,7 +269,7 @@ fn plain_dates_and_offsets() {
         .unwrap()
         .as_secs()
         - 86_400) as i64;
-    let (y, m, d) = civil(yesterday / 86_400);
+    let (y, m, d) = clicktrail_actors::ledger::commission::civil_from_days(yesterday / 86_400);
     let date = format!("{y:04}-{m:02}-{d:02}");
     let conv = |order: &str, at: &str| {
         let body = json!({"order_id": order, "amount": "5", "currency": "EUR", "occurred_at": at});
@@ -324,19 +309,6 @@ fn plain_dates_and_offsets() {
     for example in ["1764547200", "2026-12-01", "2026-12-01T11:00:00+01:00"] {
         assert!(e.contains(example), "{e}");
     }
-}
-
-/// (year, month, day) of days since 1970-01-01.
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A receiver on 127.0.0.1 that records the request line of each request it gets.

@@ -9,7 +9,7 @@ use clicktrail::convert::amount;
 
 /// Request times as the API reads them (`clicktrail::time`), `None` when refused.
 fn parse_time(v: &serde_json::Value) -> Option<i64> {
-    clicktrail::time::parse(v).ok()
+    clicktrail::http::time::parse(v).ok()
 }
 use clicktrail::edge::click_id::{self, ClickIdCodec, ClickIdParts, ENCODED_LEN};
 use clicktrail::edge::request::{self, Cidr, TrackingQuery};

@@ -235,14 +235,17 @@ impl DeadLetters {
         }
     }
 
-    /// Applies `record` when it is a dead letter; says whether it was one.
-    pub(crate) fn apply_record(&self, record: &Record<'_>) -> bool {
+    /// Applies `record` when it is a dead letter: `Some` with its state (`None` too for a
+    /// dead-letter version this build does not read), or `Err(())` when it is no dead
+    /// letter at all.
+    pub(crate) fn apply_record(&self, record: &Record<'_>) -> Result<Option<DeadLetterState>, ()> {
         match record.to_owned_event::<DeadLetter>() {
             Some(d) => {
                 self.apply(&d);
-                true
+                Ok(Some(d.state))
             }
-            None => record.kind == Kind::DeadLetter as u16,
+            None if record.kind == Kind::DeadLetter as u16 => Ok(None),
+            None => Err(()),
         }
     }
 }

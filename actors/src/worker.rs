@@ -24,7 +24,6 @@
 
 use crate::dead_letter::{panic_message, DeadLetters};
 use clicktrail_storage::schema::{DeadLetter, DeadLetterState};
-use clicktrail_storage::RecordExt;
 use clicktrail_storage::{
     Consumer, DataWait, Event, Journal, Partition, Reader, Record, Source, Writer,
 };
@@ -191,14 +190,15 @@ impl WorkerCore {
         {
             let mut r = output.reader()?;
             while let Some(rec) = r.next()? {
-                if !dead.apply_record(&rec) {
-                    processor.restore(&rec);
-                } else if let (Some(d), Some(s)) = (rec.to_owned_event::<DeadLetter>(), rec.source)
-                {
-                    match d.state {
-                        DeadLetterState::Open => skip.insert((s.partition, s.offset)),
-                        DeadLetterState::Resolved => skip.remove(&(s.partition, s.offset)),
-                    };
+                match (dead.apply_record(&rec), rec.source) {
+                    (Err(()), _) => processor.restore(&rec),
+                    (Ok(Some(DeadLetterState::Open)), Some(s)) => {
+                        skip.insert((s.partition, s.offset));
+                    }
+                    (Ok(Some(DeadLetterState::Resolved)), Some(s)) => {
+                        skip.remove(&(s.partition, s.offset));
+                    }
+                    _ => {}
                 }
                 match rec.source {
                     Some(s) if resumes => {
@@ -315,12 +315,7 @@ impl WorkerCore {
                 {
                     continue; // an open dead letter of a processor that reads from the start
                 }
-                self.outputs.clear();
-                let (processor, outputs) = (&mut self.processor, &mut self.outputs);
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    processor.process(&rec, outputs)
-                }));
-                let why = match outcome {
+                let why = match process_caught(&mut *self.processor, &rec, &mut self.outputs) {
                     Ok(Ok(())) => None,
                     Ok(Err(why)) => {
                         return Err(Error::Process {
@@ -404,11 +399,7 @@ impl WorkerCore {
                     continue;
                 }
             };
-            self.outputs.clear();
-            let (processor, outputs) = (&mut self.processor, &mut self.outputs);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                processor.process(&rec, outputs)
-            }));
+            let outcome = process_caught(&mut *self.processor, &rec, &mut self.outputs);
             let attempt = self.dead.attempts(&name, &partition, offset);
             let pid = input.partition.id();
             match outcome {
@@ -506,6 +497,19 @@ impl WorkerCore {
     pub fn wait_any(&self) -> WaitAny {
         WaitAny(self.inputs.iter().map(|i| i.reader.wait_async()).collect())
     }
+}
+
+/// Runs `process` on `rec` into a cleared `outputs`, catching a panic (the caller decides
+/// whether it makes a dead letter).
+fn process_caught(
+    processor: &mut dyn Processor,
+    rec: &Record<'_>,
+    outputs: &mut Vec<Output>,
+) -> std::thread::Result<Result<(), String>> {
+    outputs.clear();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        processor.process(rec, outputs)
+    }))
 }
 
 /// The dead letter of `rec`, failed at attempt `attempt` (0-based) because of `why`.

@@ -21,9 +21,9 @@
 
 pub use clicktrail_storage::money as amount;
 
-use crate::body::Keys;
 use crate::edge::click_id::{ClickIdCodec, ClickIdError};
 use crate::edge::request;
+use crate::http::json::Keys;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
@@ -64,20 +64,20 @@ pub const METADATA_VALUE_MAX: usize = 256;
 pub struct ConversionRequest {
     pub click_id: Option<String>,
     /// A string, or a whole number as its decimal text.
-    #[serde(deserialize_with = "crate::body::id_text")]
+    #[serde(deserialize_with = "crate::http::json::id_text")]
     pub order_id: String,
     pub event: Option<String>,
     /// A decimal string, or a JSON number read from its literal text.
-    #[serde(default, deserialize_with = "crate::body::text_or_number")]
+    #[serde(default, deserialize_with = "crate::http::json::text_or_number")]
     pub amount: Option<String>,
     pub currency: Option<String>,
-    #[serde(default, deserialize_with = "crate::body::opt_id_text")]
+    #[serde(default, deserialize_with = "crate::http::json::opt_id_text")]
     pub customer_id: Option<String>,
     /// Unix seconds, or RFC 3339 (`2026-11-25T10:00:00Z`).
     pub occurred_at: Option<Value>,
     pub campaign_id: Option<String>,
     /// Values may be strings, numbers or booleans (kept as their text).
-    #[serde(default, deserialize_with = "crate::body::metadata_text")]
+    #[serde(default, deserialize_with = "crate::http::json::metadata_text")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// The buyer's browser, for fingerprint matching when there is no click id: its IP,
     /// user agent and `Accept-Language` as the merchant saw them.
@@ -579,7 +579,7 @@ impl Conversions {
         let now = now_us();
         let occurred_at_us = match &req.occurred_at {
             None => now,
-            Some(v) => crate::time::parse(v)
+            Some(v) => crate::http::time::parse(v)
                 .map_err(|e| bad(format!("occurred_at: {e}")))
                 .and_then(|at| occurred_in_window(at, now).map_err(bad))?,
         };
@@ -899,7 +899,7 @@ async fn post_conversion(
         Ok(m) => m,
         Err(r) => return r,
     };
-    match crate::body::parse::<ConversionRequest>(&req, &body, Keys::Snake, "conversion") {
+    match crate::http::json::parse::<ConversionRequest>(&req, &body, Keys::Snake, "conversion") {
         Ok(r) => Conversions::record(conv, merchant, r, MatchKind::ClickId).await,
         Err(r) => r,
     }
@@ -1050,7 +1050,7 @@ struct ReverseRequest {
     reason: String,
     /// Part of the amount (a decimal string or number); the whole remaining amount when
     /// absent.
-    #[serde(default, deserialize_with = "crate::body::text_or_number")]
+    #[serde(default, deserialize_with = "crate::http::json::text_or_number")]
     amount: Option<String>,
     note: Option<String>,
     /// Idempotency key (1-64 of [A-Za-z0-9_.-]): the same id again answers the first
@@ -1068,7 +1068,7 @@ async fn reverse(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let r: ReverseRequest = match crate::body::parse(&req, &body, Keys::Snake, "reversal") {
+    let r: ReverseRequest = match crate::http::json::parse(&req, &body, Keys::Snake, "reversal") {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -1360,7 +1360,7 @@ async fn review(
     let r: ReviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReviewRequest::default()
     } else {
-        match crate::body::parse(&req, &body, Keys::Snake, "review") {
+        match crate::http::json::parse(&req, &body, Keys::Snake, "review") {
             Ok(r) => r,
             Err(r) => return r,
         }
@@ -1526,7 +1526,7 @@ mod tests {
         assert_eq!(occurred_in_window(future, now), Ok(future));
         assert!(occurred_in_window(future + 1, now).is_err());
         for far in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
-            let at = crate::time::parse(&json!(far)).unwrap();
+            let at = crate::http::time::parse(&json!(far)).unwrap();
             assert!(occurred_in_window(at, now).is_err(), "{far}");
         }
     }

@@ -33,8 +33,10 @@
 //! 4xx. A request without a body costs it one extensions lookup and one status check.
 
 pub mod body;
+pub mod json;
 pub mod per_ip;
 pub mod sampled_log;
+pub mod time;
 
 use crate::metrics::Metrics;
 use actix_web::body::{BoxBody, MessageBody};

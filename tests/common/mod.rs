@@ -112,3 +112,41 @@ pub fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// One API call: (status, the JSON answer or `Null`). A GET without a body, or a POST of
+/// `body` with `content_type`; `key` goes in `Authorization: Bearer`.
+pub fn api(
+    a: &ureq::Agent,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut resp = if method == "GET" {
+        let mut req = a.get(&url);
+        if let Some(auth) = &auth {
+            req = req.header("authorization", auth);
+        }
+        req.call()
+    } else {
+        let mut req = a.post(&url);
+        if let Some(auth) = &auth {
+            req = req.header("authorization", auth);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send(body)
+    }
+    .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

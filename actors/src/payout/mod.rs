@@ -721,24 +721,19 @@ impl Engine {
         for c in commands.take() {
             match c {
                 Command::Run { actor, request } => {
-                    let report = match self.create_batch(i64::MAX, false, &actor) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // The caller hears it now; the scheduler restarts on the error.
-                            let error = Some(format!("the payout run failed: {e}"));
-                            commands.put_report(
-                                request,
-                                RunReport {
-                                    error,
-                                    ..RunReport::default()
-                                },
-                            );
-                            return Err(e);
-                        }
-                    };
+                    let result = self.create_batch(i64::MAX, false, &actor);
                     if request != 0 {
+                        // On an error the caller hears it now; the scheduler restarts.
+                        let report = result.as_ref().map_or_else(
+                            |e| RunReport {
+                                error: Some(format!("the payout run failed: {e}")),
+                                ..RunReport::default()
+                            },
+                            Clone::clone,
+                        );
                         commands.put_report(request, report);
                     }
+                    result?;
                 }
                 Command::Approve { batch_id, actor } => {
                     for mut v in self.batch_items(&batch_id, PayoutItemStatus::Proposed) {

@@ -61,14 +61,21 @@ impl Visitors {
             Visitors::Exact(set) => {
                 set.insert(h);
                 if set.len() > EXACT_VISITORS_MAX {
-                    let mut regs = Box::new([0u8; HLL_REGISTERS]);
-                    for h in set.iter() {
-                        hll_add(&mut regs, *h);
-                    }
-                    *self = Visitors::Estimate(regs);
+                    self.switch_to_estimate();
                 }
             }
             Visitors::Estimate(regs) => hll_add(regs, h),
+        }
+    }
+
+    /// Turns an exact set into the estimate (nothing for an estimate already).
+    fn switch_to_estimate(&mut self) {
+        if let Visitors::Exact(set) = self {
+            let mut regs = Box::new([0u8; HLL_REGISTERS]);
+            for h in set.iter() {
+                hll_add(&mut regs, *h);
+            }
+            *self = Visitors::Estimate(regs);
         }
     }
 
@@ -77,13 +84,7 @@ impl Visitors {
         match other {
             Visitors::Exact(set) => set.iter().for_each(|h| self.add(*h)),
             Visitors::Estimate(theirs) => {
-                if let Visitors::Exact(set) = self {
-                    let mut regs = Box::new([0u8; HLL_REGISTERS]);
-                    for h in set.iter() {
-                        hll_add(&mut regs, *h);
-                    }
-                    *self = Visitors::Estimate(regs);
-                }
+                self.switch_to_estimate();
                 if let Visitors::Estimate(mine) = self {
                     for (m, t) in mine.iter_mut().zip(theirs.iter()) {
                         *m = (*m).max(*t);

@@ -12,6 +12,7 @@
 //! Each error names these forms with an example. Years run 1..9999 here; callers bound
 //! them further where a window applies (a conversion's time).
 
+use clicktrail_actors::ledger::commission::{civil_from_days, days_from_civil};
 use clicktrail_actors::payout::tz::Zone;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -70,10 +71,11 @@ pub fn parse_text_in(s: &str, zone: &Zone) -> Result<i64, String> {
     let (Some(y), Some(mo), Some(d)) = (y, mo, d) else {
         return Err(bad());
     };
-    if y < 1 || !(1..=12).contains(&mo) || !(1..=days_in_month(y, mo)).contains(&d) {
+    // A date that does not exist (2026-02-30) does not come back the same from its day.
+    let days = days_from_civil(y, mo.clamp(1, 12) as u32, d.clamp(1, 31) as u32);
+    if y < 1 || civil_from_days(days) != (y, mo as u32, d as u32) {
         return Err(format!("{s:?}: no such date; {FORMS}"));
     }
-    let days = days_from_civil(y, mo, d);
     if b.len() == 10 {
         return Ok(zone.to_utc(days * 86_400) * 1_000_000);
     }
@@ -132,26 +134,6 @@ fn num(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
         return None;
     }
     t.parse().ok()
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
