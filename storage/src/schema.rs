@@ -42,10 +42,12 @@ pub enum Kind {
     /// An input an actor could not process (skipped, kept for a retry), or such an input
     /// retried.
     DeadLetter = 12,
+    /// A data-driven attribution model fitted for a campaign (a versioned model).
+    AttributionModel = 13,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Click,
         Kind::Impression,
         Kind::Conversion,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::EntityChange,
         Kind::ConversionStatus,
         Kind::DeadLetter,
+        Kind::AttributionModel,
     ];
 
     pub fn from_u16(v: u16) -> Option<Kind> {
@@ -78,6 +81,7 @@ impl Kind {
             Kind::EntityChange => "entity-change",
             Kind::ConversionStatus => "conversion-status",
             Kind::DeadLetter => "dead-letter",
+            Kind::AttributionModel => "attribution-model",
         }
     }
 }
@@ -485,6 +489,130 @@ pub struct AttributionV2 {
     pub occurred_at_us: i64,
 }
 
+/// One touch of a visitor's journey as the attribution saw it (credited or not).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct JourneyTouch {
+    /// The click id (or the impression id, when `impression`).
+    pub click_id: String,
+    pub affiliate_id: String,
+    /// The click's sub1 (empty when none): a channel when the campaign credits by sub-id.
+    pub sub1: String,
+    pub at_us: i64,
+    pub impression: bool,
+}
+
+/// A conversion's credit split over touchpoints, v3: v2 plus the model's version, the
+/// channel definition, and the whole journey the model saw (oldest first), so every
+/// attribution can be explained and re-priced under another model.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct AttributionV3 {
+    pub at_us: i64,
+    pub conversion_id: String,
+    /// last-click, first-click, linear, time-decay, position-based, w-shaped, markov, shapley.
+    pub model: String,
+    /// 1 for the rule-based models (their definition's version); the fitted model's version
+    /// for markov and shapley.
+    pub model_version: u32,
+    /// The credited touches (weight > 0); the weights add up to 1,000,000.
+    pub touchpoints: Vec<Touchpoint>,
+    pub merchant_id: String,
+    pub campaign_id: String,
+    pub order_id: String,
+    pub event: String,
+    pub amount: Money,
+    pub customer_id: Option<String>,
+    pub occurred_at_us: i64,
+    /// What a channel is: affiliate, affiliate-campaign or sub1.
+    pub channel_by: String,
+    /// Every touch of the journey, oldest first (the credited ones among them).
+    pub journey: Vec<JourneyTouch>,
+    /// Index in `journey` of the last touch before the visitor's lead event, if any.
+    pub lead_index: Option<u32>,
+}
+
+impl From<AttributionV2> for AttributionV3 {
+    fn from(v2: AttributionV2) -> Self {
+        let journey = v2
+            .touchpoints
+            .iter()
+            .map(|t| JourneyTouch {
+                click_id: t.click_id.clone(),
+                affiliate_id: t.affiliate_id.clone(),
+                sub1: String::new(),
+                at_us: t.at_us,
+                impression: false,
+            })
+            .collect();
+        AttributionV3 {
+            at_us: v2.at_us,
+            conversion_id: v2.conversion_id,
+            model: v2.model,
+            model_version: 1,
+            touchpoints: v2.touchpoints,
+            merchant_id: v2.merchant_id,
+            campaign_id: v2.campaign_id,
+            order_id: v2.order_id,
+            event: v2.event,
+            amount: v2.amount,
+            customer_id: v2.customer_id,
+            occurred_at_us: v2.occurred_at_us,
+            channel_by: "affiliate".into(),
+            journey,
+            lead_index: None,
+        }
+    }
+}
+
+/// An attribution record of version 2 or 3, as v3 (v1 carries no conversion facts and is
+/// not priced by anyone: `None`).
+pub fn attribution(rec: &Record<'_>) -> Option<AttributionV3> {
+    rec.to_owned_event::<AttributionV3>()
+        .or_else(|| rec.to_owned_event::<AttributionV2>().map(Into::into))
+}
+
+/// A subset of channels seen together in journeys, with how many of those journeys
+/// converted: one cell of the Shapley conversion-rate game.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct Coalition {
+    /// Indices into the model's `channels`, ascending, distinct.
+    pub channels: Vec<u32>,
+    pub conversions: f64,
+    pub journeys: f64,
+}
+
+/// A data-driven attribution model fitted for one campaign: its parameters, what it was
+/// trained on, and its version (1, 2, ... per campaign and model). Conversions name the
+/// version that credited them; a refit adds a version and never rewrites history.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub struct AttributionModelFit {
+    pub at_us: i64,
+    pub campaign_id: String,
+    /// markov or shapley.
+    pub model: String,
+    pub version: u32,
+    /// Markov order (0 for shapley).
+    pub order: u32,
+    pub channel_by: String,
+    /// The journeys it was trained on ended in [from, to].
+    pub trained_from_us: i64,
+    pub trained_to_us: i64,
+    pub journeys: u64,
+    pub conversions: u64,
+    pub channels: Vec<String>,
+    /// Markov: P(conversion) of the whole chain; shapley: 0.
+    pub p_conversion: f64,
+    /// Markov: removal effect per channel (same order as `channels`); shapley: empty.
+    pub removal_effects: Vec<f64>,
+    /// Shapley: the observed coalitions; markov: empty.
+    pub coalitions: Vec<Coalition>,
+    /// Who asked: `schedule` or the key owner of an on-demand fit.
+    pub requested_by: String,
+}
+
 /// Why a ledger transaction was posted.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug))]
@@ -766,6 +894,8 @@ events! {
     FraudVerdict => FraudVerdict, 1;
     Attribution => Attribution, 1;
     AttributionV2 => Attribution, 2;
+    AttributionV3 => Attribution, 3;
+    AttributionModelFit => AttributionModel, 1;
     LedgerEntry => LedgerEntry, 1;
     LedgerTxn => LedgerEntry, 2;
     Payout => Payout, 1;
@@ -1030,6 +1160,47 @@ pub mod samples {
             amount: c.amount,
             customer_id: c.customer_id,
             occurred_at_us: c.occurred_at_us,
+        }
+    }
+
+    pub fn attribution_v3() -> AttributionV3 {
+        let mut a = AttributionV3::from(attribution_v2());
+        a.model = "position-based".into();
+        a.journey.insert(
+            0,
+            JourneyTouch {
+                click_id: "c0ZyXwVuTs".into(),
+                affiliate_id: "aff-2".into(),
+                sub1: "newsletter".into(),
+                at_us: a.occurred_at_us - 86_400_000_000,
+                impression: true,
+            },
+        );
+        a.lead_index = Some(0);
+        a
+    }
+
+    pub fn attribution_model() -> AttributionModelFit {
+        AttributionModelFit {
+            at_us: 1_764_000_500_000_000,
+            campaign_id: "camp-1".into(),
+            model: "shapley".into(),
+            version: 3,
+            order: 0,
+            channel_by: "affiliate".into(),
+            trained_from_us: 1_761_000_000_000_000,
+            trained_to_us: 1_764_000_000_000_000,
+            journeys: 1200,
+            conversions: 31,
+            channels: vec!["aff-1".into(), "aff-2".into()],
+            p_conversion: 0.0,
+            removal_effects: Vec::new(),
+            coalitions: vec![Coalition {
+                channels: vec![0, 1],
+                conversions: 7.0,
+                journeys: 90.0,
+            }],
+            requested_by: "schedule".into(),
         }
     }
 

@@ -96,6 +96,7 @@ fn v1_records_still_read() {
             }
             Kind::ConversionStatus => panic!("v1 had no conversion-status records"),
             Kind::DeadLetter => panic!("v1 had no dead-letter records"),
+            Kind::AttributionModel => panic!("v1 had no attribution-model records"),
         }
         kinds.push(kind);
     }
@@ -293,5 +294,60 @@ fn v5_records_still_read() {
     assert_eq!(rec.to_owned_event(), Some(samples::dead_letter()));
     assert_eq!(rec.source.map(|s| (s.partition, s.offset)), Some((7, 4096)));
     assert!(r.next().unwrap().is_none());
+    j.close().unwrap();
+}
+
+/// Schema v6 records (attribution v3 with the journey, fitted attribution models) in
+/// `tests/fixtures/v6`, written once with `CLICKTRAIL_WRITE_FIXTURES_V6=1`.
+#[test]
+fn v6_records_still_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v6");
+    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V6").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), config()).unwrap();
+        let mut w = j.partition("events").unwrap().writer().unwrap();
+        w.append_event(None, &samples::attribution_v3()).unwrap();
+        w.append_event(None, &samples::attribution_model()).unwrap();
+        drop(w);
+        j.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(tmp.path(), &dir);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&dir, tmp.path());
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let rec = r.next().unwrap().expect("the attribution");
+    assert_eq!((rec.kind, rec.version), (Kind::Attribution as u16, 3));
+    assert_eq!(schema::validate(rec.kind, rec.version, rec.payload), Some(Ok(())));
+    assert_eq!(schema::attribution(&rec), Some(samples::attribution_v3()));
+    let rec = r.next().unwrap().expect("the model");
+    assert_eq!((rec.kind, rec.version), (Kind::AttributionModel as u16, 1));
+    assert_eq!(schema::validate(rec.kind, rec.version, rec.payload), Some(Ok(())));
+    assert_eq!(rec.to_owned_event(), Some(samples::attribution_model()));
+    assert!(r.next().unwrap().is_none());
+    j.close().unwrap();
+}
+
+/// A v2 attribution reads as v3 with its touchpoints as the journey.
+#[test]
+fn attribution_v2_reads_as_v3() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4"),
+        tmp.path(),
+    );
+    let j = Journal::open(tmp.path(), config()).unwrap();
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let mut seen = false;
+    while let Some(rec) = r.next().unwrap() {
+        if rec.kind == Kind::Attribution as u16 && rec.version == 2 {
+            let v3 = schema::attribution(&rec).expect("v2 reads as v3");
+            assert_eq!(v3, samples::attribution_v2().into());
+            assert_eq!(v3.journey.len(), v3.touchpoints.len());
+            seen = true;
+        }
+    }
+    assert!(seen, "the v4 fixture has a v2 attribution");
     j.close().unwrap();
 }

@@ -47,7 +47,7 @@ pub mod commission;
 use crate::catalog::{CommissionPlan, EntityStore};
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{
-    self, AttributionV2, ConversionStatusChange, Currency, FraudVerdict, LedgerCause, LedgerTxn,
+    self, ConversionStatusChange, Currency, FraudVerdict, LedgerCause, LedgerTxn,
     PayoutItem, Posting,
 };
 use clicktrail_storage::{Kind, Record, RecordExt};
@@ -863,18 +863,20 @@ impl Ledger {
     fn op_of(&mut self, input: &Record<'_>) -> Option<(i64, Op)> {
         match input.kind_enum()? {
             Kind::Attribution => {
-                let a = input.event::<AttributionV2>()?;
+                // v2 or v3 (v3 adds the journey, which pricing does not need).
+                let a = schema::attribution(input)?;
                 let touchpoints: Vec<(String, u64)> = a
                     .touchpoints
                     .iter()
-                    .map(|t| (t.affiliate_id.to_string(), t.weight_ppm.to_native() as u64))
+                    .filter(|t| t.weight_ppm > 0)
+                    .map(|t| (t.affiliate_id.clone(), t.weight_ppm as u64))
                     .collect();
                 let primary = touchpoints
                     .iter()
                     .enumerate()
                     .max_by(|x, y| x.1 .1.cmp(&y.1 .1).then(y.0.cmp(&x.0)))
                     .map(|(_, t)| t.0.clone())?;
-                let occurred = a.occurred_at_us.to_native();
+                let occurred = a.occurred_at_us;
                 let plan = self.store.with(|c| {
                     c.plan_for(
                         a.campaign_id.as_str(),
@@ -883,7 +885,7 @@ impl Ledger {
                     )
                     .cloned()
                 })?;
-                let at_us = a.at_us.to_native();
+                let at_us = a.at_us;
                 let plan_key = match self.plan_keys.get(&plan.id) {
                     Some((p, k)) if *p == plan => k.clone(),
                     _ => {
@@ -908,16 +910,17 @@ impl Ledger {
                         merchant_id: a.merchant_id.to_string(),
                         campaign_id: a.campaign_id.to_string(),
                         event: a.event.to_string(),
-                        amount_minor: a.amount.amount_minor.to_native(),
-                        currency: Currency(a.amount.currency.0).as_str().to_string(),
+                        amount_minor: a.amount.amount_minor,
+                        currency: a.amount.currency.as_str().to_string(),
                         occurred_at_us: occurred,
-                        customer_id: a.customer_id.as_ref().map(|s| s.to_string()),
+                        customer_id: a.customer_id.clone(),
                         touchpoints,
                         order_id: a.order_id.to_string(),
                         clicks: a
                             .touchpoints
                             .iter()
-                            .map(|t| (t.affiliate_id.to_string(), t.click_id.to_string()))
+                            .filter(|t| t.weight_ppm > 0)
+                            .map(|t| (t.affiliate_id.clone(), t.click_id.clone()))
                             .collect(),
                         plan: (!known).then_some(plan),
                         plan_key,
