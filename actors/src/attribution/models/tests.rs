@@ -32,9 +32,9 @@ fn worked_example_markov_order_1() {
         assert!(close(*got, want), "{got} vs {want}");
     }
     let sum: f64 = want.iter().sum();
-    for c in 0..3 {
-        assert!(close(m.conversions[c], 6.0 * want[c] / sum));
-        assert!(close(m.value[c], 60.0 * want[c] / sum));
+    for (c, re) in want.iter().enumerate() {
+        assert!(close(m.conversions[c], 6.0 * re / sum));
+        assert!(close(m.value[c], 60.0 * re / sum));
     }
 }
 
