@@ -12,6 +12,8 @@ USAGE:
     clicktrail journal inspect [--config PATH] [--data-dir DIR]
     clicktrail journal accept-damage --partition NAME [--config PATH] [--data-dir DIR]
     clicktrail keys create --role admin|merchant|partner [--owner ID] [--config PATH] [--data-dir DIR]
+    clicktrail attribution fit --journeys FILE --model M [--order K] [--json]
+    clicktrail attribution export --data-dir DIR [--campaign ID] [--from T --to T] > journeys.csv
     clicktrail --help | --version
 
 serve      runs the server; without --config it uses the built-in demo configuration
@@ -34,6 +36,13 @@ keys       create makes an API key (printed once, stored hashed) on a stopped se
            data directory: the way to the first admin key when the configuration has
            none. --owner defaults to admin for admin keys; a merchant or partner key
            needs the merchant's or affiliate's id.
+attribution
+           fit reads grouped journeys (CSV: path,total_conversions,total_null
+           [,total_conversion_value], channels joined by '>') and prints each
+           channel's credit; no server needed. --model last-click, first-click,
+           linear, position-based, markov (--order 1..4, default 1) or shapley.
+           --json prints one JSON object instead of a table.
+           export writes a stopped server's journeys in that format.
 
 Environment: RUST_LOG sets the log level (default: info).
 ";
@@ -66,6 +75,13 @@ pub enum Command {
     Journal(JournalAction, Options),
     /// `keys create`, with `role` (and maybe `owner`) set in the options.
     KeysCreate(Options),
+    /// `attribution fit`: no server, no configuration.
+    AttributionFit {
+        journeys: PathBuf,
+        model: String,
+        order: Option<usize>,
+        json: bool,
+    },
     Help,
     Version,
 }
@@ -87,6 +103,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 ))
             }
             None => return Err("journal needs a command: verify, inspect or accept-damage".into()),
+        },
+        Some("attribution") => match args.next().as_deref() {
+            Some("fit") => return parse_fit(args),
+            _ => return Err("attribution needs a command: fit".into()),
         },
         Some("keys") => match args.next().as_deref() {
             Some("create") => "keys-create",
@@ -139,6 +159,52 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         }
         "accept-damage" => Command::Journal(JournalAction::AcceptDamage, o),
         _ => Command::Journal(JournalAction::Inspect, o),
+    })
+}
+
+/// `attribution fit --journeys FILE --model M [--order K] [--json]`.
+fn parse_fit(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut journeys, mut model, mut order, mut json) = (None, None, None, false);
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(Command::Help);
+        }
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (flag.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "--journeys" => journeys = Some(PathBuf::from(value()?)),
+            "--model" => model = Some(value()?),
+            "--order" => {
+                let v = value()?;
+                order = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|k| (1..=4).contains(k))
+                        .ok_or_else(|| format!("--order {v:?}: use 1, 2, 3 or 4"))?,
+                );
+            }
+            "--json" if inline.is_none() => json = true,
+            _ => return Err(format!("unknown option {flag:?} for attribution fit")),
+        }
+    }
+    let journeys = journeys.ok_or("attribution fit needs --journeys FILE")?;
+    let model = model.ok_or("attribution fit needs --model")?;
+    if order.is_some() && model != "markov" {
+        return Err("--order is for --model markov only".into());
+    }
+    Ok(Command::AttributionFit {
+        journeys,
+        model,
+        order,
+        json,
     })
 }
 
@@ -212,5 +278,39 @@ mod tests {
             panic!()
         };
         assert_eq!((o.role.as_deref(), o.owner), (Some("admin"), None));
+    }
+
+    #[test]
+    fn parses_attribution_fit() {
+        assert_eq!(
+            p("attribution fit --journeys j.csv --model markov --order 3 --json").unwrap(),
+            Command::AttributionFit {
+                journeys: "j.csv".into(),
+                model: "markov".into(),
+                order: Some(3),
+                json: true
+            }
+        );
+        assert_eq!(
+            p("attribution fit --model=linear --journeys=j").unwrap(),
+            Command::AttributionFit {
+                journeys: "j".into(),
+                model: "linear".into(),
+                order: None,
+                json: false
+            }
+        );
+        assert!(p("attribution").unwrap_err().contains("fit"));
+        assert!(p("attribution fit --model x")
+            .unwrap_err()
+            .contains("--journeys"));
+        assert!(p("attribution fit --journeys j")
+            .unwrap_err()
+            .contains("--model"));
+        assert!(p("attribution fit --journeys j --model markov --order 5")
+            .unwrap_err()
+            .contains("1, 2, 3 or 4"));
+        assert!(p("attribution fit --journeys j --model linear --order 2").is_err());
+        assert!(p("attribution fit --journeys j --model linear --data-dir d").is_err());
     }
 }

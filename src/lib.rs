@@ -2,6 +2,7 @@
 //! wiring that starts the journal, the supervised actors and the server, and stops them.
 
 pub mod api;
+pub mod attribution_cmd;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -39,6 +39,12 @@ fn main() {
             Err(code) => code,
         },
         Command::KeysCreate(opts) => keys_create(&opts),
+        Command::AttributionFit {
+            journeys,
+            model,
+            order,
+            json,
+        } => clicktrail::attribution_cmd::fit(&journeys, &model, order, json),
     };
     std::process::exit(code);
 }

@@ -6,6 +6,8 @@
 //! gets that one touchpoint with the whole weight (last click); unmatched conversions get
 //! no attribution (they are kept and reported as unattributed).
 
+pub mod models;
+
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{AttributionV2, Conversion, Touchpoint};
 use clicktrail_storage::{Record, RecordExt};
