@@ -14,6 +14,7 @@
 //! | `GET /api/v1/me/links` | partner | the partner's links |
 //! | balances, statements, payouts | | see [`crate::ledger_api`] |
 //! | dead letters (inputs an actor skipped) | | see [`crate::dead_letter_api`] |
+//! | attribution models and the model comparison | | see [`crate::attribution_api`] |
 //!
 //! Creating an affiliate or a campaign also creates the default link of every affiliate and
 //! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400
@@ -56,57 +57,63 @@ pub struct Api {
     pub dead_letters: clicktrail_actors::dead_letter::DeadLetters,
     /// Where postbacks may be delivered (checked when one is saved).
     pub postback_destinations: clicktrail_actors::postback::Destinations,
+    /// Fitted attribution models; fits asked for over the API.
+    pub attribution: clicktrail_actors::attribution::SharedAttribution,
+    /// `attribution.shapley-exact-max`, for the comparison report.
+    pub attribution_shapley_exact_max: usize,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        crate::dead_letter_api::routes(crate::ledger_api::routes(web::scope("/api/v1")))
-            .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
-            .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
-            .route("/me/stats", web::get().to(my_stats))
-            .route("/me/links", web::get().to(my_links))
-            .route("/me/postbacks/deliveries", web::get().to(my_deliveries))
-            .route(
-                "/me/postbacks/deliveries/{delivery}/redeliver",
-                web::post().to(my_redeliver),
-            )
-            .route("/me/postbacks/{id}/test", web::post().to(my_test))
-            .route("/postbacks/deliveries", web::get().to(all_deliveries))
-            .route(
-                "/postbacks/deliveries/{delivery}/redeliver",
-                web::post().to(admin_redeliver),
-            )
-            .route("/postbacks/{id}/test", web::post().to(admin_test))
-            .route("/me/postbacks", web::get().to(list_my_postbacks))
-            .route("/me/postbacks", web::post().to(upsert_my_postback))
-            .route("/postbacks", web::get().to(list_postbacks))
-            .route("/postbacks", web::post().to(upsert_global_postback))
-            .route(
-                "/affiliates/{id}/postbacks",
-                web::get().to(list_affiliate_postbacks),
-            )
-            .route(
-                "/affiliates/{id}/postbacks",
-                web::post().to(upsert_affiliate_postback),
-            )
-            // Before `/{kind}/{id}`, which would take `/postbacks/{id}`.
-            .route("/me/postbacks/{id}", web::patch().to(patch_my_postback))
-            .route("/me/postbacks/{id}", web::delete().to(delete_my_postback))
-            .route("/postbacks/{id}", web::patch().to(patch_any_postback))
-            .route("/postbacks/{id}", web::delete().to(delete_any_postback))
-            .route(
-                "/affiliates/{id}/postbacks/{pb}",
-                web::patch().to(patch_affiliate_postback),
-            )
-            .route(
-                "/affiliates/{id}/postbacks/{pb}",
-                web::delete().to(delete_affiliate_postback),
-            )
-            .route("/stats", web::get().to(stats))
-            .route("/keys", web::post().to(create_key))
-            .route("/{kind}", web::get().to(list))
-            .route("/{kind}", web::post().to(upsert))
-            .route("/{kind}/{id}", web::get().to(get_one)),
+        crate::attribution_api::routes(crate::dead_letter_api::routes(crate::ledger_api::routes(
+            web::scope("/api/v1"),
+        )))
+        .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
+        .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
+        .route("/me/stats", web::get().to(my_stats))
+        .route("/me/links", web::get().to(my_links))
+        .route("/me/postbacks/deliveries", web::get().to(my_deliveries))
+        .route(
+            "/me/postbacks/deliveries/{delivery}/redeliver",
+            web::post().to(my_redeliver),
+        )
+        .route("/me/postbacks/{id}/test", web::post().to(my_test))
+        .route("/postbacks/deliveries", web::get().to(all_deliveries))
+        .route(
+            "/postbacks/deliveries/{delivery}/redeliver",
+            web::post().to(admin_redeliver),
+        )
+        .route("/postbacks/{id}/test", web::post().to(admin_test))
+        .route("/me/postbacks", web::get().to(list_my_postbacks))
+        .route("/me/postbacks", web::post().to(upsert_my_postback))
+        .route("/postbacks", web::get().to(list_postbacks))
+        .route("/postbacks", web::post().to(upsert_global_postback))
+        .route(
+            "/affiliates/{id}/postbacks",
+            web::get().to(list_affiliate_postbacks),
+        )
+        .route(
+            "/affiliates/{id}/postbacks",
+            web::post().to(upsert_affiliate_postback),
+        )
+        // Before `/{kind}/{id}`, which would take `/postbacks/{id}`.
+        .route("/me/postbacks/{id}", web::patch().to(patch_my_postback))
+        .route("/me/postbacks/{id}", web::delete().to(delete_my_postback))
+        .route("/postbacks/{id}", web::patch().to(patch_any_postback))
+        .route("/postbacks/{id}", web::delete().to(delete_any_postback))
+        .route(
+            "/affiliates/{id}/postbacks/{pb}",
+            web::patch().to(patch_affiliate_postback),
+        )
+        .route(
+            "/affiliates/{id}/postbacks/{pb}",
+            web::delete().to(delete_affiliate_postback),
+        )
+        .route("/stats", web::get().to(stats))
+        .route("/keys", web::post().to(create_key))
+        .route("/{kind}", web::get().to(list))
+        .route("/{kind}", web::post().to(upsert))
+        .route("/{kind}/{id}", web::get().to(get_one)),
     );
 }
 

@@ -60,6 +60,10 @@ pub struct Options {
     pub owner: Option<String>,
     /// The partition `journal accept-damage` acts on.
     pub partition: Option<String>,
+    /// `attribution export`: one campaign, and the period the journeys ended in.
+    pub campaign: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub enum Command {
     Journal(JournalAction, Options),
     /// `keys create`, with `role` (and maybe `owner`) set in the options.
     KeysCreate(Options),
+    /// `attribution export`: a stopped node's journeys as grouped CSV.
+    AttributionExport(Options),
     /// `attribution fit`: no server, no configuration.
     AttributionFit {
         journeys: PathBuf,
@@ -106,7 +112,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         },
         Some("attribution") => match args.next().as_deref() {
             Some("fit") => return parse_fit(args),
-            _ => return Err("attribution needs a command: fit".into()),
+            Some("export") => "attribution-export",
+            _ => return Err("attribution needs a command: fit or export".into()),
         },
         Some("keys") => match args.next().as_deref() {
             Some("create") => "keys-create",
@@ -144,6 +151,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 })?);
             }
             "--partition" if cmd == "accept-damage" => o.partition = Some(value()?),
+            "--campaign" if cmd == "attribution-export" => o.campaign = Some(value()?),
+            "--from" if cmd == "attribution-export" => o.from = Some(value()?),
+            "--to" if cmd == "attribution-export" => o.to = Some(value()?),
             _ => return Err(format!("unknown option {flag:?} for {cmd}")),
         }
     }
@@ -153,6 +163,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     Ok(match cmd {
         "serve" => Command::Serve(o),
         "keys-create" => Command::KeysCreate(o),
+        "attribution-export" => Command::AttributionExport(o),
         "verify" => Command::Journal(JournalAction::Verify, o),
         "accept-damage" if o.partition.is_none() => {
             return Err("accept-damage needs --partition NAME (see journal verify)".into())
@@ -301,6 +312,18 @@ mod tests {
             }
         );
         assert!(p("attribution").unwrap_err().contains("fit"));
+        assert_eq!(
+            p("attribution export --data-dir d --campaign c1 --from 2026-12-01 --to=2026-12-02")
+                .unwrap(),
+            Command::AttributionExport(Options {
+                data_dir: Some("d".into()),
+                campaign: Some("c1".into()),
+                from: Some("2026-12-01".into()),
+                to: Some("2026-12-02".into()),
+                ..Options::default()
+            })
+        );
+        assert!(p("attribution export --listen 127.0.0.1:1").is_err());
         assert!(p("attribution fit --model x")
             .unwrap_err()
             .contains("--journeys"));

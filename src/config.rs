@@ -560,6 +560,52 @@ impl Default for ConversionsSection {
     }
 }
 
+/// `[attribution]`: the journey store's bounds and the refit schedule (the model per
+/// campaign is a campaign setting, `attribution-model`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AttributionSection {
+    /// Most touches per journey, oldest dropped. Default: 32. Bounds: 1 ..= 256.
+    pub touchpoints_max: usize,
+    /// Most open journeys in memory (about 400 bytes each with a few touches; `/metrics`:
+    /// `clicktrail_attribution_journey_bytes`); past it the journeys closest to their end
+    /// end first. Default: 1000000. Bounds: 100 ..= 100000000.
+    pub journeys_max: usize,
+    /// Most distinct paths per campaign kept for training. Default: 200000.
+    pub training_paths_max: usize,
+    /// Seconds between refits of data-driven models (0: only on demand). Default: 86400.
+    pub refit_interval_s: u64,
+    /// Exact Shapley values up to this many channels in a journey, sampled above.
+    /// Default: 15. Bounds: 1 ..= 20.
+    pub shapley_exact_max: usize,
+}
+
+impl Default for AttributionSection {
+    fn default() -> Self {
+        let d = clicktrail_actors::attribution::AttributionConfig::default();
+        AttributionSection {
+            touchpoints_max: d.touchpoints_max,
+            journeys_max: d.journeys_max,
+            training_paths_max: d.training_paths_max,
+            refit_interval_s: d.refit_interval_s,
+            shapley_exact_max: d.shapley_exact_max,
+        }
+    }
+}
+
+impl AttributionSection {
+    pub fn to_config(&self) -> clicktrail_actors::attribution::AttributionConfig {
+        clicktrail_actors::attribution::AttributionConfig {
+            touchpoints_max: self.touchpoints_max,
+            journeys_max: self.journeys_max,
+            training_paths_max: self.training_paths_max,
+            refit_interval_s: self.refit_interval_s,
+            shapley_exact_max: self.shapley_exact_max,
+            training_window_us: None,
+        }
+    }
+}
+
 /// `[[keys]]`: an API key from the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -585,6 +631,7 @@ pub struct Config {
     pub conversions: ConversionsSection,
     pub program: ProgramSection,
     pub payouts: PayoutsSection,
+    pub attribution: AttributionSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -644,6 +691,10 @@ impl Config {
 
     /// Checks every bound and contradiction; the first one found is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.attribution
+            .to_config()
+            .check()
+            .map_err(ConfigError::Invalid)?;
         let (s, j, a) = (&self.server, &self.journal, &self.actors);
         check(s.workers <= 256, || "server.workers must be 0..=256".into())?;
         check((1..=1_000_000).contains(&s.connections_max), || {
@@ -908,6 +959,7 @@ impl Config {
                 .payouts
                 .to_config()
                 .expect("validated when the configuration was loaded"),
+            attribution: self.attribution.to_config(),
         }
     }
 }

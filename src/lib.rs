@@ -2,7 +2,9 @@
 //! wiring that starts the journal, the supervised actors and the server, and stops them.
 
 pub mod api;
+pub mod attribution_api;
 pub mod attribution_cmd;
+pub mod attribution_export;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -39,6 +39,7 @@ fn main() {
             Err(code) => code,
         },
         Command::KeysCreate(opts) => keys_create(&opts),
+        Command::AttributionExport(opts) => attribution_export(&opts),
         Command::AttributionFit {
             journeys,
             model,
@@ -47,6 +48,38 @@ fn main() {
         } => clicktrail::attribution_cmd::fit(&journeys, &model, order, json),
     };
     std::process::exit(code);
+}
+
+/// `attribution export`: the journeys as grouped CSV on standard output.
+fn attribution_export(opts: &cli::Options) -> i32 {
+    let config = match load(opts) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, i32> {
+        v.as_deref()
+            .map(|t| {
+                clicktrail::http::time::parse_text(t).map_err(|e| {
+                    eprintln!("clicktrail: --{name}: {e}");
+                    2
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = match (time("from", &opts.from), time("to", &opts.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    match clicktrail::attribution_export::export(&config, opts.campaign.as_deref(), from, to) {
+        Ok(csv) => {
+            print!("{csv}");
+            0
+        }
+        Err(e) => {
+            eprintln!("clicktrail: {e:#}");
+            1
+        }
+    }
 }
 
 /// `keys create`: checks the role and owner, then makes the key.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The recent-click index, for its reach on `/metrics`.
     pub clicks: clicktrail_actors::clicks::SharedClicks,
+    /// The attribution actor's journeys, for their size on `/metrics`.
+    pub attribution: clicktrail_actors::attribution::SharedAttribution,
 }
 
 /// File in the data directory holding the installation id.
@@ -159,6 +161,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         payout_commands: handles.payout_commands.clone(),
         dead_letters: health.dead_letters().clone(),
         postback_destinations: config.postback_destinations(),
+        attribution: handles.attribution.clone(),
+        attribution_shapley_exact_max: config.attribution.shapley_exact_max,
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),
@@ -167,6 +171,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         metrics,
         clicks: handles.clicks.clone(),
+        attribution: handles.attribution.clone(),
     });
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
     let workers = match config.server.workers {
@@ -602,9 +607,68 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         let up = s.state == clicktrail_actors::ActorState::Running;
         let _ = writeln!(out, "clicktrail_actor_up{{actor=\"{n}\"}} {}", u8::from(up));
     }
+    attribution_metrics(&mut out, &state.attribution);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// The attribution actor's journey store and training figures.
+fn attribution_metrics(out: &mut String, view: &clicktrail_actors::attribution::SharedAttribution) {
+    use std::fmt::Write;
+    let (open, touches, bytes, evicted, waiting, trained) = view.read(|v| {
+        (
+            v.open_journeys,
+            v.touches,
+            v.journey_bytes,
+            v.evicted_journeys,
+            v.waiting_conversions,
+            v.training.values().map(|t| t.journeys).sum::<u64>(),
+        )
+    });
+    for (name, kind, help, value) in [
+        (
+            "clicktrail_attribution_open_journeys",
+            "gauge",
+            "Open journeys (attribution.journeys-max bounds them).",
+            open,
+        ),
+        (
+            "clicktrail_attribution_touches",
+            "gauge",
+            "Touches held in open journeys.",
+            touches,
+        ),
+        (
+            "clicktrail_attribution_journey_bytes",
+            "gauge",
+            "Estimated memory of the journey store, in bytes.",
+            bytes,
+        ),
+        (
+            "clicktrail_attribution_evicted_journeys_total",
+            "counter",
+            "Journeys ended early to stay within attribution.journeys-max.",
+            evicted,
+        ),
+        (
+            "clicktrail_attribution_waiting_conversions",
+            "gauge",
+            "Conversions waiting for their matched click to be read.",
+            waiting,
+        ),
+        (
+            "clicktrail_attribution_trained_journeys",
+            "gauge",
+            "Journeys in the training sets of the data-driven models.",
+            trained,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }
 
 #[cfg(test)]

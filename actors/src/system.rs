@@ -79,6 +79,7 @@ pub struct SystemConfig {
     pub postbacks: postback::DispatcherConfig,
     pub ledger: ledger::LedgerConfig,
     pub payouts: payout::PayoutConfig,
+    pub attribution: attribution::AttributionConfig,
 }
 
 impl Default for SystemConfig {
@@ -92,6 +93,7 @@ impl Default for SystemConfig {
             postbacks: postback::DispatcherConfig::default(),
             ledger: ledger::LedgerConfig::default(),
             payouts: payout::PayoutConfig::default(),
+            attribution: attribution::AttributionConfig::default(),
         }
     }
 }
@@ -112,6 +114,8 @@ pub struct Handles {
     /// Payout items, and the admin's requests to the scheduler.
     pub payouts: payout::SharedPayouts,
     pub payout_commands: payout::Commands,
+    /// Fitted attribution models and journey figures; fits asked for over the API.
+    pub attribution: attribution::SharedAttribution,
 }
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
@@ -156,7 +160,20 @@ pub fn build(
     let i = inputs.clone();
     sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
     let i = inputs.clone();
-    sup = sup.worker(move || Box::new(attribution::Aggregator::new(i.clone())));
+    let attribution = attribution::SharedAttribution::default();
+    let (a, s, ac) = (
+        attribution.clone(),
+        store.clone(),
+        config.attribution.clone(),
+    );
+    sup = sup.worker(move || {
+        Box::new(attribution::AttributionProcessor::new(
+            i.clone(),
+            s.clone(),
+            ac.clone(),
+            a.clone(),
+        ))
+    });
     // Money records are never removed by retention, even before their owners open them.
     for name in [LEDGER, PAYOUTS] {
         match journal.partition(name) {
@@ -238,6 +255,7 @@ pub fn build(
             ledger: book,
             payouts,
             payout_commands,
+            attribution,
         },
     )
 }

@@ -118,6 +118,10 @@ pub trait Processor: Send + 'static {
     /// causes (a hold period ending). They carry no source; `restore` must apply them
     /// like any other output, so a tick after a restart does not repeat them.
     fn tick(&mut self, _now_us: i64, _out: &mut Vec<Output>) {}
+    /// Like [`Processor::tick`], but only when a step found every input read to its end
+    /// (caught up), at most about once a second: for work that must see all of history
+    /// first (fitting a model). Its outputs carry no source either.
+    fn idle(&mut self, _now_us: i64, _out: &mut Vec<Output>) {}
 }
 
 /// How often [`Processor::tick`] runs at most.
@@ -148,6 +152,8 @@ pub struct WorkerCore {
     pending_commits: std::collections::VecDeque<(u64, Vec<u64>)>,
     /// When the processor's tick last ran.
     last_tick: Option<std::time::Instant>,
+    /// When the processor's idle work last ran.
+    last_idle: Option<std::time::Instant>,
     /// Where this actor's dead letters are shown and its retries requested.
     dead: DeadLetters,
     /// (input partition id, offset) of its open dead letters, skipped when met again: only
@@ -282,6 +288,7 @@ impl WorkerCore {
             outputs: Vec::new(),
             pending_commits: std::collections::VecDeque::new(),
             last_tick: None,
+            last_idle: None,
             dead,
             skip,
         })
@@ -367,6 +374,16 @@ impl WorkerCore {
         if self.last_tick.is_none_or(|t| t.elapsed() >= TICK_INTERVAL) {
             self.last_tick = Some(std::time::Instant::now());
             self.tick_now(crate::catalog::now_us())?;
+        }
+        if done == 0 && self.last_idle.is_none_or(|t| t.elapsed() >= TICK_INTERVAL) {
+            self.last_idle = Some(std::time::Instant::now());
+            self.outputs.clear();
+            self.processor
+                .idle(crate::catalog::now_us(), &mut self.outputs);
+            for out in &self.outputs {
+                self.writer
+                    .write(out.kind, out.version, None, &out.payload)?;
+            }
         }
         self.writer.publish();
         self.queue_commit();

@@ -84,6 +84,7 @@ mod tests {
             click_id_param: "click_id".into(),
             status: Status::Active,
             fallback_url: None,
+            ..Campaign::defaults()
         };
         CampaignRt {
             destination: Url::parse(&c.destination_url).unwrap(),

@@ -319,11 +319,17 @@ fn v6_records_still_read() {
     let mut r = j.get("events").unwrap().reader().unwrap();
     let rec = r.next().unwrap().expect("the attribution");
     assert_eq!((rec.kind, rec.version), (Kind::Attribution as u16, 3));
-    assert_eq!(schema::validate(rec.kind, rec.version, rec.payload), Some(Ok(())));
+    assert_eq!(
+        schema::validate(rec.kind, rec.version, rec.payload),
+        Some(Ok(()))
+    );
     assert_eq!(schema::attribution(&rec), Some(samples::attribution_v3()));
     let rec = r.next().unwrap().expect("the model");
     assert_eq!((rec.kind, rec.version), (Kind::AttributionModel as u16, 1));
-    assert_eq!(schema::validate(rec.kind, rec.version, rec.payload), Some(Ok(())));
+    assert_eq!(
+        schema::validate(rec.kind, rec.version, rec.payload),
+        Some(Ok(()))
+    );
     assert_eq!(rec.to_owned_event(), Some(samples::attribution_model()));
     assert!(r.next().unwrap().is_none());
     j.close().unwrap();

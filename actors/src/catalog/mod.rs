@@ -85,6 +85,42 @@ pub struct Merchant {
     pub conversion_pixel: bool,
 }
 
+/// A campaign's attribution settings: known names, bounds.
+fn check_attribution(c: &Campaign) -> Result<()> {
+    if !ATTRIBUTION_MODELS.contains(&c.attribution_model.as_str()) {
+        return invalid(format!(
+            "attribution-model must be one of {}",
+            ATTRIBUTION_MODELS.join(", ")
+        ));
+    }
+    if !ATTRIBUTION_CHANNELS.contains(&c.attribution_channel.as_str()) {
+        return invalid(format!(
+            "attribution-channel must be one of {}",
+            ATTRIBUTION_CHANNELS.join(", ")
+        ));
+    }
+    if c.attribution_model_version == Some(0) {
+        return invalid("attribution-model-version starts at 1");
+    }
+    if let Some(d) = c.lookback_days {
+        if !(1..=COOKIE_WINDOW_DAYS_MAX).contains(&d) {
+            return invalid(format!(
+                "lookback-days must be 1..={COOKIE_WINDOW_DAYS_MAX}"
+            ));
+        }
+    }
+    if !(1..=HALF_LIFE_DAYS_MAX).contains(&c.half_life_days) {
+        return invalid(format!("half-life-days must be 1..={HALF_LIFE_DAYS_MAX}"));
+    }
+    if !(1..=MARKOV_ORDER_MAX).contains(&c.markov_order) {
+        return invalid(format!("markov-order must be 1..={MARKOV_ORDER_MAX}"));
+    }
+    if c.lead_event.is_empty() || c.lead_event.len() > 64 {
+        return invalid("lead-event must be 1-64 characters");
+    }
+    Ok(())
+}
+
 fn default_window_days() -> u32 {
     30
 }
@@ -116,6 +152,104 @@ pub struct Campaign {
     /// Where clicks go while paused (default: the destination, unrecorded).
     #[serde(default)]
     pub fallback_url: Option<String>,
+    /// The attribution model that pays partners: last-click (default), first-click,
+    /// linear, time-decay, position-based, w-shaped, markov or shapley.
+    #[serde(default = "default_attribution_model")]
+    pub attribution_model: String,
+    /// Pins a fitted version of a data-driven model (default: the latest fitted one).
+    #[serde(default)]
+    pub attribution_model_version: Option<u32>,
+    /// What a channel is for the data-driven models: affiliate (default),
+    /// affiliate-campaign, or sub1 (the affiliate and its sub1).
+    #[serde(default = "default_attribution_channel")]
+    pub attribution_channel: String,
+    /// How far back touches count for a conversion. Default: the cookie window.
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    /// Impressions are touches too. Default: false (clicks only).
+    #[serde(default)]
+    pub count_impressions: bool,
+    /// Half-life of the time-decay model. Default: 7 days.
+    #[serde(default = "default_half_life_days")]
+    pub half_life_days: u32,
+    /// Order of the Markov model (1..=4). Default: 1.
+    #[serde(default = "default_markov_order")]
+    pub markov_order: u32,
+    /// The conversion event that marks a lead (W-shaped); it is credited on its own and
+    /// does not end the journey. Default: `lead`.
+    #[serde(default = "default_lead_event")]
+    pub lead_event: String,
+}
+
+/// The attribution model names a campaign may choose.
+pub const ATTRIBUTION_MODELS: [&str; 8] = [
+    "last-click",
+    "first-click",
+    "linear",
+    "time-decay",
+    "position-based",
+    "w-shaped",
+    "markov",
+    "shapley",
+];
+
+/// What a channel of the data-driven models may be.
+pub const ATTRIBUTION_CHANNELS: [&str; 3] = ["affiliate", "affiliate-campaign", "sub1"];
+
+/// Longest time-decay half-life, in days.
+pub const HALF_LIFE_DAYS_MAX: u32 = 365;
+/// Highest Markov order.
+pub const MARKOV_ORDER_MAX: u32 = 4;
+
+fn default_attribution_model() -> String {
+    "last-click".into()
+}
+
+fn default_attribution_channel() -> String {
+    "affiliate".into()
+}
+
+fn default_half_life_days() -> u32 {
+    7
+}
+
+fn default_markov_order() -> u32 {
+    1
+}
+
+fn default_lead_event() -> String {
+    "lead".into()
+}
+
+impl Campaign {
+    /// A campaign with every optional setting at its default (empty ids and URLs): the
+    /// base of struct literals that set the rest.
+    pub fn defaults() -> Campaign {
+        Campaign {
+            id: String::new(),
+            merchant_id: String::new(),
+            name: String::new(),
+            destination_url: String::new(),
+            deep_link_hosts: Vec::new(),
+            cookie_window_days: default_window_days(),
+            click_id_param: default_click_id_param(),
+            status: Status::default(),
+            fallback_url: None,
+            attribution_model: default_attribution_model(),
+            attribution_model_version: None,
+            attribution_channel: default_attribution_channel(),
+            lookback_days: None,
+            count_impressions: false,
+            half_life_days: default_half_life_days(),
+            markov_order: default_markov_order(),
+            lead_event: default_lead_event(),
+        }
+    }
+
+    /// How far back touches count, in days.
+    pub fn lookback_days(&self) -> u32 {
+        self.lookback_days.unwrap_or(self.cookie_window_days)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,6 +669,7 @@ impl Catalog {
     }
 
     /// Checks an entity against the catalog: ids, references, URLs, bounds.
+    /// (Attribution settings: see [`check_attribution`].)
     pub fn validate(&self, e: &Entity) -> Result<()> {
         match e {
             Entity::Affiliate(a) => {
@@ -585,7 +720,7 @@ impl Catalog {
                 if !valid_id(&c.click_id_param) {
                     return invalid("click-id-param must be 1-64 of [A-Za-z0-9_.-]");
                 }
-                Ok(())
+                check_attribution(c)
             }
             Entity::Link(l) => {
                 check_id("link code", &l.code)?;
@@ -1018,6 +1153,7 @@ mod tests {
                 click_id_param: "click_id".into(),
                 status: Status::Active,
                 fallback_url: None,
+                ..Campaign::defaults()
             }),
             Entity::Link(Link {
                 code: "demo".into(),

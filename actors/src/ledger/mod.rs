@@ -47,8 +47,8 @@ pub mod commission;
 use crate::catalog::{CommissionPlan, EntityStore};
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{
-    self, ConversionStatusChange, Currency, FraudVerdict, LedgerCause, LedgerTxn,
-    PayoutItem, Posting,
+    self, ConversionStatusChange, Currency, FraudVerdict, LedgerCause, LedgerTxn, PayoutItem,
+    Posting,
 };
 use clicktrail_storage::{Kind, Record, RecordExt};
 use commission::{Commissions, Credit, CreditKind, Plan, Sale};
