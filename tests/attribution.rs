@@ -404,3 +404,44 @@ fn last_click_stays_the_default_and_journeys_show_in_metrics() {
         "{v}"
     );
 }
+
+#[test]
+fn a_markov_campaign_is_credited_by_its_first_fitted_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), "markov");
+    let a = agent();
+    let server = Server::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let addr = server.addr;
+    journey_and_sale(&a, addr, "o-1");
+    server.wait_until("the commissions", |s| balance_minor(&a, s.addr, "a3") > 0);
+    // Fitted on its own journey first: each channel's removal kills the one path, so
+    // the three weigh alike (333,334 / 333,333 / 333,333 ppm of 1234 cents).
+    let got: Vec<i64> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|x| balance_minor(&a, addr, x))
+        .collect();
+    assert_eq!(got, [412, 411, 411]);
+    let (_, me) = api(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/me/attribution",
+        Some(PARTNER2),
+        None,
+        "",
+    );
+    assert_eq!(me["campaigns"][0]["model"], "markov", "{me}");
+    let (_, l) = api(
+        &a,
+        addr,
+        "GET",
+        "/api/v1/attribution/models/c1",
+        Some(ADMIN),
+        None,
+        "",
+    );
+    assert_eq!(l["models"][0]["version"], 1, "{l}");
+    assert_eq!(l["models"][0]["requested_by"], "first-conversion");
+    assert_eq!(l["models"][0]["removal_effects"]["a2"], 1.0);
+}

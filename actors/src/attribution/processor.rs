@@ -326,49 +326,8 @@ impl AttributionProcessor {
         if !lead {
             self.train(&name, &channels, true, value, c.occurred_at_us);
         }
-        let model = camp.attribution_model.clone();
-        let (weights, version) = match Weigher::rule(&model, camp.half_life_days) {
-            Some(w) => (
-                w.weights(&journey, &channels, c.occurred_at_us, path.lead_index),
-                RULES_VERSION,
-            ),
-            None => {
-                let pin = camp.attribution_model_version;
-                if find_model(&self.models, &camp.id, &model, pin).is_none() {
-                    let order = camp.markov_order;
-                    if let Some(fit) = self.fit(&name, &model, order, "first-conversion", c.at_us) {
-                        out.push(Output::event(&fit));
-                    }
-                }
-                match find_model(&self.models, &camp.id, &model, pin) {
-                    Some(fit) => (
-                        Weigher::fitted(fit, self.config.shapley_exact_max).weights(
-                            &journey,
-                            &channels,
-                            c.occurred_at_us,
-                            path.lead_index,
-                        ),
-                        fit.version,
-                    ),
-                    // A pinned version that does not exist: credited by last click, and
-                    // the record says so.
-                    None => (
-                        Weigher::rule("last-click", 7).expect("a rule").weights(
-                            &journey,
-                            &channels,
-                            c.occurred_at_us,
-                            None,
-                        ),
-                        RULES_VERSION,
-                    ),
-                }
-            }
-        };
-        let model = if version == RULES_VERSION && Weigher::rule(&model, 7).is_none() {
-            "last-click".to_string()
-        } else {
-            model
-        };
+        let (model, weights, version) =
+            self.weigh(&camp, &name, c, &journey, &channels, path.lead_index, out);
         let touchpoints: Vec<Touchpoint> = journey
             .iter()
             .zip(&weights)
@@ -383,7 +342,7 @@ impl AttributionProcessor {
         out.push(Output::event(&AttributionV3 {
             at_us: c.at_us,
             conversion_id: c.conversion_id.clone(),
-            model,
+            model: model.to_string(),
             model_version: version,
             touchpoints,
             merchant_id: c.merchant_id.clone(),
@@ -400,6 +359,50 @@ impl AttributionProcessor {
             journey,
             lead_index: path.lead_index.map(|i| i as u32),
         }));
+    }
+
+    /// The campaign's model weights for a converting journey: (the model that credited
+    /// it, the weights, its version). A data-driven model without a version is fitted
+    /// first (pushed to `out`); a pinned version that does not exist credits by last
+    /// click, and the record says so.
+    #[allow(clippy::too_many_arguments)]
+    fn weigh(
+        &mut self,
+        camp: &Campaign,
+        name: &Arc<str>,
+        c: &schema::Conversion,
+        journey: &[JourneyTouch],
+        channels: &[String],
+        lead: Option<usize>,
+        out: &mut Vec<Output>,
+    ) -> (String, Vec<u32>, u32) {
+        let model = camp.attribution_model.as_str();
+        if let Some(w) = Weigher::rule(model, camp.half_life_days) {
+            let weights = w.weights(journey, channels, c.occurred_at_us, lead);
+            return (model.to_string(), weights, RULES_VERSION);
+        }
+        let pin = camp.attribution_model_version;
+        if find_model(&self.models, &camp.id, model, pin).is_none() && pin.is_none() {
+            if let Some(fit) = self.fit(name, model, camp.markov_order, "first-conversion", c.at_us)
+            {
+                out.push(Output::event(&fit));
+            }
+        }
+        match find_model(&self.models, &camp.id, model, pin) {
+            Some(fit) => {
+                let w = Weigher::fitted(fit, self.config.shapley_exact_max);
+                (
+                    model.to_string(),
+                    w.weights(journey, channels, c.occurred_at_us, lead),
+                    fit.version,
+                )
+            }
+            None => {
+                let w = Weigher::rule("last-click", camp.half_life_days).expect("a rule");
+                let weights = w.weights(journey, channels, c.occurred_at_us, None);
+                ("last-click".to_string(), weights, RULES_VERSION)
+            }
+        }
     }
 
     fn remember_converted(&mut self, id: &str) {
