@@ -249,13 +249,19 @@ impl AttributionProcessor {
         let id = touch.id.clone();
         let ended = self.journeys.touch(&name, &keys, touch, lookback);
         self.train_ended(ended);
-        if let Some(i) = self
+        // Every conversion that waited for this click, in the order they came: the first
+        // takes the journey, the others find the click taken (it is their last touch).
+        if self
             .waiting
             .iter()
-            .position(|w| w.conversion.click_id.as_deref() == Some(&*id))
+            .any(|w| w.conversion.click_id.as_deref() == Some(&*id))
         {
-            let w = self.waiting.swap_remove(i);
-            self.pending_out.push(w.conversion);
+            let (ready, wait): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition(|w| w.conversion.click_id.as_deref() == Some(&*id));
+            self.waiting = wait;
+            self.pending_out
+                .extend(ready.into_iter().map(|w| w.conversion));
         }
     }
 
