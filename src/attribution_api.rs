@@ -237,14 +237,6 @@ struct Credit {
     money: BTreeMap<[u8; 3], (i64, i64)>,
 }
 
-fn time_or(name: &str, v: Option<&str>, default: i64) -> Result<i64, HttpResponse> {
-    match v.filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => crate::http::time::parse_text(v)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{name}: {e}"))),
-    }
-}
-
 /// The attributions of `campaign` (every campaign when `None`) that happened in
 /// [from, to], and the commission the ledger posted for each conversion.
 fn read_attributions(
@@ -301,7 +293,34 @@ fn read_attributions(
     Ok((out, commission))
 }
 
-/// Credit per partner of `records` under `weigher`.
+/// Adds one conversion to `per`: its credit, amount and posted commission split exactly
+/// by the weights of `parts` (affiliate, ppm), for the affiliates `keep` accepts.
+fn add_credit(
+    per: &mut BTreeMap<String, Credit>,
+    a: &AttributionV3,
+    commission: &HashMap<String, i64>,
+    parts: &[(&str, u32)],
+    keep: impl Fn(&str) -> bool,
+) {
+    let w: Vec<u64> = parts.iter().map(|p| p.1 as u64).collect();
+    if w.iter().sum::<u64>() == 0 {
+        return;
+    }
+    let revenue = split(a.amount.amount_minor, &w);
+    let earned = split(commission.get(&a.conversion_id).copied().unwrap_or(0), &w);
+    for (i, (affiliate, weight)) in parts.iter().enumerate() {
+        if *weight == 0 || !keep(affiliate) {
+            continue;
+        }
+        let c = per.entry(affiliate.to_string()).or_default();
+        c.conversions_ppm += *weight as u64;
+        let m = c.money.entry(a.amount.currency.0).or_default();
+        m.0 += revenue[i];
+        m.1 += earned[i];
+    }
+}
+
+/// Credit per partner of `records` re-weighed under `weigher`.
 fn credit_under(
     weigher: &Weigher<'_>,
     records: &[AttributionV3],
@@ -320,19 +339,13 @@ fn credit_under(
             a.occurred_at_us,
             a.lead_index.map(|i| i as usize),
         );
-        let w: Vec<u64> = weights.iter().map(|w| *w as u64).collect();
-        let revenue = split(a.amount.amount_minor, &w);
-        let earned = split(commission.get(&a.conversion_id).copied().unwrap_or(0), &w);
-        for (i, t) in a.journey.iter().enumerate() {
-            if weights[i] == 0 {
-                continue;
-            }
-            let c = per.entry(t.affiliate_id.clone()).or_default();
-            c.conversions_ppm += weights[i] as u64;
-            let m = c.money.entry(a.amount.currency.0).or_default();
-            m.0 += revenue[i];
-            m.1 += earned[i];
-        }
+        let parts: Vec<(&str, u32)> = a
+            .journey
+            .iter()
+            .map(|t| t.affiliate_id.as_str())
+            .zip(weights)
+            .collect();
+        add_credit(&mut per, a, commission, &parts, |_| true);
     }
     per
 }
@@ -399,13 +412,9 @@ async fn compare(
     if key.role == Role::Merchant && key.owner != camp.merchant_id {
         return error(StatusCode::NOT_FOUND, "no such campaign");
     }
-    let (from, to) = match (
-        time_or("from", q.from.as_deref(), 0),
-        time_or("to", q.to.as_deref(), i64::MAX),
-    ) {
-        (Ok(f), Ok(t)) if f <= t => (f, t),
-        (Ok(_), Ok(_)) => return error(StatusCode::BAD_REQUEST, "from is after to"),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (from, to) = match crate::ledger_api::period(q.from.as_deref(), q.to.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let names: Vec<String> = match q.models.as_deref().filter(|m| !m.is_empty()) {
         None => ATTRIBUTION_MODELS.iter().map(|m| m.to_string()).collect(),
@@ -502,13 +511,9 @@ async fn my_attribution(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let (from, to) = match (
-        time_or("from", q.from.as_deref(), 0),
-        time_or("to", q.to.as_deref(), i64::MAX),
-    ) {
-        (Ok(f), Ok(t)) if f <= t => (f, t),
-        (Ok(_), Ok(_)) => return error(StatusCode::BAD_REQUEST, "from is after to"),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (from, to) = match crate::ledger_api::period(q.from.as_deref(), q.to.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let journal = api.journal.clone();
     let read = web::block(move || read_attributions(&journal, None, from, to)).await;
@@ -517,35 +522,27 @@ async fn my_attribution(
         Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    // As credited: the recorded weights of the active model of the day.
-    let mut per_campaign: BTreeMap<String, (String, Credit)> = BTreeMap::new();
+    // As credited: the recorded weights of the model of the day.
+    let mut per_campaign: BTreeMap<&str, (&str, BTreeMap<String, Credit>)> = BTreeMap::new();
     for a in &records {
-        let w: Vec<u64> = a.touchpoints.iter().map(|t| t.weight_ppm as u64).collect();
-        if w.iter().sum::<u64>() == 0 {
+        let parts: Vec<(&str, u32)> = a
+            .touchpoints
+            .iter()
+            .map(|t| (t.affiliate_id.as_str(), t.weight_ppm))
+            .collect();
+        if !parts.iter().any(|p| p.0 == key.owner) {
             continue;
         }
-        let revenue = split(a.amount.amount_minor, &w);
-        let earned = split(commission.get(&a.conversion_id).copied().unwrap_or(0), &w);
-        for (i, t) in a.touchpoints.iter().enumerate() {
-            if t.affiliate_id != key.owner {
-                continue;
-            }
-            let (model, c) = per_campaign
-                .entry(a.campaign_id.clone())
-                .or_insert_with(|| (a.model.clone(), Credit::default()));
-            *model = a.model.clone();
-            c.conversions_ppm += w[i];
-            let m = c.money.entry(a.amount.currency.0).or_default();
-            m.0 += revenue[i];
-            m.1 += earned[i];
-        }
+        let (model, per) = per_campaign
+            .entry(&a.campaign_id)
+            .or_insert_with(|| (&a.model, BTreeMap::new()));
+        *model = &a.model;
+        add_credit(per, a, &commission, &parts, |aff| aff == key.owner);
     }
     let campaigns: Vec<Value> = per_campaign
         .iter()
-        .map(|(campaign, (model, c))| {
-            let mut one = BTreeMap::new();
-            one.insert(key.owner.clone(), c.clone());
-            let mut v = credit_json(&one)[&key.owner].clone();
+        .map(|(campaign, (model, per))| {
+            let mut v = credit_json(per)[&key.owner].clone();
             v["campaign_id"] = json!(campaign);
             v["model"] = json!(model);
             v

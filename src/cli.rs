@@ -122,22 +122,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         Some(other) => return Err(format!("unknown command {other:?}")),
     };
     let mut o = Options::default();
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(Command::Help);
-        }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (flag.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name.as_str() {
-            "--allow-private-postbacks" if cmd == "serve" && inline.is_none() => {
+    let asked_help = each_flag(&mut args, |name, inline, value| {
+        match name {
+            "--allow-private-postbacks" if cmd == "serve" && !inline => {
                 o.allow_private_postbacks = true
             }
             "--config" => o.config = Some(value()?.into()),
@@ -154,8 +141,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--campaign" if cmd == "attribution-export" => o.campaign = Some(value()?),
             "--from" if cmd == "attribution-export" => o.from = Some(value()?),
             "--to" if cmd == "attribution-export" => o.to = Some(value()?),
-            _ => return Err(format!("unknown option {flag:?} for {cmd}")),
+            _ => return Err(format!("unknown option {name:?} for {cmd}")),
         }
+        Ok(())
+    })?;
+    if asked_help {
+        return Ok(Command::Help);
     }
     if cmd == "keys-create" && o.role.is_none() {
         return Err("keys create needs --role admin, merchant or partner".into());
@@ -173,24 +164,38 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     })
 }
 
-/// `attribution fit --journeys FILE --model M [--order K] [--json]`.
-fn parse_fit(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let (mut journeys, mut model, mut order, mut json) = (None, None, None, false);
+/// Walks the flags (`--name value` or `--name=value`): `on(name, inline, value)` handles
+/// one, `inline` telling whether it came with `=value` and `value()` taking its value.
+/// Answers whether help was asked for (`-h`, `--help`).
+fn each_flag(
+    args: &mut impl Iterator<Item = String>,
+    mut on: impl FnMut(&str, bool, &mut dyn FnMut() -> Result<String, String>) -> Result<(), String>,
+) -> Result<bool, String> {
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
-            return Ok(Command::Help);
+            return Ok(true);
         }
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (flag.clone(), None),
         };
+        let has_inline = inline.is_some();
         let mut value = || {
             inline
                 .clone()
                 .or_else(|| args.next())
                 .ok_or_else(|| format!("{name} needs a value"))
         };
-        match name.as_str() {
+        on(&name, has_inline, &mut value)?;
+    }
+    Ok(false)
+}
+
+/// `attribution fit --journeys FILE --model M [--order K] [--json]`.
+fn parse_fit(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut journeys, mut model, mut order, mut json) = (None, None, None, false);
+    let asked_help = each_flag(&mut args, |name, inline, value| {
+        match name {
             "--journeys" => journeys = Some(PathBuf::from(value()?)),
             "--model" => model = Some(value()?),
             "--order" => {
@@ -202,9 +207,13 @@ fn parse_fit(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
                         .ok_or_else(|| format!("--order {v:?}: use 1, 2, 3 or 4"))?,
                 );
             }
-            "--json" if inline.is_none() => json = true,
-            _ => return Err(format!("unknown option {flag:?} for attribution fit")),
+            "--json" if !inline => json = true,
+            _ => return Err(format!("unknown option {name:?} for attribution fit")),
         }
+        Ok(())
+    })?;
+    if asked_help {
+        return Ok(Command::Help);
     }
     let journeys = journeys.ok_or("attribution fit needs --journeys FILE")?;
     let model = model.ok_or("attribution fit needs --model")?;

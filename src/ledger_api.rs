@@ -386,6 +386,17 @@ struct Period {
     format: Option<String>,
 }
 
+/// A `from`/`to` query period (either may be missing: from the start, to the end);
+/// a 400 naming the bad parameter, or saying that from is after to.
+pub(crate) fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), HttpResponse> {
+    let from = time_param("from", from, 0)?;
+    let to = time_param("to", to, i64::MAX)?;
+    if from > to {
+        return Err(error(StatusCode::BAD_REQUEST, "from is after to"));
+    }
+    Ok((from, to))
+}
+
 fn time_param(name: &str, v: Option<&str>, default: i64) -> Result<i64, HttpResponse> {
     let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(default);
@@ -454,17 +465,10 @@ fn statement(req: &HttpRequest, api: &Api, affiliate: &str, q: &Period) -> HttpR
     {
         return error(StatusCode::BAD_REQUEST, "format must be csv or json");
     }
-    let from = match time_param("from", q.from.as_deref(), 0) {
-        Ok(t) => t,
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref()) {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let to = match time_param("to", q.to.as_deref(), i64::MAX) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if from > to {
-        return error(StatusCode::BAD_REQUEST, "from is after to");
-    }
     let (opening, lines) = api
         .ledger
         .read()

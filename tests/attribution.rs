@@ -72,6 +72,24 @@ key = "{PARTNER2}"
     path
 }
 
+/// A GET with `key`: (status, JSON answer).
+fn get_as(a: &ureq::Agent, addr: SocketAddr, key: &str, path: &str) -> (u16, Value) {
+    api(a, addr, "GET", path, Some(key), None, "")
+}
+
+/// A JSON POST with `key`: (status, JSON answer).
+fn post_as(a: &ureq::Agent, addr: SocketAddr, key: &str, path: &str, body: &str) -> (u16, Value) {
+    api(
+        a,
+        addr,
+        "POST",
+        path,
+        Some(key),
+        Some("application/json"),
+        body,
+    )
+}
+
 /// Follows link `code` with the visitor cookie `cookie` (if any): (click id, the cookie
 /// the server set).
 fn click(a: &ureq::Agent, addr: SocketAddr, code: &str, cookie: Option<&str>) -> (String, String) {
@@ -94,14 +112,11 @@ fn click(a: &ureq::Agent, addr: SocketAddr, code: &str, cookie: Option<&str>) ->
 }
 
 fn balance_minor(a: &ureq::Agent, addr: SocketAddr, affiliate: &str) -> i64 {
-    let (s, v) = api(
+    let (s, v) = get_as(
         a,
         addr,
-        "GET",
+        ADMIN,
         &format!("/api/v1/affiliates/{affiliate}/balance"),
-        Some(ADMIN),
-        None,
-        "",
     );
     assert_eq!(s, 200, "{v}");
     v["balances"]
@@ -118,15 +133,7 @@ fn journey_and_sale(a: &ureq::Agent, addr: SocketAddr, order: &str) {
     let body = format!(
         r#"{{"order_id":"{order}","amount":"123.45","currency":"EUR","click_id":"{last}"}}"#
     );
-    let (s, v) = api(
-        a,
-        addr,
-        "POST",
-        "/api/v1/conversions",
-        Some(MERCHANT),
-        Some("application/json"),
-        &body,
-    );
+    let (s, v) = post_as(a, addr, MERCHANT, "/api/v1/conversions", &body);
     assert!(s == 201 || s == 200, "{s} {v}");
 }
 
@@ -150,15 +157,7 @@ fn position_based_splits_the_commission_over_three_partners_exactly() {
     assert_eq!(got, [494, 247, 493]);
 
     // The same journey under every model, side by side.
-    let (s, v) = api(
-        &a,
-        addr,
-        "GET",
-        "/api/v1/attribution/compare?campaign_id=c1&models=last-click,first-click,linear,position-based,markov,shapley",
-        Some(ADMIN),
-        None,
-        "",
-    );
+    let (s, v) = get_as(&a, addr, ADMIN, "/api/v1/attribution/compare?campaign_id=c1&models=last-click,first-click,linear,position-based,markov,shapley");
     assert_eq!(s, 200, "{v}");
     let m = &v["models"];
     let conv = |model: &str, p: &str| m[model]["partners"][p]["conversions"].clone();
@@ -184,27 +183,17 @@ fn position_based_splits_the_commission_over_three_partners_exactly() {
     assert_eq!(v["journeys"]["converting"], 1);
 
     // A fit on demand is the next version; the list shows both.
-    let (s, f) = api(
+    let (s, f) = post_as(
         &a,
         addr,
-        "POST",
+        ADMIN,
         "/api/v1/attribution/models/c1/fit",
-        Some(ADMIN),
-        Some("application/json"),
         r#"{"model":"markov","order":2}"#,
     );
     assert_eq!(s, 201, "{f}");
     assert_eq!(f["models"][0]["version"], 2);
     assert_eq!(f["models"][0]["order"], 2);
-    let (s, l) = api(
-        &a,
-        addr,
-        "GET",
-        "/api/v1/attribution/models/c1",
-        Some(ADMIN),
-        None,
-        "",
-    );
+    let (s, l) = get_as(&a, addr, ADMIN, "/api/v1/attribution/models/c1");
     assert_eq!(s, 200);
     assert_eq!(l["models"].as_array().unwrap().len(), 3, "{l}");
     // Bad requests change nothing.
@@ -217,49 +206,27 @@ fn position_based_splits_the_commission_over_three_partners_exactly() {
         ("/api/v1/attribution/models/c1/fit", r#"{"order":9}"#, 400),
         ("/api/v1/attribution/models/nope/fit", "", 404),
     ] {
-        let (s, _) = api(
-            &a,
-            addr,
-            "POST",
-            path,
-            Some(ADMIN),
-            Some("application/json"),
-            body,
-        );
+        let (s, _) = post_as(&a, addr, ADMIN, path, body);
         assert_eq!(s, want, "{path} {body}");
     }
-    let (s, _) = api(
+    let (s, _) = get_as(
         &a,
         addr,
-        "GET",
+        ADMIN,
         "/api/v1/attribution/compare?campaign_id=c1&models=magic",
-        Some(ADMIN),
-        None,
-        "",
     );
     assert_eq!(s, 400);
     // The partner sees its own credit under the active model.
-    let (s, me) = api(
-        &a,
-        addr,
-        "GET",
-        "/api/v1/me/attribution",
-        Some(PARTNER2),
-        None,
-        "",
-    );
+    let (s, me) = get_as(&a, addr, PARTNER2, "/api/v1/me/attribution");
     assert_eq!(s, 200, "{me}");
     assert_eq!(me["campaigns"][0]["conversions"], "0.200000");
     assert_eq!(me["campaigns"][0]["commission"]["EUR"], "2.47");
     assert_eq!(me["campaigns"][0]["model"], "position-based");
-    let (s, _) = api(
+    let (s, _) = get_as(
         &a,
         addr,
-        "GET",
+        PARTNER2,
         "/api/v1/attribution/compare?campaign_id=c1",
-        Some(PARTNER2),
-        None,
-        "",
     );
     assert_eq!(s, 403, "a partner cannot compare models");
 
@@ -278,14 +245,11 @@ fn position_based_splits_the_commission_over_three_partners_exactly() {
         .map(|x| balance_minor(&a, addr, x))
         .collect();
     assert_eq!(again, [494, 247, 493]);
-    let (_, v) = api(
+    let (_, v) = get_as(
         &a,
         addr,
-        "GET",
+        ADMIN,
         "/api/v1/attribution/compare?campaign_id=c1&models=last-click",
-        Some(ADMIN),
-        None,
-        "",
     );
     assert_eq!(v["journeys"]["converting"], 1, "{v}");
     // A second journey after the restart is credited too.
@@ -297,13 +261,11 @@ fn position_based_splits_the_commission_over_three_partners_exactly() {
     assert_eq!(balance_minor(&a, addr, "a2"), 494);
 
     // The analyst's export, fitted offline, gives the server's numbers.
-    let (s, f) = api(
+    let (s, f) = post_as(
         &a,
         addr,
-        "POST",
+        ADMIN,
         "/api/v1/attribution/models/c1/fit",
-        Some(ADMIN),
-        Some("application/json"),
         r#"{"model":"markov","order":1}"#,
     );
     assert_eq!(s, 201, "{f}");
@@ -382,14 +344,11 @@ fn last_click_stays_the_default_and_journeys_show_in_metrics() {
     server.wait_until("the commission", |s| balance_minor(&a, s.addr, "a3") > 0);
     assert_eq!(balance_minor(&a, addr, "a3"), 1234);
     assert_eq!(balance_minor(&a, addr, "a1"), 0);
-    let v: Value = api(
+    let v: Value = get_as(
         &a,
         addr,
-        "GET",
+        MERCHANT,
         "/api/v1/attribution/compare?campaign_id=c1&models=linear",
-        Some(MERCHANT),
-        None,
-        "",
     )
     .1;
     // The sale's visitor has a new cookie but the same fingerprint (same address and
@@ -422,25 +381,9 @@ fn a_markov_campaign_is_credited_by_its_first_fitted_version() {
         .map(|x| balance_minor(&a, addr, x))
         .collect();
     assert_eq!(got, [412, 411, 411]);
-    let (_, me) = api(
-        &a,
-        addr,
-        "GET",
-        "/api/v1/me/attribution",
-        Some(PARTNER2),
-        None,
-        "",
-    );
+    let (_, me) = get_as(&a, addr, PARTNER2, "/api/v1/me/attribution");
     assert_eq!(me["campaigns"][0]["model"], "markov", "{me}");
-    let (_, l) = api(
-        &a,
-        addr,
-        "GET",
-        "/api/v1/attribution/models/c1",
-        Some(ADMIN),
-        None,
-        "",
-    );
+    let (_, l) = get_as(&a, addr, ADMIN, "/api/v1/attribution/models/c1");
     assert_eq!(l["models"][0]["version"], 1, "{l}");
     assert_eq!(l["models"][0]["requested_by"], "first-conversion");
     assert_eq!(l["models"][0]["removal_effects"]["a2"], 1.0);

@@ -123,20 +123,9 @@ fn v1_records_still_read() {
 /// empty id.
 #[test]
 fn v2_records_still_read_and_v1_reversals_upgrade() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2");
-    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V2").is_some() {
-        let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(tmp.path(), config()).unwrap();
-        let mut w = j.partition("events").unwrap().writer().unwrap();
+    let (_tmp, j) = fixture("v2", |w| {
         w.append_event(None, &samples::reversal_v2()).unwrap();
-        drop(w);
-        j.close().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        copy_tree(tmp.path(), &dir);
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&dir, tmp.path());
-    let j = Journal::open(tmp.path(), config()).unwrap();
+    });
     let mut r = j.get("events").unwrap().reader().unwrap();
     let rec = r.next().unwrap().unwrap();
     assert_eq!(
@@ -161,18 +150,22 @@ fn v2_records_still_read_and_v1_reversals_upgrade() {
     j.close().unwrap();
 }
 
-/// Schema v3 records (ConversionReversal v3 adds the conversion's affiliate; the new
-/// conversion-status kind) in `tests/fixtures/v3`, written once with
-/// `CLICKTRAIL_WRITE_FIXTURES_V3=1`; v2 reversals read as v3 without an affiliate.
-#[test]
-fn v3_records_still_read_and_v2_reversals_upgrade() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3");
-    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V3").is_some() {
+/// A copy of fixture journal `tests/fixtures/<version>`, opened. With
+/// `CLICKTRAIL_WRITE_FIXTURES_<VERSION>` set, `write` first makes the fixture anew (its
+/// records appended to partition `events`): done once, when a version is added.
+fn fixture(
+    version: &str,
+    write: impl FnOnce(&mut clicktrail_storage::Writer),
+) -> (tempfile::TempDir, Journal) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version);
+    let var = format!("CLICKTRAIL_WRITE_FIXTURES_{}", version.to_uppercase());
+    if std::env::var_os(var).is_some() {
         let tmp = tempfile::tempdir().unwrap();
         let j = Journal::open(tmp.path(), config()).unwrap();
         let mut w = j.partition("events").unwrap().writer().unwrap();
-        w.append_event(None, &samples::reversal_v3()).unwrap();
-        w.append_event(None, &samples::status_change()).unwrap();
+        write(&mut w);
         drop(w);
         j.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -181,6 +174,18 @@ fn v3_records_still_read_and_v2_reversals_upgrade() {
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&dir, tmp.path());
     let j = Journal::open(tmp.path(), config()).unwrap();
+    (tmp, j)
+}
+
+/// Schema v3 records (ConversionReversal v3 adds the conversion's affiliate; the new
+/// conversion-status kind) in `tests/fixtures/v3`, written once with
+/// `CLICKTRAIL_WRITE_FIXTURES_V3=1`; v2 reversals read as v3 without an affiliate.
+#[test]
+fn v3_records_still_read_and_v2_reversals_upgrade() {
+    let (_tmp, j) = fixture("v3", |w| {
+        w.append_event(None, &samples::reversal_v3()).unwrap();
+        w.append_event(None, &samples::status_change()).unwrap();
+    });
     let mut r = j.get("events").unwrap().reader().unwrap();
     let rec = r.next().unwrap().unwrap();
     assert_eq!(
@@ -215,26 +220,18 @@ fn v3_records_still_read_and_v2_reversals_upgrade() {
     j.close().unwrap();
 }
 
+/// The records of fixture v4, in order.
+fn write_v4(w: &mut clicktrail_storage::Writer) {
+    w.append_event(None, &samples::attribution_v2()).unwrap();
+    w.append_event(None, &samples::ledger_txn()).unwrap();
+    w.append_event(None, &samples::payout_item()).unwrap();
+}
+
 /// Schema v4 records (attribution v2 with the conversion's facts, ledger transactions,
 /// payout items) in `tests/fixtures/v4`, written once with `CLICKTRAIL_WRITE_FIXTURES_V4=1`.
 #[test]
 fn v4_records_still_read() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4");
-    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V4").is_some() {
-        let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(tmp.path(), config()).unwrap();
-        let mut w = j.partition("events").unwrap().writer().unwrap();
-        w.append_event(None, &samples::attribution_v2()).unwrap();
-        w.append_event(None, &samples::ledger_txn()).unwrap();
-        w.append_event(None, &samples::payout_item()).unwrap();
-        drop(w);
-        j.close().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        copy_tree(tmp.path(), &dir);
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&dir, tmp.path());
-    let j = Journal::open(tmp.path(), config()).unwrap();
+    let (_tmp, j) = fixture("v4", write_v4);
     let mut r = j.get("events").unwrap().reader().unwrap();
     let expect = [
         (Kind::Attribution, 2),
@@ -264,11 +261,7 @@ fn v4_records_still_read() {
 /// `CLICKTRAIL_WRITE_FIXTURES_V5=1`.
 #[test]
 fn v5_records_still_read() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v5");
-    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V5").is_some() {
-        let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(tmp.path(), config()).unwrap();
-        let mut w = j.partition("events").unwrap().writer().unwrap();
+    let (_tmp, j) = fixture("v5", |w| {
         let src = clicktrail_storage::Source {
             partition: 7,
             offset: 4096,
@@ -276,14 +269,7 @@ fn v5_records_still_read() {
             parts: 1,
         };
         w.append_event(Some(&src), &samples::dead_letter()).unwrap();
-        drop(w);
-        j.close().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        copy_tree(tmp.path(), &dir);
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&dir, tmp.path());
-    let j = Journal::open(tmp.path(), config()).unwrap();
+    });
     let mut r = j.get("events").unwrap().reader().unwrap();
     let rec = r.next().unwrap().expect("one record");
     assert_eq!((rec.kind, rec.version), (Kind::DeadLetter as u16, 1));
@@ -301,21 +287,10 @@ fn v5_records_still_read() {
 /// `tests/fixtures/v6`, written once with `CLICKTRAIL_WRITE_FIXTURES_V6=1`.
 #[test]
 fn v6_records_still_read() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v6");
-    if std::env::var_os("CLICKTRAIL_WRITE_FIXTURES_V6").is_some() {
-        let tmp = tempfile::tempdir().unwrap();
-        let j = Journal::open(tmp.path(), config()).unwrap();
-        let mut w = j.partition("events").unwrap().writer().unwrap();
+    let (_tmp, j) = fixture("v6", |w| {
         w.append_event(None, &samples::attribution_v3()).unwrap();
         w.append_event(None, &samples::attribution_model()).unwrap();
-        drop(w);
-        j.close().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        copy_tree(tmp.path(), &dir);
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&dir, tmp.path());
-    let j = Journal::open(tmp.path(), config()).unwrap();
+    });
     let mut r = j.get("events").unwrap().reader().unwrap();
     let rec = r.next().unwrap().expect("the attribution");
     assert_eq!((rec.kind, rec.version), (Kind::Attribution as u16, 3));
@@ -338,12 +313,7 @@ fn v6_records_still_read() {
 /// A v2 attribution reads as v3 with its touchpoints as the journey.
 #[test]
 fn attribution_v2_reads_as_v3() {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4"),
-        tmp.path(),
-    );
-    let j = Journal::open(tmp.path(), config()).unwrap();
+    let (_tmp, j) = fixture("v4", write_v4);
     let mut r = j.get("events").unwrap().reader().unwrap();
     let mut seen = false;
     while let Some(rec) = r.next().unwrap() {

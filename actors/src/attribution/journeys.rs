@@ -60,6 +60,9 @@ pub struct Ended {
 
 type PersonId = u64;
 
+/// Stale expiry entries tolerated beyond twice the open journeys before a rebuild.
+const EXPIRY_SLACK: usize = 1024;
+
 #[derive(Debug, Default)]
 struct Journey {
     touches: std::collections::VecDeque<Touch>,
@@ -180,6 +183,7 @@ impl Journeys {
             person,
             campaign.clone(),
         )));
+        self.compact_expiry();
         while self.open > self.journeys_max {
             match self.pop_soonest(i64::MAX) {
                 Some(mut e) => {
@@ -416,6 +420,26 @@ impl Journeys {
         self.persons.get(&p).map_or(0, |p| p.keys.len())
     }
 
+    /// Every touch pushes its journey's new expiry and the older entry goes stale, to be
+    /// skipped when it comes up: without this, stale entries would pile up for a whole
+    /// lookback window. Past twice the open journeys (and a floor), the heap is rebuilt
+    /// with one entry per journey: amortised O(1) per touch, memory bounded by the open
+    /// journeys.
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() <= 2 * self.open + EXPIRY_SLACK {
+            return;
+        }
+        self.expiry = self
+            .persons
+            .iter()
+            .flat_map(|(id, p)| {
+                p.journeys
+                    .iter()
+                    .map(move |(c, j)| std::cmp::Reverse((j.expires_at(), *id, c.clone())))
+            })
+            .collect();
+    }
+
     /// Ends journeys whose lookback passed.
     fn expire(&mut self) -> Vec<Ended> {
         let mut ended = Vec::new();
@@ -586,6 +610,20 @@ mod tests {
         assert_eq!(ended.len(), 1, "the journey closest to ending goes");
         assert_eq!(ended[0].touches.len(), 3);
         assert_eq!((j.open(), j.evicted), (2, 1));
+    }
+
+    #[test]
+    fn stale_expiry_entries_stay_bounded_by_the_open_journeys() {
+        let c: Arc<str> = "camp".into();
+        let mut j = Journeys::new(4, 100);
+        for i in 0..10_000 {
+            j.touch(&c, &[v("v1")], t(&format!("k{i}"), "a", DAY + i), 30 * DAY);
+        }
+        assert_eq!(j.open(), 1);
+        assert!(j.expiry.len() <= 2 + EXPIRY_SLACK + 1, "{}", j.expiry.len());
+        // The journey still ends when its newest touch's window passes.
+        assert!(j.advance(31 * DAY + 9_998).is_empty());
+        assert_eq!(j.advance(31 * DAY + 9_999).len(), 1);
     }
 
     #[test]

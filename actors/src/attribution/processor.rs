@@ -186,13 +186,23 @@ impl AttributionProcessor {
         out
     }
 
+    /// A copy of a campaign's settings (defaults for one deleted since): for the paths
+    /// that need several of them once per conversion or fit.
     fn campaign(&self, id: &str) -> Campaign {
-        self.store
-            .with(|c| c.campaigns.get(id).map(|c| c.campaign.clone()))
-            .unwrap_or_else(|| Campaign {
-                id: id.to_string(),
-                ..Campaign::defaults()
-            })
+        self.with_campaign(id, |c| Campaign {
+            id: id.to_string(),
+            ..c.clone()
+        })
+    }
+
+    /// Runs `f` on a campaign's settings without copying them (the per-click paths).
+    fn with_campaign<R>(&self, id: &str, f: impl FnOnce(&Campaign) -> R) -> R {
+        static DEFAULTS: std::sync::LazyLock<Campaign> =
+            std::sync::LazyLock::new(Campaign::defaults);
+        self.store.with(|c| match c.campaigns.get(id) {
+            Some(rt) => f(&rt.campaign),
+            None => f(&DEFAULTS),
+        })
     }
 
     fn campaign_name(&mut self, id: &str) -> Arc<str> {
@@ -206,12 +216,19 @@ impl AttributionProcessor {
 
     fn train_ended(&mut self, ended: Vec<Ended>) {
         for e in ended {
-            let c = self.campaign(&e.campaign_id);
-            let channels: Vec<String> = e
-                .touches
-                .iter()
-                .map(|t| credit::channel(&c.attribution_channel, &t.affiliate_id, &c.id, &t.sub1))
-                .collect();
+            let channels: Vec<String> = self.with_campaign(&e.campaign_id, |c| {
+                e.touches
+                    .iter()
+                    .map(|t| {
+                        credit::channel(
+                            &c.attribution_channel,
+                            &t.affiliate_id,
+                            &e.campaign_id,
+                            &t.sub1,
+                        )
+                    })
+                    .collect()
+            });
             self.train(&e.campaign_id, &channels, false, 0.0, e.at_us);
         }
     }
@@ -243,8 +260,8 @@ impl AttributionProcessor {
         if keys.is_empty() || self.taken_ahead.remove(&touch.id) {
             return;
         }
-        let c = self.campaign(campaign_id);
-        let lookback = c.lookback_days() as i64 * 86_400_000_000;
+        let lookback =
+            self.with_campaign(campaign_id, |c| c.lookback_days() as i64 * 86_400_000_000);
         let name = self.campaign_name(campaign_id);
         let id = touch.id.clone();
         let ended = self.journeys.touch(&name, &keys, touch, lookback);
@@ -645,7 +662,7 @@ impl AttributionProcessor {
                 touch,
                 impression,
             } => {
-                if impression && !self.campaign(&campaign_id).count_impressions {
+                if impression && !self.with_campaign(&campaign_id, |c| c.count_impressions) {
                     return;
                 }
                 self.on_touch(&campaign_id, keys, touch);
@@ -659,9 +676,8 @@ impl AttributionProcessor {
 
     fn on_conversion(&mut self, c: Conversion, out: &mut Vec<Output>) {
         if let Some(ids) = self.done.remove(c.conversion_id.as_str()) {
-            let camp = self.campaign(&c.campaign_id);
             let name = self.campaign_name(&c.campaign_id);
-            let lead = c.event == camp.lead_event;
+            let lead = self.with_campaign(&c.campaign_id, |camp| c.event == camp.lead_event);
             if !lead {
                 // Touches not read yet (another partition is behind this one): dropped
                 // when they come, as this conversion took them.
@@ -723,8 +739,7 @@ impl Processor for AttributionProcessor {
                 let Some(a) = schema::attribution(record) else {
                     return;
                 };
-                let camp = self.campaign(&a.campaign_id);
-                let lead = a.event == camp.lead_event;
+                let lead = self.with_campaign(&a.campaign_id, |camp| a.event == camp.lead_event);
                 if !lead {
                     let name = self.campaign_name(&a.campaign_id);
                     let channels: Vec<String> = a
@@ -779,6 +794,9 @@ impl Processor for AttributionProcessor {
 
     fn idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
         self.view.write(|v| v.caught_up = true);
+        // Every input is read to its end: a touch still owed to a written attribution
+        // is gone (retention took it) and will not come.
+        self.taken_ahead.clear();
         self.run_fits(now_us, out);
         self.publish();
     }

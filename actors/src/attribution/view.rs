@@ -60,9 +60,18 @@ impl SharedAttribution {
         f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Queues a fit; the actor runs it within about a second once it is caught up.
+    /// Queues a fit; the actor runs it within about a second once it is caught up. The
+    /// same fit already queued is not queued again (the queue holds at most one per
+    /// campaign, model and order, whoever asks).
     pub fn request_fit(&self, r: FitRequest) {
-        self.write(|v| v.requests.push(r));
+        self.write(|v| {
+            let same = |q: &FitRequest| {
+                (&q.campaign_id, &q.model, q.order) == (&r.campaign_id, &r.model, r.order)
+            };
+            if !v.requests.iter().any(same) {
+                v.requests.push(r);
+            }
+        });
     }
 
     /// Takes the queued fits.
