@@ -77,12 +77,22 @@ fn v1_records_still_read() {
         match kind {
             Kind::Click => assert_eq!(rec.to_owned_event(), Some(samples::click())),
             Kind::Impression => assert_eq!(rec.to_owned_event(), Some(samples::impression())),
-            Kind::Conversion => assert_eq!(rec.to_owned_event(), Some(samples::conversion())),
+            Kind::Conversion => {
+                assert_eq!(rec.to_owned_event(), Some(samples::conversion()));
+                assert_eq!(
+                    schema::conversion(&rec),
+                    Some(samples::conversion().into()),
+                    "v1 conversions read as v2"
+                );
+            }
             Kind::ConversionReversal => {
                 assert_eq!(rec.to_owned_event(), Some(samples::reversal()))
             }
             Kind::FraudVerdict => {
                 assert_eq!(rec.to_owned_event(), Some(samples::verdict()));
+                let v2 = schema::verdict(&rec).expect("v1 verdicts read as v2");
+                assert_eq!((v2.reasons.len(), v2.hits.len()), (1, 1));
+                assert_eq!(v2.decided_by, "scorer");
                 assert_eq!(rec.source.unwrap().partition, 1);
             }
             Kind::Attribution => assert_eq!(rec.to_owned_event(), Some(samples::attribution())),
@@ -96,7 +106,9 @@ fn v1_records_still_read() {
             }
             Kind::ConversionStatus => panic!("v1 had no conversion-status records"),
             Kind::DeadLetter => panic!("v1 had no dead-letter records"),
-            Kind::AttributionModel => panic!("v1 had no attribution-model records"),
+            Kind::AttributionModel | Kind::FraudDecision | Kind::FraudModel | Kind::ImportRef => {
+                panic!("v1 had no {} records", kind.name())
+            }
         }
         kinds.push(kind);
     }
@@ -306,6 +318,45 @@ fn v6_records_still_read() {
         Some(Ok(()))
     );
     assert_eq!(rec.to_owned_event(), Some(samples::attribution_model()));
+    assert!(r.next().unwrap().is_none());
+    j.close().unwrap();
+}
+
+/// Schema v7 records (fraud verdict v2 with its rule hits, a person's fraud decision, an
+/// isolation-forest model, conversion v2 with the buyer's facts, an import reference) in
+/// `tests/fixtures/v7`, written once with `CLICKTRAIL_WRITE_FIXTURES_V7=1`.
+#[test]
+fn v7_records_still_read() {
+    let (_tmp, j) = fixture("v7", |w| {
+        w.append_event(None, &samples::verdict_v2()).unwrap();
+        w.append_event(None, &samples::fraud_decision()).unwrap();
+        w.append_event(None, &samples::fraud_model()).unwrap();
+        w.append_event(None, &samples::conversion_v2()).unwrap();
+        w.append_event(None, &samples::import_ref()).unwrap();
+    });
+    let mut r = j.get("events").unwrap().reader().unwrap();
+    let check = |rec: &clicktrail_storage::Record<'_>, kind: Kind, version: u16| {
+        assert_eq!((rec.kind, rec.version), (kind as u16, version));
+        assert_eq!(
+            schema::validate(rec.kind, rec.version, rec.payload),
+            Some(Ok(()))
+        );
+    };
+    let rec = r.next().unwrap().expect("the verdict");
+    check(&rec, Kind::FraudVerdict, 2);
+    assert_eq!(schema::verdict(&rec), Some(samples::verdict_v2()));
+    let rec = r.next().unwrap().expect("the decision");
+    check(&rec, Kind::FraudDecision, 1);
+    assert_eq!(rec.to_owned_event(), Some(samples::fraud_decision()));
+    let rec = r.next().unwrap().expect("the model");
+    check(&rec, Kind::FraudModel, 1);
+    assert_eq!(rec.to_owned_event(), Some(samples::fraud_model()));
+    let rec = r.next().unwrap().expect("the conversion");
+    check(&rec, Kind::Conversion, 2);
+    assert_eq!(schema::conversion(&rec), Some(samples::conversion_v2()));
+    let rec = r.next().unwrap().expect("the import reference");
+    check(&rec, Kind::ImportRef, 1);
+    assert_eq!(rec.to_owned_event(), Some(samples::import_ref()));
     assert!(r.next().unwrap().is_none());
     j.close().unwrap();
 }

@@ -15,6 +15,12 @@
 //! readable, and add its fixture to `tests/fixtures` (the compatibility test reads every
 //! version ever written).
 
+mod fraud;
+mod import;
+
+pub use fraud::*;
+pub use import::*;
+
 use crate::partition::{Appended, Record, Writer};
 use crate::{Error, Result, Source};
 use rkyv::api::high::HighSerializer;
@@ -44,10 +50,16 @@ pub enum Kind {
     DeadLetter = 12,
     /// A data-driven attribution model fitted for a campaign (a versioned model).
     AttributionModel = 13,
+    /// A person's decision on a flagged click or conversion (the fraud review queue).
+    FraudDecision = 14,
+    /// A fraud anomaly model trained from the journal (a versioned model).
+    FraudModel = 15,
+    /// The id an imported event got for the reference the import gave it.
+    ImportRef = 16,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Click,
         Kind::Impression,
         Kind::Conversion,
@@ -61,6 +73,9 @@ impl Kind {
         Kind::ConversionStatus,
         Kind::DeadLetter,
         Kind::AttributionModel,
+        Kind::FraudDecision,
+        Kind::FraudModel,
+        Kind::ImportRef,
     ];
 
     pub fn from_u16(v: u16) -> Option<Kind> {
@@ -82,6 +97,9 @@ impl Kind {
             Kind::ConversionStatus => "conversion-status",
             Kind::DeadLetter => "dead-letter",
             Kind::AttributionModel => "attribution-model",
+            Kind::FraudDecision => "fraud-decision",
+            Kind::FraudModel => "fraud-model",
+            Kind::ImportRef => "import-ref",
         }
     }
 }
@@ -892,6 +910,11 @@ events! {
     ConversionReversalV2 => ConversionReversal, 2;
     ConversionReversalV3 => ConversionReversal, 3;
     FraudVerdict => FraudVerdict, 1;
+    FraudVerdictV2 => FraudVerdict, 2;
+    FraudDecision => FraudDecision, 1;
+    FraudModelFit => FraudModel, 1;
+    ConversionV2 => Conversion, 2;
+    ImportRef => ImportRef, 1;
     Attribution => Attribution, 1;
     AttributionV2 => Attribution, 2;
     AttributionV3 => Attribution, 3;
@@ -1100,6 +1123,96 @@ pub mod samples {
             score_ppm: 120_000,
             reasons: vec!["datacenter-ip".into()],
             action: VerdictAction::Allow,
+        }
+    }
+
+    pub fn verdict_v2() -> FraudVerdictV2 {
+        FraudVerdictV2 {
+            at_us: 1_764_000_100_000_500,
+            subject_kind: Kind::Conversion as u16,
+            subject_id: "cv1".into(),
+            score_ppm: 640_000,
+            reasons: vec!["conversion 3 s after its click".into()],
+            action: VerdictAction::Review,
+            hits: vec![RuleHit {
+                rule: "conversion-too-fast".into(),
+                score_ppm: 640_000,
+                reason: "conversion 3 s after its click".into(),
+            }],
+            subject_at_us: 1_764_000_100_000_000,
+            affiliate_id: "demo-affiliate".into(),
+            campaign_id: "demo-campaign".into(),
+            decided_by: "scorer".into(),
+            note: String::new(),
+            model_version: 2,
+        }
+    }
+
+    pub fn fraud_decision() -> FraudDecision {
+        FraudDecision {
+            at_us: 1_764_000_400_000_000,
+            subject_kind: Kind::Conversion as u16,
+            subject_id: "cv1".into(),
+            action: VerdictAction::Allow,
+            reason: "known customer, called them".into(),
+            actor: "admin:ops".into(),
+        }
+    }
+
+    pub fn fraud_model() -> FraudModelFit {
+        FraudModelFit {
+            at_us: 1_764_000_500_000_000,
+            subject: "conversion".into(),
+            version: 1,
+            trained_from_us: 1_763_000_000_000_000,
+            trained_to_us: 1_764_000_000_000_000,
+            samples: 4096,
+            features: vec!["log-seconds-from-click".into(), "clicks-per-ip-day".into()],
+            sample_size: 256,
+            seed: 7,
+            trees: vec![IsoTree {
+                nodes: vec![
+                    IsoNode {
+                        feature: 0,
+                        right: 2,
+                        split: 1.5,
+                        size: 0,
+                    },
+                    IsoNode {
+                        feature: u32::MAX,
+                        right: 0,
+                        split: 0.0,
+                        size: 3,
+                    },
+                    IsoNode {
+                        feature: u32::MAX,
+                        right: 0,
+                        split: 0.0,
+                        size: 253,
+                    },
+                ],
+            }],
+            threshold: 0.62,
+            requested_by: "schedule".into(),
+        }
+    }
+
+    pub fn conversion_v2() -> ConversionV2 {
+        ConversionV2 {
+            ip: "198.51.100.20".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
+            customer_email_hash: Some("9f86d081884c7d659a2feaa0c55ad015".into()),
+            imported: true,
+            ..conversion().into()
+        }
+    }
+
+    pub fn import_ref() -> ImportRef {
+        ImportRef {
+            at_us: 1_764_000_000_000_000,
+            import_ref: "legacy-click-42".into(),
+            subject_kind: Kind::Click as u16,
+            subject_id: "c1AbCdEfGh".into(),
         }
     }
 
