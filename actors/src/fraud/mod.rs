@@ -7,6 +7,8 @@
 //! sent to review. The fraud issue adds click floods, too-fast conversions, cookie stuffing,
 //! self-referrals, anomaly models and the review queue on this same shell.
 
+pub mod email;
+
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{Click, Conversion, FraudVerdict, VerdictAction};
 use clicktrail_storage::{Kind, Record, RecordExt};
