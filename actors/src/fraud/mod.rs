@@ -7,6 +7,7 @@
 //! sent to review. The fraud issue adds click floods, too-fast conversions, cookie stuffing,
 //! self-referrals, anomaly models and the review queue on this same shell.
 
+pub mod anomaly;
 pub mod email;
 
 use crate::worker::{Output, Processor};
