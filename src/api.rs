@@ -15,6 +15,7 @@
 //! | balances, statements, payouts | | see [`crate::ledger_api`] |
 //! | dead letters (inputs an actor skipped) | | see [`crate::dead_letter_api`] |
 //! | attribution models and the model comparison | | see [`crate::attribution_api`] |
+//! | fraud verdicts, review queue, clusters, rules | | see [`crate::fraud_api`] |
 //!
 //! Creating an affiliate or a campaign also creates the default link of every affiliate and
 //! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400
@@ -61,13 +62,19 @@ pub struct Api {
     pub attribution: clicktrail_actors::attribution::SharedAttribution,
     /// `attribution.shapley-exact-max`, for the comparison report.
     pub attribution_shapley_exact_max: usize,
+    /// The fraud engine's verdicts, review queue and figures.
+    pub fraud: clicktrail_actors::fraud::SharedFraud,
+    /// The `[fraud]` settings (the rules' listing shows them).
+    pub fraud_config: clicktrail_actors::fraud::FraudConfig,
+    /// Where people's fraud decisions are written.
+    pub ingest: clicktrail_actors::ingest::IngestShards,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        crate::attribution_api::routes(crate::dead_letter_api::routes(crate::ledger_api::routes(
-            web::scope("/api/v1"),
-        )))
+        crate::fraud_api::routes(crate::attribution_api::routes(
+            crate::dead_letter_api::routes(crate::ledger_api::routes(web::scope("/api/v1"))),
+        ))
         .app_data(crate::http::BodySizeMax(BODY_SIZE_MAX))
         .app_data(web::PayloadConfig::new(BODY_SIZE_MAX))
         .route("/me/stats", web::get().to(my_stats))

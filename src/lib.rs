@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod dead_letter_api;
 pub mod edge;
+pub mod fraud_api;
 pub mod http;
 pub mod journal_cmd;
 pub mod keys_cmd;

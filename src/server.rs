@@ -35,6 +35,8 @@ pub struct AppState {
     pub clicks: clicktrail_actors::clicks::SharedClicks,
     /// The attribution actor's journeys, for their size on `/metrics`.
     pub attribution: clicktrail_actors::attribution::SharedAttribution,
+    /// The fraud scorer's figures, for `/metrics`.
+    pub fraud: clicktrail_actors::fraud::SharedFraud,
 }
 
 /// File in the data directory holding the installation id.
@@ -163,6 +165,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         postback_destinations: config.postback_destinations(),
         attribution: handles.attribution.clone(),
         attribution_shapley_exact_max: config.attribution.shapley_exact_max,
+        fraud: handles.fraud.clone(),
+        fraud_config: system_config.fraud.clone(),
+        ingest: handles.ingest.clone(),
     });
     let state = web::Data::new(AppState {
         journal: journal.clone(),
@@ -172,6 +177,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         clicks: handles.clicks.clone(),
         attribution: handles.attribution.clone(),
+        fraud: handles.fraud.clone(),
     });
     let deadline = Duration::from_millis(config.server.shutdown_deadline_ms);
     let workers = match config.server.workers {
@@ -608,6 +614,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         let _ = writeln!(out, "clicktrail_actor_up{{actor=\"{n}\"}} {}", u8::from(up));
     }
     attribution_metrics(&mut out, &state.attribution);
+    crate::fraud_api::metrics(&mut out, &state.fraud);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

@@ -80,6 +80,7 @@ pub struct SystemConfig {
     pub ledger: ledger::LedgerConfig,
     pub payouts: payout::PayoutConfig,
     pub attribution: attribution::AttributionConfig,
+    pub fraud: fraud::FraudConfig,
 }
 
 impl Default for SystemConfig {
@@ -94,6 +95,7 @@ impl Default for SystemConfig {
             ledger: ledger::LedgerConfig::default(),
             payouts: payout::PayoutConfig::default(),
             attribution: attribution::AttributionConfig::default(),
+            fraud: fraud::FraudConfig::default(),
         }
     }
 }
@@ -116,6 +118,8 @@ pub struct Handles {
     pub payout_commands: payout::Commands,
     /// Fitted attribution models and journey figures; fits asked for over the API.
     pub attribution: attribution::SharedAttribution,
+    /// Verdicts, the review queue, rule hit counts, clusters, the anomaly model.
+    pub fraud: fraud::SharedFraud,
 }
 
 /// Builds the supervisor with one actor per concern. Returns it (not yet started) and the
@@ -157,8 +161,21 @@ pub fn build(
         .collect();
     dropped.sort_unstable();
     inputs.extend(dropped.into_iter().map(ingest_partition));
-    let i = inputs.clone();
-    sup = sup.worker(move || Box::new(fraud::FraudScorer::new(i.clone())));
+    let fraud = fraud::SharedFraud::default();
+    let (i, f, s, fc) = (
+        inputs.clone(),
+        fraud.clone(),
+        store.clone(),
+        config.fraud.clone(),
+    );
+    sup = sup.worker(move || {
+        Box::new(fraud::FraudScorer::new(
+            i.clone(),
+            s.clone(),
+            fc.clone(),
+            f.clone(),
+        ))
+    });
     let i = inputs.clone();
     let attribution = attribution::SharedAttribution::default();
     let (a, s, ac) = (
@@ -256,6 +273,7 @@ pub fn build(
             payouts,
             payout_commands,
             attribution,
+            fraud,
         },
     )
 }

@@ -122,6 +122,8 @@ pub trait Processor: Send + 'static {
     /// (caught up), at most about once a second: for work that must see all of history
     /// first (fitting a model). Its outputs carry no source either.
     fn idle(&mut self, _now_us: i64, _out: &mut Vec<Output>) {}
+    /// Told after each step how many bytes of input are not read yet (a lag gauge).
+    fn lag(&mut self, _bytes: u64) {}
 }
 
 /// How often [`Processor::tick`] runs at most.
@@ -371,6 +373,12 @@ impl WorkerCore {
             }
             done += n;
         }
+        let lag = self
+            .inputs
+            .iter()
+            .map(|i| i.partition.end().saturating_sub(i.reader.position()))
+            .sum();
+        self.processor.lag(lag);
         if self.last_tick.is_none_or(|t| t.elapsed() >= TICK_INTERVAL) {
             self.last_tick = Some(std::time::Instant::now());
             self.tick_now(crate::catalog::now_us())?;

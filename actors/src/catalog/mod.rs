@@ -72,7 +72,22 @@ pub struct Affiliate {
     /// Payouts held (a fraud review of the partner); commissions still accrue.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub payout_hold: bool,
+    /// The partner's registered sites (host names; subdomains count): the fraud engine's
+    /// referrer check. Empty: not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    /// The partner's own e-mail address (the fraud engine compares its keyed hash with the
+    /// buyer's: self-referrals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The partner's own addresses (IPs or CIDR ranges): clicks and buyers from them are
+    /// self-referrals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
+
+/// Most registered sites or own addresses per affiliate.
+pub const AFFILIATE_LIST_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -83,6 +98,38 @@ pub struct Merchant {
     /// Default: false.
     #[serde(default)]
     pub conversion_pixel: bool,
+}
+
+/// An affiliate's sites, e-mail and own addresses: well formed and bounded.
+fn check_fraud_facts(a: &Affiliate) -> Result<()> {
+    if a.sites.len() > AFFILIATE_LIST_MAX || a.ips.len() > AFFILIATE_LIST_MAX {
+        return invalid(format!("at most {AFFILIATE_LIST_MAX} sites and ips"));
+    }
+    for site in &a.sites {
+        let ok = !site.is_empty()
+            && site.len() <= 253
+            && *site == site.to_ascii_lowercase()
+            && site
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return invalid(format!("site {site:?} must be a lower-case host name"));
+        }
+    }
+    for ip in &a.ips {
+        crate::fraud::config::Cidr::parse(ip).map_err(|e| Error::Invalid(format!("ips: {e}")))?;
+    }
+    if let Some(e) = &a.email {
+        let ok = e.len() <= 254
+            && e.matches('@').count() == 1
+            && !e.starts_with('@')
+            && !e.ends_with('@')
+            && !e.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return invalid("email must be one address, at most 254 bytes");
+        }
+    }
+    Ok(())
 }
 
 /// A campaign's attribution settings: known names, bounds.
@@ -179,6 +226,21 @@ pub struct Campaign {
     /// does not end the journey. Default: `lead`.
     #[serde(default = "default_lead_event")]
     pub lead_event: String,
+    /// Partners may send search-ad traffic (bid on the brand). Default: true; false makes
+    /// the fraud engine's `brand-bidding` rule flag clicks from search ads and pages.
+    #[serde(default = "default_true")]
+    pub paid_search: bool,
+    /// A click must follow an impression of the same partner (the `no-impression` rule).
+    /// Default: false.
+    #[serde(default)]
+    pub requires_impression: bool,
+    /// The fraud rules' settings for this campaign, over the program's `[fraud.rules]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fraud_rules: BTreeMap<String, crate::fraud::config::RuleOverride>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The attribution model names a campaign may choose.
@@ -243,6 +305,9 @@ impl Campaign {
             half_life_days: default_half_life_days(),
             markov_order: default_markov_order(),
             lead_event: default_lead_event(),
+            paid_search: true,
+            requires_impression: false,
+            fraud_rules: BTreeMap::new(),
         }
     }
 
@@ -679,6 +744,7 @@ impl Catalog {
             Entity::Affiliate(a) => {
                 check_id("affiliate id", &a.id)?;
                 check_name(&a.name)?;
+                check_fraud_facts(a)?;
                 match (a.payout_provider, &a.payout_account) {
                     (Some(p), Some(acct)) => p.check_account(acct).map_err(Error::Invalid),
                     (None, None) => Ok(()),
@@ -724,7 +790,9 @@ impl Catalog {
                 if !valid_id(&c.click_id_param) {
                     return invalid("click-id-param must be 1-64 of [A-Za-z0-9_.-]");
                 }
-                check_attribution(c)
+                check_attribution(c)?;
+                crate::fraud::config::RuleOverride::check_all(&c.fraud_rules)
+                    .map_err(Error::Invalid)
             }
             Entity::Link(l) => {
                 check_id("link code", &l.code)?;
@@ -1146,6 +1214,9 @@ mod tests {
                 payout_provider: None,
                 payout_account: None,
                 payout_hold: false,
+                sites: vec![],
+                email: None,
+                ips: vec![],
             }),
             Entity::Campaign(Campaign {
                 id: "c".into(),

@@ -1,124 +1,51 @@
-//! Fraud scorer: reads clicks and conversions from the ingest partitions and writes a
-//! verdict (score, reasons, action) to `fraud-verdicts` for every record a rule flags. No
-//! verdict means allowed: writing one per clean click would double the journal traffic of
-//! the busiest path for nothing.
+//! The fraud engine: every click and conversion scored in real time, off the click path;
+//! suspicious conversions held from payout and queued for a person, with the evidence in
+//! plain words.
 //!
-//! Rules so far: a click whose user agent is empty or names a known bot or HTTP library is
-//! sent to review. The fraud issue adds click floods, too-fast conversions, cookie stuffing,
-//! self-referrals, anomaly models and the review queue on this same shell.
+//! Shape (the same as every concern):
+//! - `config.rs`: every rule by name with its defaults ([`config::RULES`]); the `[fraud]`
+//!   section and a campaign's `fraud-rules` override them (switch off, score, limit,
+//!   window, may-reject); the score thresholds; IP range lists.
+//! - Pure logic: `signals.rs` (what a click says: address and /24, browser family, client
+//!   hints, referrer host), `rules/` (the rules a click or a conversion decides, and how
+//!   scores combine), `windows.rs` (sliding windows in event time that flag a whole burst),
+//!   `state.rs` (the bounded memory between records), `graph.rs` (affiliates joined by
+//!   shared infrastructure), `anomaly/` (the isolation forest), `model.rs` (training it
+//!   from the journal), `email.rs` (the buyer's e-mail as a keyed hash).
+//! - `processor.rs`: the journal shell ([`processor::FraudScorer`]), reading the ingest
+//!   partitions, writing `fraud-verdicts`.
+//! - `view.rs`: the read model the API queries ([`view::SharedFraud`]).
+//!
+//! Scores: each hit has a score in ppm; they combine as independent evidence,
+//! `1 − Π(1 − score)`. From `review-ppm` (500,000) a subject goes to review; it is rejected
+//! only by a rule configured `may-reject = true` scoring `reject-ppm` (900,000) alone.
+//! Nothing is rejected for good otherwise: a person decides (`POST
+//! /api/v1/fraud/review/{subject}/allow|reject`), which is a journal event
+//! ([`clicktrail_storage::schema::FraudDecision`]) the scorer turns into a verdict that the
+//! ledger honours (it holds a conversion on review, releases it on allow, reverses it on
+//! reject).
+//!
+//! What gets a verdict: every conversion (allow included), and clicks from review up. A
+//! conversion inherits its click's hits (and a flagged visitor's or a spiking affiliate's)
+//! under the same rule names, so the conversion, which is what gets paid, carries the
+//! reason. Later evidence makes earlier verdicts stricter, never milder: a flood's first
+//! clicks once the flood is seen, an affiliate's late conversions once its tail is flat.
+//!
+//! Limits: every map is bounded (see [`config::FraudConfig`]); what falls out is counted
+//! in the gauges. Verdicts of subjects whose click was forgotten are judged without it.
 
 pub mod anomaly;
+pub mod config;
 pub mod email;
+pub mod graph;
+pub mod model;
+pub mod processor;
+pub mod rules;
+pub mod signals;
+pub mod state;
+pub mod view;
+pub mod windows;
 
-use crate::worker::{Output, Processor};
-use clicktrail_storage::schema::{Click, Conversion, FraudVerdict, VerdictAction};
-use clicktrail_storage::{Kind, Record, RecordExt};
-
-/// User-agent fragments (lower case) that mark automated clients.
-const BOT_MARKERS: [&str; 10] = [
-    "bot",
-    "crawler",
-    "spider",
-    "curl/",
-    "wget/",
-    "python-requests",
-    "go-http-client",
-    "headlesschrome",
-    "phantomjs",
-    "scrapy",
-];
-
-/// Score given to a bot user agent, in parts per million.
-pub const BOT_SCORE_PPM: u32 = 900_000;
-
-/// Pure scoring of a user agent: (score, reasons).
-pub fn score_user_agent(ua: &str) -> (u32, Vec<String>) {
-    if ua.trim().is_empty() {
-        return (BOT_SCORE_PPM, vec!["empty-user-agent".into()]);
-    }
-    let lower = ua.to_ascii_lowercase();
-    match BOT_MARKERS.iter().find(|m| lower.contains(*m)) {
-        Some(m) => (
-            BOT_SCORE_PPM,
-            vec![format!("bot-user-agent:{}", m.trim_end_matches('/'))],
-        ),
-        None => (0, Vec::new()),
-    }
-}
-
-/// See the module docs.
-#[derive(Debug)]
-pub struct FraudScorer {
-    inputs: Vec<String>,
-}
-
-impl FraudScorer {
-    pub fn new(inputs: Vec<String>) -> Self {
-        FraudScorer { inputs }
-    }
-}
-
-impl Processor for FraudScorer {
-    fn name(&self) -> &str {
-        "fraud-scorer"
-    }
-
-    fn inputs(&self) -> Vec<String> {
-        self.inputs.clone()
-    }
-
-    fn output(&self) -> String {
-        crate::system::VERDICTS.into()
-    }
-
-    fn process(&mut self, input: &Record<'_>, out: &mut Vec<Output>) -> Result<(), String> {
-        let (at_us, kind, id, (score_ppm, reasons)) = if let Some(c) = input.event::<Click>() {
-            let s = score_user_agent(&c.user_agent);
-            (c.at_us.to_native(), Kind::Click, c.click_id.as_str(), s)
-        } else if let Some(c) = input.event::<Conversion>() {
-            (
-                c.at_us.to_native(),
-                Kind::Conversion,
-                c.conversion_id.as_str(),
-                (0, Vec::new()),
-            )
-        } else {
-            return Ok(()); // impressions and kinds this scorer does not judge
-        };
-        if score_ppm == 0 {
-            return Ok(());
-        }
-        let action = if score_ppm >= BOT_SCORE_PPM {
-            VerdictAction::Review
-        } else {
-            VerdictAction::Allow
-        };
-        out.push(Output::event(&FraudVerdict {
-            at_us,
-            subject_kind: kind as u16,
-            subject_id: id.to_string(),
-            score_ppm,
-            reasons,
-            action,
-        }));
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bot_user_agents_are_flagged_browsers_are_not() {
-        assert_eq!(score_user_agent("").0, BOT_SCORE_PPM);
-        assert_eq!(
-            score_user_agent("curl/8.5.0").1,
-            vec!["bot-user-agent:curl".to_string()]
-        );
-        assert_eq!(score_user_agent("Googlebot/2.1").0, BOT_SCORE_PPM);
-        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-                      (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-        assert_eq!(score_user_agent(chrome), (0, vec![]));
-    }
-}
+pub use config::FraudConfig;
+pub use processor::FraudScorer;
+pub use view::SharedFraud;

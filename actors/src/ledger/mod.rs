@@ -47,8 +47,7 @@ pub mod commission;
 use crate::catalog::{CommissionPlan, EntityStore};
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{
-    self, ConversionStatusChange, Currency, FraudVerdict, LedgerCause, LedgerTxn, PayoutItem,
-    Posting,
+    self, ConversionStatusChange, Currency, LedgerCause, LedgerTxn, PayoutItem, Posting,
 };
 use clicktrail_storage::{Kind, Record, RecordExt};
 use commission::{Commissions, Credit, CreditKind, Plan, Sale};
@@ -965,19 +964,20 @@ impl Ledger {
                 ))
             }
             Kind::FraudVerdict => {
-                let v = input.event::<FraudVerdict>()?;
-                if v.subject_kind.to_native() != Kind::Conversion as u16 {
+                // v1 (the scorer's) or v2 (the scorer's, or a person's decision).
+                let v = schema::verdict(input)?;
+                if v.subject_kind != Kind::Conversion as u16 {
                     return None;
                 }
                 let action = match v.action {
-                    schema::ArchivedVerdictAction::Allow => "allow",
-                    schema::ArchivedVerdictAction::Review => "review",
-                    schema::ArchivedVerdictAction::Reject => "reject",
+                    schema::VerdictAction::Allow => "allow",
+                    schema::VerdictAction::Review => "review",
+                    schema::VerdictAction::Reject => "reject",
                 };
                 Some((
-                    v.at_us.to_native(),
+                    v.at_us,
                     Op::Review {
-                        conversion_id: v.subject_id.to_string(),
+                        conversion_id: v.subject_id,
                         action: action.into(),
                     },
                 ))

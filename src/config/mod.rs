@@ -5,6 +5,10 @@
 //! (missing is fatal). The demo configuration (`config/demo.toml`) is compiled in, so a
 //! bare `clicktrail serve` runs without any file.
 
+mod fraud;
+
+pub use fraud::FraudSection;
+
 use crate::edge::request::Cidr;
 use clicktrail_actors::catalog::{
     Affiliate, ApiKey, Campaign, Catalog, CommissionPlan, Entity, Link, Merchant, Role,
@@ -19,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The demo configuration, compiled in.
-pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
 
 /// Secrets that ship in the demo configuration; a non-demo configuration may not use them.
 pub const DEMO_SECRETS: [&str; 4] = [
@@ -632,6 +636,7 @@ pub struct Config {
     pub program: ProgramSection,
     pub payouts: PayoutsSection,
     pub attribution: AttributionSection,
+    pub fraud: FraudSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -694,6 +699,9 @@ impl Config {
         self.attribution
             .to_config()
             .check()
+            .map_err(ConfigError::Invalid)?;
+        self.fraud
+            .to_config(Vec::new())
             .map_err(ConfigError::Invalid)?;
         let (s, j, a) = (&self.server, &self.journal, &self.actors);
         check(s.workers <= 256, || "server.workers must be 0..=256".into())?;
@@ -960,7 +968,16 @@ impl Config {
                 .to_config()
                 .expect("validated when the configuration was loaded"),
             attribution: self.attribution.to_config(),
+            fraud: self
+                .fraud
+                .to_config(self.email_hash_key())
+                .expect("validated when the configuration was loaded"),
         }
+    }
+
+    /// The key of the buyers' e-mail hashes: derived from the click-id key.
+    pub fn email_hash_key(&self) -> Vec<u8> {
+        clicktrail_actors::fraud::email::derive_email_key(self.secrets.click_id_key.as_bytes())
     }
 }
 
@@ -974,7 +991,7 @@ mod tests {
     fn demo_and_documented_reference_configs_are_valid() {
         let demo = Config::load(None).unwrap();
         assert!(demo.node.demo);
-        let reference = include_str!("../config/clicktrail.toml");
+        let reference = include_str!("../../config/clicktrail.toml");
         std::env::set_var("CLICKTRAIL_TEST_REF_KEY", OWN_KEY);
         let c = Config::from_toml(
             &reference.replace("env:CLICKTRAIL_CLICK_ID_KEY", "env:CLICKTRAIL_TEST_REF_KEY"),
