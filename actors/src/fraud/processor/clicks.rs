@@ -1,0 +1,324 @@
+//! The click path of the scorer: the rules a click decides, the sliding windows (a
+//! crossing flags the earlier clicks of the burst too), spikes, impressions, and the
+//! stricter verdicts a flagged click passes on to its conversions.
+
+use super::*;
+
+impl FraudScorer {
+    pub(super) fn on_click(&mut self, c: &ArchivedClick, out: &mut Vec<Output>) {
+        self.refresh_catalog();
+        let id: Arc<str> = Arc::from(c.click_id.as_str());
+        let at = c.at_us.to_native();
+        let affiliate: Arc<str> = Arc::from(c.affiliate_id.as_str());
+        let campaign: Arc<str> = Arc::from(c.campaign_id.as_str());
+        let camp = self.campaign(&campaign);
+        let partner = self.partner(&affiliate);
+        let ip = signals::ip(c.ip.as_str());
+        let visitor = visitor_key(c);
+        let mut hits = {
+            let facts = click::ClickFacts {
+                user_agent: c.user_agent.as_str(),
+                ip,
+                referrer: c.referrer.as_str(),
+                accept_language: c.accept_language.as_str(),
+                sec_fetch_dest: c.sec_fetch_dest.as_str(),
+                sec_fetch_site: c.sec_fetch_site.as_str(),
+                hints: c
+                    .client_hints
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.value.as_str()))
+                    .collect(),
+                params: c
+                    .utm
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.value.as_str()))
+                    .collect(),
+            };
+            let partner_facts = click::PartnerFacts {
+                sites: &partner.sites,
+                own_ranges: &partner.own,
+                paid_search: camp.paid_search,
+            };
+            let rules = Rules {
+                config: &self.config,
+                campaign: Some(&camp.rules),
+            };
+            click::hits(&rules, &facts, &partner_facts)
+        };
+        let fingerprint = c
+            .fingerprint
+            .as_ref()
+            .filter(|_| !c.opted_out)
+            .map(|f| f.to_native());
+        let retro = self.floods(c, &id, at, ip, fingerprint, &camp, &mut hits);
+        self.affiliate_figures(c, &affiliate, &campaign, &camp, at, visitor, &mut hits);
+        let day = self.affiliates.day_mut(&affiliate, at);
+        day.clicks += 1;
+        day.no_referrer += u64::from(c.referrer.is_empty());
+        day.flagged_clicks += u64::from(!hits.is_empty());
+        self.affiliates.count(&affiliate, &campaign, false);
+        self.clicks.insert(
+            id.clone(),
+            ClickBrief {
+                at_us: at,
+                affiliate: affiliate.clone(),
+                campaign: campaign.clone(),
+                visitor,
+                no_referrer: c.referrer.is_empty(),
+            },
+        );
+        self.view.write(|v| v.scored.0 += 1);
+        if !hits.is_empty() {
+            self.flag_click(&id, hits, out);
+        }
+        for (other, hit) in retro {
+            if *other != *id {
+                self.flag_click(&other, vec![hit], out);
+            }
+        }
+        self.release(&id, out);
+    }
+
+    /// The sliding-window rules (floods and many merchants from one visitor); answers the
+    /// earlier clicks a crossing flags too.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn floods(
+        &mut self,
+        c: &ArchivedClick,
+        id: &Arc<str>,
+        at: i64,
+        ip: Option<std::net::IpAddr>,
+        fingerprint: Option<u64>,
+        camp: &CampaignRt,
+        hits: &mut Vec<Hit>,
+    ) -> Vec<(Arc<str>, Hit)> {
+        let rules = Rules {
+            config: &self.config,
+            campaign: Some(&camp.rules),
+        };
+        let subnet = ip.map(signals::subnet);
+        let fp = fingerprint.map(|f| format!("{f:016x}"));
+        let visitor = c.visitor_id.as_ref().map(|v| v.as_str());
+        let families: [(&str, Option<&str>, &mut Windows, &str); 4] = [
+            (
+                "click-flood-ip",
+                Some(c.ip.as_str()).filter(|s| !s.is_empty()),
+                &mut self.floods.ip,
+                "IP",
+            ),
+            (
+                "click-flood-subnet",
+                subnet.as_deref(),
+                &mut self.floods.subnet,
+                "network",
+            ),
+            (
+                "click-flood-fingerprint",
+                fp.as_deref(),
+                &mut self.floods.fingerprint,
+                "device",
+            ),
+            (
+                "click-flood-visitor",
+                visitor,
+                &mut self.floods.visitor,
+                "visitor",
+            ),
+        ];
+        let mut retro = Vec::new();
+        for (rule, value, windows, what) in families {
+            let (Some(value), Some(s)) = (value, rules.on(rule)) else {
+                continue;
+            };
+            let w = windows.add(
+                signals::key(&[value]),
+                at,
+                0,
+                id,
+                Limit {
+                    window_us: s.window_s as i64 * SECOND_US,
+                    limit: s.limit as usize,
+                    distinct: false,
+                },
+            );
+            if w.flagged.is_empty() && w.count <= s.limit as usize {
+                continue;
+            }
+            let why = format!("{} clicks from {what} {value} in {} s", w.count, s.window_s);
+            if let Some(h) = rules.hit(rule, rules::PPM_FULL, why) {
+                retro.extend(w.flagged.iter().map(|f| (f.clone(), h.clone())));
+                merge(hits, h);
+            }
+        }
+        if let Some(s) = rules.on("cookie-stuffing-burst") {
+            let key = signals::key(&[&visitor_key(c).to_string()]);
+            let w = self.floods.stuffing.add(
+                key,
+                at,
+                signals::key(&[&camp.merchant]),
+                id,
+                Limit {
+                    window_us: s.window_s as i64 * SECOND_US,
+                    limit: s.limit as usize,
+                    distinct: true,
+                },
+            );
+            if w.count >= s.limit as usize && s.limit > 0 {
+                let why = format!(
+                    "one visitor got clicks for {} merchants within {} s",
+                    w.count, s.window_s
+                );
+                if let Some(h) = rules.hit("cookie-stuffing-burst", rules::PPM_FULL, why) {
+                    retro.extend(w.flagged.iter().map(|f| (f.clone(), h.clone())));
+                    merge(hits, h);
+                }
+            }
+        }
+        retro
+    }
+
+    /// An affiliate's spike, and a required impression missing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn affiliate_figures(
+        &mut self,
+        c: &ArchivedClick,
+        affiliate: &Arc<str>,
+        campaign: &Arc<str>,
+        camp: &CampaignRt,
+        at: i64,
+        visitor: u64,
+        hits: &mut Vec<Hit>,
+    ) {
+        let rules = Rules {
+            config: &self.config,
+            campaign: Some(&camp.rules),
+        };
+        if let Some(s) = rules.on("affiliate-click-spike") {
+            if let Some(why) = self.spikes.add(
+                affiliate,
+                at,
+                s.window_s.max(60) as i64 * SECOND_US,
+                s.limit,
+            ) {
+                hits.extend(rules.hit("affiliate-click-spike", rules::PPM_FULL, why));
+            }
+        }
+        if camp.requires_impression {
+            if let Some(s) = rules.on("no-impression") {
+                let seen = [
+                    visitor,
+                    signals::key(&["u", c.ip.as_str(), c.user_agent.as_str()]),
+                ]
+                .iter()
+                .filter_map(|v| {
+                    self.impressions
+                        .get(&signals::key(&[affiliate, campaign, &v.to_string()]))
+                })
+                .any(|t| *t <= at && at - *t <= s.window_s as i64 * SECOND_US);
+                if !seen {
+                    hits.extend(rules.hit(
+                        "no-impression",
+                        rules::PPM_FULL,
+                        format!(
+                            "no impression of the affiliate's before the click (within {} h)",
+                            s.window_s / 3600
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_impression(&mut self, i: &rkyv::Archived<Impression>) {
+        let at = i.at_us.to_native();
+        let (a, c) = (i.affiliate_id.as_str(), i.campaign_id.as_str());
+        let mut keys = vec![signals::key(&["u", i.ip.as_str(), i.user_agent.as_str()])];
+        if let Some(v) = i.visitor_id.as_ref() {
+            keys.push(signals::key(&["v", v.as_str()]));
+        }
+        for k in keys {
+            let key = signals::key(&[a, c, &k.to_string()]);
+            let newest = self.impressions.get(&key).map_or(at, |t| (*t).max(at));
+            self.impressions.insert(key, newest);
+        }
+    }
+
+    /// Adds hits to a click (new or earlier), writes its verdict when it is now stricter,
+    /// and judges again the conversions that came from it.
+    pub(super) fn flag_click(&mut self, id: &Arc<str>, hits: Vec<Hit>, out: &mut Vec<Output>) {
+        let Some(brief) = self.clicks.get(id).cloned() else {
+            return; // forgotten (bounded memory): its conversions are judged already
+        };
+        let mut all = self
+            .flagged
+            .get(id)
+            .map(|f| f.hits.clone())
+            .unwrap_or_default();
+        let before = all.len();
+        for h in hits {
+            merge(&mut all, h);
+        }
+        self.count_click_hits(&all[before..]);
+        if let Some(v) = self
+            .config
+            .settings("flagged-visitor", None)
+            .enabled
+            .then_some(brief.visitor)
+        {
+            self.flagged_visitors.insert(v, (brief.at_us, id.clone()));
+        }
+        for h in &all[before..] {
+            self.graph_link_click(h, &brief);
+        }
+        self.flagged
+            .insert(id.clone(), Flagged { hits: all.clone() });
+        let s = Subject {
+            kind: Kind::Click,
+            id,
+            at_us: brief.at_us,
+            affiliate: &brief.affiliate,
+            campaign: &brief.campaign,
+        };
+        self.emit(&s, &all, out);
+        let convs = self.by_click.get(id).cloned().unwrap_or_default();
+        for conv in convs {
+            let inherited = inherit(&all);
+            self.rejudge(&conv, inherited, out);
+        }
+    }
+
+    pub(super) fn graph_link_click(&mut self, h: &Hit, brief: &ClickBrief) {
+        // Only the network and device identifiers of flooding or automated traffic.
+        if !h.rule.starts_with("click-flood")
+            && h.rule != "bot-user-agent"
+            && h.rule != "datacenter-ip"
+        {
+            return;
+        }
+        if let Some(value) = h
+            .reason
+            .split(" from ")
+            .nth(1)
+            .and_then(|r| r.split(" in ").next())
+        {
+            let kind = if value.starts_with("device") {
+                IdKind::Fingerprint
+            } else {
+                IdKind::Subnet
+            };
+            let value = value.split_once(' ').map_or(value, |v| v.1);
+            self.graph.link(kind, value, &brief.affiliate);
+            self.graph_dirty = true;
+        }
+    }
+}
+
+/// A click's hits as its conversion's: the same rules, the reason says whose.
+pub(super) fn inherit(hits: &[Hit]) -> Vec<Hit> {
+    hits.iter()
+        .map(|h| Hit {
+            reason: format!("its click: {}", h.reason),
+            ..h.clone()
+        })
+        .collect()
+}
