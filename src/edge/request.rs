@@ -188,48 +188,9 @@ fn checked_value(raw: &str, max: usize) -> Result<String, BadRequest> {
     Ok(v)
 }
 
-/// A trusted proxy network (`10.0.0.0/8`, `::1/128`, or a bare address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or CIDR"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() {
-            max
-        } else {
-            p.parse()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: bad prefix length"))?
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-}
+/// A trusted proxy network (`10.0.0.0/8`, `::1/128`, or a bare address): the one range
+/// type, shared with the fraud engine's lists.
+pub use clicktrail_actors::fraud::config::Cidr;
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` entry that is not a trusted proxy.

@@ -132,53 +132,80 @@ impl RuleOverride {
     }
 }
 
-/// An IPv4 or IPv6 range (IPv4 held as IPv4-mapped IPv6).
+/// An IPv4 or IPv6 range (`203.0.113.0/24`, `2001:db8::/32`, or a bare address). An
+/// IPv4-mapped IPv6 address (`::ffff:203.0.113.9`) is the IPv4 address it maps; a range
+/// matches only addresses of its own family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     net: u128,
     prefix: u8,
+    v4: bool,
 }
 
-fn to_v6_bits(ip: IpAddr) -> u128 {
+/// An address as (is IPv4, its bits in the low end of a u128).
+fn bits(ip: IpAddr) -> (bool, u128) {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     match ip {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
+        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (false, u128::from(v6)),
     }
 }
 
 impl Cidr {
     /// Parses `203.0.113.0/24`, `2001:db8::/32` or a bare address.
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, bits) = match s.trim().split_once('/') {
+        let (addr, len) = match s.trim().split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s.trim(), None),
         };
-        let ip: IpAddr = addr.parse().map_err(|_| format!("bad address in {s:?}"))?;
-        let (max, offset) = if ip.is_ipv4() { (32, 96) } else { (128, 0) };
-        let prefix = match bits {
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR"))?;
+        let (v4, net) = bits(ip);
+        let width = if v4 { 32 } else { 128 };
+        let prefix = match len {
             Some(b) => b
                 .parse::<u8>()
                 .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix length in {s:?}"))?,
-            None => max,
-        } + offset;
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            None => width,
+        };
         Ok(Cidr {
-            net: to_v6_bits(ip) & mask(prefix),
+            net: net & mask(prefix, width),
             prefix,
+            v4,
         })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        to_v6_bits(ip) & mask(self.prefix) == self.net
+        let (v4, b) = bits(ip);
+        let width = if v4 { 32 } else { 128 };
+        v4 == self.v4 && b & mask(self.prefix, width) == self.net
     }
 }
 
-fn mask(prefix: u8) -> u128 {
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        Cidr::parse(s)
+    }
+}
+
+/// The network mask of `prefix` bits in an address of `width` bits (in a u128's low end).
+fn mask(prefix: u8, width: u8) -> u128 {
+    let all = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
     if prefix == 0 {
         0
     } else {
-        u128::MAX << (128 - u32::from(prefix))
+        all & (all << (width - prefix))
     }
 }
 
