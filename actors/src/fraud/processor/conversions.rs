@@ -18,12 +18,13 @@ impl FraudScorer {
                         .is_none_or(|o| t >= o.at_us - SECOND_US)
                 })
         });
-        if waits {
-            self.waiting.push(Waiting {
+        if waits && self.waiting_len < WAITING_MAX {
+            let click: Arc<str> = Arc::from(c.click_id.as_deref().unwrap_or_default());
+            self.waiting.entry(click).or_default().push(Waiting {
                 conversion: c,
                 since_us: crate::catalog::now_us(),
             });
-            self.publish_gauges();
+            self.waiting_len += 1;
             return;
         }
         self.judge(c, out);
@@ -31,17 +32,10 @@ impl FraudScorer {
 
     /// Judges the conversions that waited for click `id`.
     pub(super) fn release(&mut self, id: &Arc<str>, out: &mut Vec<Output>) {
-        if !self
-            .waiting
-            .iter()
-            .any(|w| w.conversion.click_id.as_deref() == Some(&**id))
-        {
+        let Some(ready) = self.waiting.remove(id) else {
             return;
-        }
-        let (ready, wait): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|w| w.conversion.click_id.as_deref() == Some(&**id));
-        self.waiting = wait;
+        };
+        self.waiting_len -= ready.len();
         for w in ready {
             self.judge(w.conversion, out);
         }

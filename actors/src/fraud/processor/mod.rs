@@ -44,6 +44,8 @@ pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
 const LATE_PER_AFFILIATE_MAX: usize = 1_000;
 /// Most ids of the link graph.
 pub const GRAPH_IDS_MAX: usize = 1_000_000;
+/// Most conversions waiting for their click; past it they are judged without waiting.
+pub const WAITING_MAX: usize = 100_000;
 /// Least time between two computations of the clusters, wall clock.
 const CLUSTERS_EVERY_US: i64 = 5 * SECOND_US;
 
@@ -131,7 +133,9 @@ pub struct FraudScorer {
     graph: LinkGraph,
     graph_dirty: bool,
     last_clusters_us: i64,
-    waiting: Vec<Waiting>,
+    /// Conversions waiting for their click, by click id.
+    waiting: HashMap<Arc<str>, Vec<Waiting>>,
+    waiting_len: usize,
     pub(super) model: super::model::ModelState,
 }
 
@@ -187,7 +191,8 @@ impl FraudScorer {
             graph: LinkGraph::new(GRAPH_IDS_MAX),
             graph_dirty: false,
             last_clusters_us: 0,
-            waiting: Vec::new(),
+            waiting: HashMap::new(),
+            waiting_len: 0,
             model: super::model::ModelState::new(&config.anomaly),
             catalog_at: 0,
             campaigns: HashMap::new(),
@@ -381,17 +386,25 @@ impl FraudScorer {
                 + f.stuffing.evicted
                 + self.clicks.evicted
                 + self.flagged.evicted,
-            waiting_conversions: self.waiting.len() as u64,
+            waiting_conversions: self.waiting_len as u64,
             judged_subjects: self.judged.len() as u64,
         };
         self.view.write(|v| v.gauges = g);
     }
 
     fn release_late(&mut self, now_us: i64, all: bool, out: &mut Vec<Output>) {
-        let (late, wait): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|w| all || now_us - w.since_us >= CLICK_WAIT_US);
-        self.waiting = wait;
+        let mut late = Vec::new();
+        self.waiting.retain(|_, ws| {
+            let (l, keep): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(ws)
+                .into_iter()
+                .partition(|w| all || now_us - w.since_us >= CLICK_WAIT_US);
+            late.extend(l);
+            *ws = keep;
+            !ws.is_empty()
+        });
+        // In the order they came (a later one of the same customer sees the earlier).
+        late.sort_by_key(|w| w.since_us);
+        self.waiting_len -= late.len();
         for w in late {
             self.judge(w.conversion, out);
         }
