@@ -11,6 +11,7 @@ pub mod convert;
 pub mod dead_letter_api;
 pub mod edge;
 pub mod fraud_api;
+pub mod fraud_eval;
 pub mod http;
 pub mod journal_cmd;
 pub mod keys_cmd;
