@@ -46,6 +46,7 @@ fn main() {
             order,
             json,
         } => clicktrail::attribution_cmd::fit(&journeys, &model, order, json),
+        Command::FraudEval(opts) => clicktrail::fraud_eval::run(&opts),
     };
     std::process::exit(code);
 }

@@ -1,3 +1,6 @@
-//! The fraud evaluation harness (see `traffic` for the model, `metrics` for the measures).
+//! placeholder (design doc below, written after the first measurements)
 pub mod metrics;
+pub mod run;
 pub mod traffic;
+
+pub use run::{run, Options};
