@@ -557,18 +557,21 @@ const MAIL_PROVIDERS: [&str; 8] = [
 /// First octets of residential ISP blocks (the rest is drawn).
 const RESIDENTIAL_V4: [u8; 14] = [2, 24, 31, 67, 73, 76, 79, 81, 84, 86, 90, 92, 109, 176];
 
-/// Mobile carriers' NAT pools: public /24s behind which many subscribers share addresses.
-const CARRIER_POOLS: [[&str; 2]; 4] = [
-    ["31.94.16", "31.94.17"],
-    ["80.187.96", "80.187.97"],
-    ["92.40.128", "92.40.129"],
-    ["176.12.64", "176.12.65"],
+/// Mobile carriers' NAT pools (the first three octets of each /24; every address used). A
+/// carrier's NAT address is shared by hundreds of its subscribers at once; for this
+/// program's audience that makes a handful of its visitors per address over the month,
+/// now and then two on the same day with the same phone and language.
+const CARRIER_POOLS: [[&str; 4]; 6] = [
+    ["31.94.16", "31.94.17", "31.94.40", "31.94.41"],
+    ["80.187.96", "80.187.97", "80.187.112", "80.187.113"],
+    ["92.40.128", "92.40.129", "92.40.176", "92.40.177"],
+    ["176.12.64", "176.12.65", "176.12.80", "176.12.81"],
+    ["185.69.144", "185.69.145", "185.69.146", "185.69.147"],
+    ["109.144.208", "109.144.209", "109.144.210", "109.144.211"],
 ];
-/// Addresses in use per carrier /24 (a NAT pool does not use the whole range).
-const CARRIER_POOL_USED: i64 = 96;
 
 /// iCloud Private Relay egress (shared by many users; not a data-centre list entry).
-const RELAY_POOL: &str = "172.226.41";
+const RELAY_POOLS: [&str; 4] = ["172.226.41", "172.226.42", "172.226.108", "172.226.109"];
 
 /// Data-centre ranges the configuration lists: hosting where bots run, and hosting where
 /// commercial VPNs rent their exits.
@@ -622,7 +625,7 @@ fn carrier_ip(r: &mut Rand, carrier: usize) -> String {
         )
     } else {
         let pool = CARRIER_POOLS[carrier % CARRIER_POOLS.len()];
-        format!("{}.{}", r.pick(&pool), r.between(1, CARRIER_POOL_USED))
+        format!("{}.{}", r.pick(&pool), r.between(1, 254))
     }
 }
 
@@ -723,7 +726,7 @@ impl Person {
             return self.home_ip.clone();
         }
         if self.relay {
-            return format!("{RELAY_POOL}.{}", r.between(1, 254));
+            return format!("{}.{}", r.pick(&RELAY_POOLS), r.between(1, 254));
         }
         if r.chance(0.5) {
             self.home_ip.clone() // home Wi-Fi
@@ -1773,7 +1776,7 @@ impl Gen {
             if !chromium {
                 imp.visitor_id = None;
             }
-            let before = (r.lognormal(40.0, 1.2).max(1.0) * SECOND_US as f64) as i64;
+            let before = (r.lognormal(40.0, 1.2).clamp(1.0, 1800.0) * SECOND_US as f64) as i64;
             self.push(
                 s.at - before,
                 None,
@@ -2470,6 +2473,7 @@ impl Gen {
                 let e = &self.events[*i];
                 e.affiliate == a
                     && e.label.is_none()
+                    && e.at_us + HOUR_US < self.end
                     && matches!(&e.body, Body::Conversion(s) if s.merchant == self.campaigns[C_GROCERY].merchant)
             })
             .collect();
@@ -2494,7 +2498,8 @@ impl Gen {
                 first.user_agent.clone(),
                 first.accept_language.clone(),
             );
-            let at = self.events[orig].at_us + r.between(HOUR_US, 72 * HOUR_US);
+            let orig_at = self.events[orig].at_us;
+            let at = orig_at + r.between(HOUR_US, (72 * HOUR_US).min(self.end - 1 - orig_at));
             let click_at = at - (r.lognormal(300.0, 1.0) * SECOND_US as f64) as i64;
             let v = Visit {
                 link,
@@ -3367,7 +3372,15 @@ mod tests {
         let mut orders = HashSet::new();
         let mut prev = i64::MIN;
         for e in &t.events {
-            assert!(e.at_us >= prev && e.at_us >= t.start_us - HOUR_US && e.at_us < t.end_us);
+            assert!(
+                e.at_us >= prev && e.at_us >= t.start_us - HOUR_US && e.at_us < t.end_us,
+                "{} {} at {} (from {} to {})",
+                e.r#ref,
+                e.variant,
+                e.at_us,
+                t.start_us,
+                t.end_us
+            );
             prev = e.at_us;
             assert!(refs.insert(e.r#ref.clone()), "{}", e.r#ref);
             if let Body::Conversion(s) = &e.body {
