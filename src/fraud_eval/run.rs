@@ -281,8 +281,14 @@ fn wait_scored(c: &Client, clicks: u64, conversions: u64, settle: bool) -> Resul
     }
 }
 
-/// Every subject's latest verdict of one kind, by subject id.
-fn verdicts(c: &Client, kind: &str, into: &mut HashMap<String, Verdict>) -> Result<()> {
+/// Every subject's latest verdict of one kind, by subject id (and, with `raw`, the rows
+/// as the API gave them).
+fn verdicts(
+    c: &Client,
+    kind: &str,
+    into: &mut HashMap<String, Verdict>,
+    mut raw: Option<&mut HashMap<String, Value>>,
+) -> Result<()> {
     let mut cursor = String::new();
     loop {
         let page = c.get(&format!(
@@ -307,6 +313,9 @@ fn verdicts(c: &Client, kind: &str, into: &mut HashMap<String, Verdict>) -> Resu
                         .collect()
                 })
                 .unwrap_or_default();
+            if let Some(raw) = raw.as_deref_mut() {
+                raw.insert(id.clone(), v.clone());
+            }
             into.insert(
                 id,
                 Verdict {
@@ -410,7 +419,7 @@ fn evaluate(o: &Options) -> Result<Outcome> {
     }
     let server_up = t_server.elapsed();
 
-    let result = import_and_measure(&traffic, &client);
+    let result = import_and_measure(&traffic, &client, dir.keep.then_some(dir.path.as_path()));
     let result = match result {
         Ok(r) => r,
         Err(e) => return Err(e.context(format!("server log:\n{}", server.log_tail()))),
@@ -424,6 +433,8 @@ fn evaluate(o: &Options) -> Result<Outcome> {
         "generate_s": secs(generated),
         "server_start_s": secs(server_up),
         "import_s": secs(m.import),
+        "import_requests_s": secs(m.posting),
+        "import_waiting_for_scorer_s": secs(m.waiting),
         "settle_s": secs(m.settle),
         "verdicts_s": secs(m.read),
         "import_and_scoring_s": secs(m.import + m.settle),
@@ -507,10 +518,12 @@ fn evaluate(o: &Options) -> Result<Outcome> {
     );
     let _ = writeln!(
         text,
-        "time: generate {:.1} s, server start {:.1} s, import {:.1} s (each request waits for the scorer to catch up), settled {:.1} s later (import + scoring {:.1} s), verdicts read in {:.1} s; total {:.1} s\n",
+        "time: generate {:.1} s, server start {:.1} s, import {:.1} s (requests {:.1} s, waiting for the scorer to catch up after each {:.1} s), settled {:.1} s later (import + scoring {:.1} s), verdicts read in {:.1} s; total {:.1} s\n",
         secs(generated),
         secs(server_up),
         secs(m.import),
+        secs(m.posting),
+        secs(m.waiting),
         secs(m.settle),
         secs(m.import + m.settle),
         secs(m.read),
@@ -523,7 +536,7 @@ fn evaluate(o: &Options) -> Result<Outcome> {
     if dir.keep {
         let _ = writeln!(
             text,
-            "\nkept in {}: config.toml, traffic.ndjson, labels.csv, report.json, server.log, data/",
+            "\nkept in {}: config.toml, traffic.ndjson, labels.csv, outcomes.ndjson (each click and conversion: label, verdict), report.json, server.log, data/",
             dir.path.display()
         );
     }
@@ -538,17 +551,55 @@ struct Measured {
     refused: u64,
     refused_examples: Vec<String>,
     import: Duration,
+    /// Of `import`: answering the requests, and waiting for the scorer after each.
+    posting: Duration,
+    waiting: Duration,
     settle: Duration,
     read: Duration,
     progress: Progress,
 }
 
-fn import_and_measure(t: &Traffic, client: &Client) -> Result<(Report, Measured)> {
+/// One line per click and conversion: its label and what the scorer made of it (the
+/// verdict as the API gave it; none for an allowed click).
+fn write_outcomes(
+    t: &Traffic,
+    ids: &HashMap<String, String>,
+    raw: &HashMap<String, Value>,
+    path: &Path,
+) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for e in t.events.iter().filter(|e| e.kind() != "impression") {
+        let id = ids.get(&e.r#ref);
+        let v = id.and_then(|id| raw.get(id));
+        let line = json!({
+            "ref": e.r#ref,
+            "kind": e.kind(),
+            "label": e.label.map_or("legit", |p| p.name()),
+            "variant": e.variant,
+            "affiliate": t.affiliates[e.affiliate].id,
+            "source": t.affiliates[e.affiliate].source(),
+            "id": id,
+            "action": v.map_or(Value::from("allow"), |v| v["action"].clone()),
+            "score": v.map_or(Value::from(0.0), |v| v["score"].clone()),
+            "hits": v.map_or(Value::Array(Vec::new()), |v| v["hits"].clone()),
+        });
+        writeln!(f, "{line}")?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn import_and_measure(
+    t: &Traffic,
+    client: &Client,
+    keep: Option<&Path>,
+) -> Result<(Report, Measured)> {
     let t_import = Instant::now();
     let mut ids: HashMap<String, String> = HashMap::new();
     let (mut imported, mut refused, mut requests) = (0u64, 0u64, 0usize);
     let mut refused_examples = Vec::new();
     let (mut clicks, mut conversions) = (0u64, 0u64);
+    let (mut posting, mut waiting) = (Duration::ZERO, Duration::ZERO);
     for chunk in t.events.chunks(CHUNK_LINES) {
         let mut body = String::with_capacity(chunk.len() * 400);
         for e in chunk {
@@ -559,7 +610,9 @@ fn import_and_measure(t: &Traffic, client: &Client) -> Result<(Report, Measured)
             body.push_str(&t.import_line(e, click_id));
             body.push('\n');
         }
+        let tp = Instant::now();
         let answer = client.import(body)?;
+        posting += tp.elapsed();
         requests += 1;
         imported += answer["imported"].as_u64().unwrap_or(0);
         if let Some(list) = answer["refused"].as_array() {
@@ -587,7 +640,9 @@ fn import_and_measure(t: &Traffic, client: &Client) -> Result<(Report, Measured)
         // Let the scorer catch up before the next request: the anomaly model is trained
         // at its first idle moment with enough conversions, so this keeps when that
         // happens the same from run to run.
+        let tw = Instant::now();
         wait_scored(client, clicks, conversions, false)?;
+        waiting += tw.elapsed();
     }
     let import = t_import.elapsed();
     let t_settle = Instant::now();
@@ -595,8 +650,13 @@ fn import_and_measure(t: &Traffic, client: &Client) -> Result<(Report, Measured)
     let settle = t_settle.elapsed();
     let t_read = Instant::now();
     let mut all = HashMap::new();
-    verdicts(client, "conversion", &mut all)?;
-    verdicts(client, "click", &mut all)?;
+    let mut raw = HashMap::new();
+    let mut keep_raw = keep.is_some().then_some(&mut raw);
+    verdicts(client, "conversion", &mut all, keep_raw.as_deref_mut())?;
+    verdicts(client, "click", &mut all, keep_raw)?;
+    if let Some(dir) = keep {
+        write_outcomes(t, &ids, &raw, &dir.join("outcomes.ndjson"))?;
+    }
     let review = client.get("/api/v1/fraud/rules")?["review_score"]
         .as_f64()
         .unwrap_or(0.5);
@@ -611,6 +671,8 @@ fn import_and_measure(t: &Traffic, client: &Client) -> Result<(Report, Measured)
             refused,
             refused_examples,
             import,
+            posting,
+            waiting,
             settle,
             read,
             progress,
