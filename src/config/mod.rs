@@ -350,6 +350,10 @@ pub struct ProgramSection {
     /// `hold`: the hold period or the merchant's approval approves; `performance`: only a
     /// retention window of `hold-days` without a full reversal does. Default: hold.
     pub verification: clicktrail_actors::ledger::Verification,
+    /// A new commission is held until the fraud scorer's verdict on its conversion (about
+    /// a second; at most an hour), so neither the hold period nor the merchant's approval
+    /// can pay it first. Default: true.
+    pub await_fraud_verdict: bool,
 }
 
 impl Default for ProgramSection {
@@ -357,6 +361,7 @@ impl Default for ProgramSection {
         ProgramSection {
             hold_days: clicktrail_actors::ledger::HOLD_DAYS_DEFAULT,
             verification: Default::default(),
+            await_fraud_verdict: true,
         }
     }
 }
@@ -962,6 +967,7 @@ impl Config {
             ledger: clicktrail_actors::ledger::LedgerConfig {
                 hold_days: self.program.hold_days,
                 verification: self.program.verification,
+                await_fraud_verdict: self.program.await_fraud_verdict,
             },
             payouts: self
                 .payouts
