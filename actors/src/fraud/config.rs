@@ -132,26 +132,14 @@ impl RuleOverride {
     }
 }
 
-/// An IPv4 or IPv6 range (`203.0.113.0/24`, `2001:db8::/32`, or a bare address). An
-/// IPv4-mapped IPv6 address (`::ffff:203.0.113.9`) is the IPv4 address it maps; a range
-/// matches only addresses of its own family.
+/// An IPv4 or IPv6 range (`203.0.113.0/24`, `2001:db8::/32`, or a bare address). An IPv4
+/// range also holds the IPv4-mapped IPv6 form of its addresses (`::ffff:203.0.113.9`, how
+/// a dual-stack socket shows an IPv4 peer); an IPv6 range holds only IPv6 addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     net: u128,
     prefix: u8,
     v4: bool,
-}
-
-/// An address as (is IPv4, its bits in the low end of a u128).
-fn bits(ip: IpAddr) -> (bool, u128) {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
-        IpAddr::V6(v6) => (false, u128::from(v6)),
-    }
 }
 
 impl Cidr {
@@ -164,8 +152,10 @@ impl Cidr {
         let ip: IpAddr = addr
             .parse()
             .map_err(|_| format!("{s:?} is not an address or CIDR"))?;
-        let (v4, net) = bits(ip);
-        let width = if v4 { 32 } else { 128 };
+        let (v4, net, width) = match ip {
+            IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (false, u128::from(a), 128),
+        };
         let prefix = match len {
             Some(b) => b
                 .parse::<u8>()
@@ -182,9 +172,17 @@ impl Cidr {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (v4, b) = bits(ip);
-        let width = if v4 { 32 } else { 128 };
-        v4 == self.v4 && b & mask(self.prefix, width) == self.net
+        let bits = match (self.v4, ip) {
+            (true, IpAddr::V4(a)) => u128::from(u32::from(a)),
+            (true, IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+                Some(m) => u128::from(u32::from(m)),
+                None => return false,
+            },
+            (false, IpAddr::V6(a)) => u128::from(a),
+            (false, IpAddr::V4(_)) => return false,
+        };
+        let width = if self.v4 { 32 } else { 128 };
+        bits & mask(self.prefix, width) == self.net
     }
 }
 
