@@ -114,6 +114,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // What a plain date in a request means (`2026-12-01`: midnight there).
     crate::http::time::set_program_zone(system_config.payouts.zone.clone());
     system_config.payouts.installation_id = installation_id(&data_dir, &journal)?;
+    // One key for every e-mail hash: the conversion endpoint's and the fraud rules'.
+    system_config.email_hash_key = config.email_hash_key();
     let (supervisor, handles) = system::build(
         journal.clone(),
         health.clone(),
@@ -145,8 +147,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             store.clone(),
             handles.ingest.clone(),
             handles.clicks.clone(),
-            &config.secrets.click_id_key,
-            Duration::from_secs(config.conversions.fingerprint_window_hours * 3600),
+            crate::convert::Settings {
+                click_id_key: config.secrets.click_id_key.clone(),
+                fingerprint_window: Duration::from_secs(
+                    config.conversions.fingerprint_window_hours * 3600,
+                ),
+                email_hash_key: system_config.email_hash_key.clone(),
+                ip_truncation: config.tracking.ip_truncation,
+            },
+            &mut |_, _| {},
         )
         .context("cannot read the conversions")?,
     );

@@ -80,6 +80,11 @@ pub struct SystemConfig {
     pub ledger: ledger::LedgerConfig,
     pub payouts: payout::PayoutConfig,
     pub attribution: attribution::AttributionConfig,
+    /// Key of the buyers' e-mail hashes (`secrets.email-hash-key`, or derived from the
+    /// click-id key with [`fraud::email::derive_email_key`]): the conversion endpoint hashes
+    /// with it, and the fraud rules compare hashes made with it. Default: empty (the
+    /// server sets it).
+    pub email_hash_key: Vec<u8>,
 }
 
 impl Default for SystemConfig {
@@ -94,6 +99,7 @@ impl Default for SystemConfig {
             ledger: ledger::LedgerConfig::default(),
             payouts: payout::PayoutConfig::default(),
             attribution: attribution::AttributionConfig::default(),
+            email_hash_key: Vec::new(),
         }
     }
 }

@@ -30,8 +30,8 @@ use crate::catalog::{EntityStore, Method, Postback, Trigger};
 use crate::supervisor::{ChildCtx, Stop, ThreadActor};
 use actix::prelude::*;
 use clicktrail_storage::schema::{
-    Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, LedgerTxn,
-    PostbackAttempt,
+    self, Conversion, ConversionState, ConversionStatusChange, ConversionV2, DeliveryOutcome,
+    LedgerTxn, PostbackAttempt,
 };
 use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
@@ -371,57 +371,57 @@ fn deliveries_of(
     if let Some(t) = rec.event::<LedgerTxn>() {
         return commission_deliveries(postbacks, partition, rec.offset, t, lookups, wanted);
     }
-    let (trigger, affiliate, mut values, at_us, click_id) =
-        if let Some(c) = rec.to_owned_event::<Conversion>() {
-            (
-                Trigger::ConversionCreated,
-                c.affiliate_id.clone(),
-                conversion_values(&c, "pending"),
-                c.at_us,
-                c.click_id,
-            )
-        } else if let Some(r) = clicktrail_storage::schema::reversal(rec) {
-            // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
-            let mut v = blank_values();
-            v.insert("conversion_id", r.conversion_id.clone());
-            // Reversals do not carry the event; the conversion (read before, in the same
-            // partition) did.
-            let event = lookups.events.get(&r.conversion_id).unwrap_or_default();
-            v.insert("event", event.to_string());
-            v.insert("amount", r.amount.amount_minor.to_string());
-            v.insert("currency", r.amount.currency.as_str().to_string());
-            v.insert("status", "reversed".to_string());
-            v.insert("affiliate_id", r.affiliate_id.clone().unwrap_or_default());
-            v.insert("order_id", r.order_id.clone());
-            v.insert("click_id", r.click_id.clone().unwrap_or_default());
-            v.insert("campaign_id", r.campaign_id.clone());
-            (
-                Trigger::ConversionReversed,
-                r.affiliate_id,
-                v,
-                r.at_us,
-                r.click_id,
-            )
-        } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
-            let (trigger, status) = match sc.state {
-                ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
-                ConversionState::Rejected => (Trigger::ConversionRejected, "rejected"),
-            };
-            let mut v = blank_values();
-            v.insert("conversion_id", sc.conversion_id.clone());
-            v.insert("order_id", sc.order_id.clone());
-            v.insert("event", sc.event.clone());
-            v.insert("amount", sc.amount.amount_minor.to_string());
-            v.insert("currency", sc.amount.currency.as_str().to_string());
-            v.insert("status", status.to_string());
-            v.insert("click_id", sc.click_id.clone().unwrap_or_default());
-            v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
-            v.insert("campaign_id", sc.campaign_id.clone());
-            v.insert("payout", String::new());
-            (trigger, sc.affiliate_id, v, sc.at_us, sc.click_id)
-        } else {
-            return Vec::new();
+    let (trigger, affiliate, mut values, at_us, click_id) = if let Some(c) = schema::conversion(rec)
+    {
+        (
+            Trigger::ConversionCreated,
+            c.affiliate_id.clone(),
+            conversion_values(&c, "pending"),
+            c.at_us,
+            c.click_id,
+        )
+    } else if let Some(r) = schema::reversal(rec) {
+        // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
+        let mut v = blank_values();
+        v.insert("conversion_id", r.conversion_id.clone());
+        // Reversals do not carry the event; the conversion (read before, in the same
+        // partition) did.
+        let event = lookups.events.get(&r.conversion_id).unwrap_or_default();
+        v.insert("event", event.to_string());
+        v.insert("amount", r.amount.amount_minor.to_string());
+        v.insert("currency", r.amount.currency.as_str().to_string());
+        v.insert("status", "reversed".to_string());
+        v.insert("affiliate_id", r.affiliate_id.clone().unwrap_or_default());
+        v.insert("order_id", r.order_id.clone());
+        v.insert("click_id", r.click_id.clone().unwrap_or_default());
+        v.insert("campaign_id", r.campaign_id.clone());
+        (
+            Trigger::ConversionReversed,
+            r.affiliate_id,
+            v,
+            r.at_us,
+            r.click_id,
+        )
+    } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
+        let (trigger, status) = match sc.state {
+            ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
+            ConversionState::Rejected => (Trigger::ConversionRejected, "rejected"),
         };
+        let mut v = blank_values();
+        v.insert("conversion_id", sc.conversion_id.clone());
+        v.insert("order_id", sc.order_id.clone());
+        v.insert("event", sc.event.clone());
+        v.insert("amount", sc.amount.amount_minor.to_string());
+        v.insert("currency", sc.amount.currency.as_str().to_string());
+        v.insert("status", status.to_string());
+        v.insert("click_id", sc.click_id.clone().unwrap_or_default());
+        v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
+        v.insert("campaign_id", sc.campaign_id.clone());
+        v.insert("payout", String::new());
+        (trigger, sc.affiliate_id, v, sc.at_us, sc.click_id)
+    } else {
+        return Vec::new();
+    };
     let targets = targets(
         postbacks,
         partition,
@@ -801,7 +801,11 @@ impl Engine {
                     break;
                 };
                 n += 1;
+                // Zero-copy, either version.
                 if let Some(c) = rec.event::<Conversion>() {
+                    self.events
+                        .remember(c.conversion_id.as_str(), c.event.as_str());
+                } else if let Some(c) = rec.event::<ConversionV2>() {
                     self.events
                         .remember(c.conversion_id.as_str(), c.event.as_str());
                 }
@@ -1094,7 +1098,7 @@ fn blank_values() -> BTreeMap<&'static str, String> {
     MACROS.iter().map(|k| (*k, String::new())).collect()
 }
 
-fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, String> {
+fn conversion_values(c: &ConversionV2, status: &str) -> BTreeMap<&'static str, String> {
     let mut v = blank_values();
     v.insert("click_id", c.click_id.clone().unwrap_or_default());
     v.insert("conversion_id", c.conversion_id.clone());
