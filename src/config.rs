@@ -1050,6 +1050,7 @@ mod tests {
         assert_eq!(c.server.edge_limits(), d.server.edge_limits());
         assert_eq!(c.journal_config(), d.journal_config());
         assert_eq!(c.system_config(), d.system_config());
+        assert_eq!(c.import, d.import);
         assert_eq!(c.secrets.click_id_key, OWN_KEY);
     }
 

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod dead_letter_api;
 pub mod edge;
 pub mod http;
+pub mod import;
 pub mod journal_cmd;
 pub mod keys_cmd;
 pub mod ledger_api;

@@ -32,7 +32,7 @@ use clicktrail_actors::clicks::{ClickLookup, SharedClicks};
 use clicktrail_actors::ingest::{AppendError, IngestShards, DURABLE_SHARD};
 use clicktrail_storage::schema::{
     ConversionReversalV3, ConversionState, ConversionStatusChange, ConversionV2, Currency,
-    MatchKind, Money, Pair, ReversalReason,
+    MatchKind, Money, Pair, ReversalReason, IMPORTED_CONVERSION_ID_PREFIX,
 };
 use clicktrail_storage::{Event, Journal, Record, RecordExt};
 use hmac::{Hmac, Mac};
@@ -98,6 +98,31 @@ pub struct ConversionRequest {
     /// The buyer's e-mail address, for the fraud rules: stored only as its keyed hash
     /// (`customer_email_hash`), never as sent, and never answered.
     pub customer_email: Option<String>,
+}
+
+/// What reserving an imported conversion's (merchant, order id) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OrderSlot {
+    /// Reserved for it (pending): write it, then [`Conversions::settle_imported`].
+    Reserved,
+    /// The order is recorded with the same data: its conversion id, and where to wait for
+    /// its record's durability when not yet confirmed.
+    Same {
+        id: String,
+        unconfirmed: Option<(usize, u64)>,
+    },
+    /// A live request is recording it right now.
+    Busy,
+    /// Recorded with different data.
+    Conflict,
+}
+
+/// How an imported conversion's append ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Recorded,
+    Written { shard: usize, end: u64 },
+    NotWritten,
 }
 
 /// What a conversion stores of its buyer.
@@ -418,7 +443,7 @@ fn match_name(m: MatchKind) -> &'static str {
 /// The request data whose change under the same order id is a conflict.
 /// The buyer's facts (IP, user agent, e-mail) are not part of it: a retry from another of
 /// the merchant's servers may see the buyer differently, and it is the same order.
-fn conversion_digest(c: &ConversionV2) -> u64 {
+pub(crate) fn conversion_digest(c: &ConversionV2) -> u64 {
     let amount = c.amount.amount_minor.to_string();
     let meta: Vec<String> = c
         .metadata
@@ -480,6 +505,29 @@ pub(crate) fn check_email(what: &str, s: &str) -> Result<(), String> {
              each side, no spaces or control characters"
         ))
     }
+}
+
+/// A conversion's amount: a decimal (or a number's literal text) in minor units of an ISO
+/// 4217 currency, by the shared money parser; a sale needs one above zero. The live paths
+/// and imports read amounts only through this.
+pub(crate) fn conversion_amount(
+    event: &str,
+    amount: Option<&str>,
+    currency: Option<&str>,
+) -> Result<Money, String> {
+    let m = match (amount, currency) {
+        (Some(a), Some(c)) => amount::parse(a, c).map_err(|e| e.to_string())?,
+        (Some(_), None) => return Err("amount needs a currency".into()),
+        (None, Some(c)) => amount::parse("0", c).map_err(|e| e.to_string())?,
+        (None, None) => Money {
+            amount_minor: 0,
+            currency: Currency(*b"XXX"),
+        },
+    };
+    if event == "sale" && m.amount_minor <= 0 {
+        return Err("a sale needs an amount above zero".into());
+    }
+    Ok(m)
 }
 
 /// Parses the buyer's IP: `what` names the field in the error.
@@ -613,12 +661,81 @@ impl Conversions {
     }
 
     fn conversion_id(&self, merchant: &str, order: &str) -> String {
+        self.id_with_prefix("cv_", merchant, order)
+    }
+
+    /// The id of an imported conversion: the live id's tag after
+    /// [`IMPORTED_CONVERSION_ID_PREFIX`], so anything about it says it was imported.
+    pub(crate) fn imported_conversion_id(&self, merchant: &str, order: &str) -> String {
+        self.id_with_prefix(IMPORTED_CONVERSION_ID_PREFIX, merchant, order)
+    }
+
+    fn id_with_prefix(&self, prefix: &str, merchant: &str, order: &str) -> String {
         let mut mac = self.id_key.clone();
         mac.update(merchant.as_bytes());
         mac.update(b"\n");
         mac.update(order.as_bytes());
         let tag = mac.finalize().into_bytes();
-        format!("cv_{}", crate::edge::click_id::base64url_encode(&tag[..15]))
+        format!(
+            "{prefix}{}",
+            crate::edge::click_id::base64url_encode(&tag[..15])
+        )
+    }
+
+    /// Reserves an imported conversion's order (see [`OrderSlot`]): the merchant's order id
+    /// is the idempotency key of imports as of live conversions.
+    pub(crate) fn reserve_imported(&self, c: &ConversionV2) -> OrderSlot {
+        let key = (c.merchant_id.clone(), c.order_id.clone());
+        let digest = conversion_digest(c);
+        let mut index = self.index.lock().unwrap();
+        if let Some(e) = index.by_order.get(&key) {
+            return match (&e.state, e.digest == digest) {
+                (_, false) => OrderSlot::Conflict,
+                (State::Pending, true) => OrderSlot::Busy,
+                (State::Recorded, true) => OrderSlot::Same {
+                    id: e.facts.conversion_id.clone(),
+                    unconfirmed: None,
+                },
+                (State::Written { shard, end }, true) => OrderSlot::Same {
+                    id: e.facts.conversion_id.clone(),
+                    unconfirmed: Some((*shard, *end)),
+                },
+            };
+        }
+        index.by_order.insert(
+            key,
+            Entry {
+                state: State::Pending,
+                review: Review::Pending,
+                review_state: State::Recorded,
+                facts: Facts::of(c),
+                digest,
+                merchant_id: c.merchant_id.clone(),
+                amount: c.amount,
+                reversed_minor: 0,
+                reversals: None,
+            },
+        );
+        OrderSlot::Reserved
+    }
+
+    /// Settles a reserved imported conversion once its append ended: recorded (durable),
+    /// written (durability not yet confirmed: a replay waits for it), or not written.
+    pub(crate) fn settle_imported(&self, c: &ConversionV2, outcome: Settled) {
+        let key = (c.merchant_id.clone(), c.order_id.clone());
+        let mut index = self.index.lock().unwrap();
+        let state = match outcome {
+            Settled::Recorded => State::Recorded,
+            Settled::Written { shard, end } => State::Written { shard, end },
+            Settled::NotWritten => {
+                index.by_order.remove(&key);
+                return;
+            }
+        };
+        if let Some(e) = index.by_order.get_mut(&key) {
+            e.state = state;
+            index.by_id.insert(c.conversion_id.clone(), key);
+        }
     }
 
     /// Validates a request and resolves its click; the answer on refusal.
@@ -640,18 +757,8 @@ impl Conversions {
                 "event must be sale, lead, signup or a custom name of [A-Za-z0-9_.-]".into(),
             ));
         }
-        let amount = match (req.amount.as_deref(), req.currency.as_deref()) {
-            (Some(a), Some(c)) => amount::parse(a, c).map_err(|e| bad(e.to_string()))?,
-            (Some(_), None) => return Err(bad("amount needs a currency".into())),
-            (None, Some(c)) => amount::parse("0", c).map_err(|e| bad(e.to_string()))?,
-            (None, None) => Money {
-                amount_minor: 0,
-                currency: Currency(*b"XXX"),
-            },
-        };
-        if event == "sale" && amount.amount_minor <= 0 {
-            return Err(bad("a sale needs an amount above zero".into()));
-        }
+        let amount = conversion_amount(&event, req.amount.as_deref(), req.currency.as_deref())
+            .map_err(bad)?;
         if let Some(c) = &req.customer_id {
             bounded_text("customer_id", c, FIELD_LEN_MAX).map_err(bad)?;
         }

@@ -589,8 +589,9 @@ pub enum Input {
         /// An impression (a touch only on campaigns that count them).
         impression: bool,
     },
-    /// A conversion of either version (v1 read as v2).
-    Conversion(ConversionV2),
+    /// A conversion of either version (v1 read as v2); boxed, as it is several times a
+    /// touch's size and touches are most inputs.
+    Conversion(Box<ConversionV2>),
 }
 
 impl Input {
@@ -648,7 +649,7 @@ pub fn input_of(rec: &Record<'_>) -> Option<Input> {
                 impression: true,
             })
         }
-        Kind::Conversion => schema::conversion(rec).map(Input::Conversion),
+        Kind::Conversion => schema::conversion(rec).map(|c| Input::Conversion(Box::new(c))),
         _ => None,
     }
 }
@@ -668,7 +669,7 @@ impl AttributionProcessor {
                 }
                 self.on_touch(&campaign_id, keys, touch);
             }
-            Input::Conversion(c) => self.on_conversion(c, out),
+            Input::Conversion(c) => self.on_conversion(*c, out),
         }
         for c in std::mem::take(&mut self.pending_out) {
             self.attribute(&c, out);

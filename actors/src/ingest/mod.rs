@@ -118,6 +118,11 @@ impl IngestShards {
         self.shards.len()
     }
 
+    /// Most records in flight per shard (`ingest-queue-max`).
+    pub fn queue_max(&self) -> usize {
+        self.queue_max
+    }
+
     /// The shard for the click or impression numbered `seq`: with two shards or more,
     /// clicks spread over every shard but [`DURABLE_SHARD`], so the group commits that
     /// acknowledge conversions never carry click bytes; with one shard, that one.
