@@ -36,7 +36,7 @@
 //!   are also idempotent on (merchant, `order_id`), sharing the live path's index. The
 //!   ref -> id index ([`RefIndex`]) is rebuilt at start in the conversion index's pass over
 //!   the ingest partitions (a reference counts only when its event follows it); it grows
-//!   with imported history, about 150 bytes per imported event.
+//!   with imported history, about 200 bytes per imported event.
 //! * **Batches.** [`CHUNK_LINES`] lines are checked, then written: each shard's records
 //!   in batches of at most an eighth of `ingest-queue-max` (so live traffic keeps most of
 //!   the bound), then one wait per shard until they are durable (one group commit covers
@@ -761,37 +761,72 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// A click or impression, checked, with its id and records.
+    /// A click or impression, checked, with its id and record.
     fn plan_touch(&mut self, t: TouchLine, kind: Kind) -> Result<Planned, String> {
         let at_us = self.time(&t.at)?;
         let link = self.link(&t)?;
+        let reference = t.reference.clone();
+        let mut click = self.click_record(t, &link, at_us)?;
+        let (id, shard) = self.new_click_id(&link, at_us);
+        click.click_id = id.clone();
+        let event = match kind {
+            Kind::Click => Output::event(&click),
+            _ => Output::event(&impression_of(click)),
+        };
+        Ok(Planned {
+            reference,
+            kind,
+            id,
+            shard,
+            event,
+            conversion: None,
+        })
+    }
+
+    /// A touch line's click record, checked (its id still to be given).
+    fn click_record(&self, t: TouchLine, link: &LinkRt, at_us: i64) -> Result<Click, String> {
         let keep = request::HEADER_KEEP_MAX;
         let user_agent = text("user_agent", t.user_agent, keep)?;
-        let referrer = text("referrer", t.referrer, keep)?;
         let accept_language = text("accept_language", t.accept_language, keep)?;
-        let sec_fetch_dest = text("sec_fetch_dest", t.sec_fetch_dest, keep)?;
-        let sec_fetch_site = text("sec_fetch_site", t.sec_fetch_site, keep)?;
-        let mut sub_ids = Vec::with_capacity(5);
-        for (i, s) in [t.sub1, t.sub2, t.sub3, t.sub4, t.sub5]
-            .into_iter()
-            .enumerate()
-        {
-            let s = text(&format!("sub{}", i + 1), s, request::SUB_LEN_MAX)?;
-            sub_ids.push(match s.is_empty() {
-                true => link.link.sub_ids.get(i).cloned().unwrap_or_default(),
-                false => s,
-            });
-        }
         if let Some(v) = &t.visitor_id {
             convert::bounded_text("visitor_id", v, VISITOR_ID_LEN_MAX)?;
         }
-        let ip =
-            t.ip.as_deref()
-                .map(|ip| convert::check_ip("ip", ip))
-                .transpose()?;
-        let utm = query_pairs(t.query)?;
-        let truncation = self.imp.edge.tracking.ip_truncation;
-        let stored_ip = ip.map_or(String::new(), |ip| convert::stored_ip(ip, truncation));
+        let ip = t.ip.as_deref().map(|ip| convert::check_ip("ip", ip));
+        let ip = ip.transpose()?;
+        let edge = &self.imp.edge;
+        // As the edge computes it (for a browser that did not opt out: an import says
+        // nothing of that, so whenever an IP is given).
+        let fingerprint = ip.map(|ip| {
+            let parts: [&str; 2] = [&user_agent, &accept_language];
+            request::fingerprint(&edge.fingerprint_key, &ip.to_string(), &parts)
+        });
+        Ok(Click {
+            at_us,
+            click_id: String::new(),
+            link_code: link.link.code.clone(),
+            affiliate_id: link.link.affiliate_id.clone(),
+            campaign_id: link.link.campaign_id.clone(),
+            sub_ids: sub_ids([t.sub1, t.sub2, t.sub3, t.sub4, t.sub5], link)?,
+            ip: ip.map_or(String::new(), |ip| {
+                convert::stored_ip(ip, edge.tracking.ip_truncation)
+            }),
+            user_agent,
+            referrer: text("referrer", t.referrer, keep)?,
+            accept_language,
+            sec_fetch_dest: text("sec_fetch_dest", t.sec_fetch_dest, keep)?,
+            sec_fetch_site: text("sec_fetch_site", t.sec_fetch_site, keep)?,
+            client_hints: Vec::new(),
+            visitor_id: t.visitor_id,
+            fingerprint,
+            opted_out: false,
+            destination: link.campaign.destination.as_str().to_string(),
+            utm: query_pairs(t.query)?,
+        })
+    }
+
+    /// A click id of `link` at `at_us` from the edge's codec, and the shard it names
+    /// (where the record goes, as for a live click).
+    fn new_click_id(&self, link: &LinkRt, at_us: i64) -> (String, usize) {
         let seq = self.imp.codec().next_seq();
         let shard = self.imp.ingest().click_shard(seq);
         let id = self.imp.codec().encode(&ClickIdParts {
@@ -801,57 +836,7 @@ impl<'a> Run<'a> {
             seq,
             link: link.number,
         });
-        let event = if kind == Kind::Click {
-            // As the edge computes it (when the browser did not opt out: an import says
-            // nothing of that, so only when an IP is given).
-            let fingerprint = ip.map(|ip| {
-                request::fingerprint(
-                    &self.imp.edge.fingerprint_key,
-                    &ip.to_string(),
-                    &[&user_agent, &accept_language],
-                )
-            });
-            Output::event(&Click {
-                at_us,
-                click_id: id.clone(),
-                link_code: link.link.code.clone(),
-                affiliate_id: link.link.affiliate_id.clone(),
-                campaign_id: link.link.campaign_id.clone(),
-                sub_ids,
-                ip: stored_ip,
-                user_agent,
-                referrer,
-                accept_language,
-                sec_fetch_dest,
-                sec_fetch_site,
-                client_hints: Vec::new(),
-                visitor_id: t.visitor_id,
-                fingerprint,
-                opted_out: false,
-                destination: link.campaign.destination.as_str().to_string(),
-                utm,
-            })
-        } else {
-            Output::event(&Impression {
-                at_us,
-                impression_id: id.clone(),
-                link_code: link.link.code.clone(),
-                affiliate_id: link.link.affiliate_id.clone(),
-                campaign_id: link.link.campaign_id.clone(),
-                ip: stored_ip,
-                user_agent,
-                referrer,
-                visitor_id: t.visitor_id,
-            })
-        };
-        Ok(Planned {
-            reference: t.reference,
-            kind,
-            id,
-            shard,
-            event,
-            conversion: None,
-        })
+        (id, shard)
     }
 
     /// The click a conversion names: its id, verified.
@@ -1112,6 +1097,34 @@ impl<'a> Run<'a> {
                 self.answer.ids.insert(p.reference.clone(), p.id.clone());
             }
         }
+    }
+}
+
+/// sub1..sub5: as given, else the link's.
+fn sub_ids(given: [Option<String>; 5], link: &LinkRt) -> Result<Vec<String>, String> {
+    let mut subs = Vec::with_capacity(5);
+    for (i, s) in given.into_iter().enumerate() {
+        let s = text(&format!("sub{}", i + 1), s, request::SUB_LEN_MAX)?;
+        subs.push(match s.is_empty() {
+            true => link.link.sub_ids.get(i).cloned().unwrap_or_default(),
+            false => s,
+        });
+    }
+    Ok(subs)
+}
+
+/// The impression of a touch line's click record (what an impression keeps).
+fn impression_of(c: Click) -> Impression {
+    Impression {
+        at_us: c.at_us,
+        impression_id: c.click_id,
+        link_code: c.link_code,
+        affiliate_id: c.affiliate_id,
+        campaign_id: c.campaign_id,
+        ip: c.ip,
+        user_agent: c.user_agent,
+        referrer: c.referrer,
+        visitor_id: c.visitor_id,
     }
 }
 
