@@ -12,6 +12,7 @@ pub mod dead_letter_api;
 pub mod edge;
 pub mod fraud_api;
 pub mod http;
+pub mod import;
 pub mod journal_cmd;
 pub mod keys_cmd;
 pub mod ledger_api;

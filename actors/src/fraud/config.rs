@@ -298,7 +298,8 @@ pub struct FraudConfig {
     /// Default: 2,000,000.
     pub verdicts_max: usize,
     pub anomaly: AnomalyConfig,
-    /// Key of the buyer's e-mail hash (see `fraud::email`).
+    /// Key of the buyers' e-mail hashes (see `fraud::email`): the server sets it from
+    /// `secrets.email-hash-key` or the click-id key. Default: empty.
     pub email_key: Vec<u8>,
 }
 
@@ -317,7 +318,7 @@ impl Default for FraudConfig {
             window_keys_max: 1_000_000,
             verdicts_max: 2_000_000,
             anomaly: AnomalyConfig::default(),
-            email_key: super::email::derive_email_key(b"clicktrail default"),
+            email_key: Vec::new(),
         }
     }
 }
