@@ -239,7 +239,9 @@ fn sigkill_mid_stream_then_restart_gives_every_verdict_exactly_once() {
     server.wait_until("all verdicts", |s| {
         let m = m_of(s);
         m.contains("clicktrail_ready 1")
-            && m.contains(&format!("clicktrail_fraud_scored_total{{kind=\"click\"}} {N}\n"))
+            && m.contains(&format!(
+                "clicktrail_fraud_scored_total{{kind=\"click\"}} {N}\n"
+            ))
             && verdict_bytes_stable(s)
     });
     server.signal(libc::SIGTERM);

@@ -1041,7 +1041,6 @@ impl Config {
                 .expect("validated when the configuration was loaded"),
         }
     }
-
 }
 
 #[cfg(test)]

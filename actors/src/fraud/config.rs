@@ -277,6 +277,9 @@ impl Default for AnomalyConfig {
 /// The `[fraud]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FraudConfig {
+    /// Every rule on (each still switchable); false switches them all off: every
+    /// conversion is allowed (and still gets its verdict). Default: true.
+    pub enabled: bool,
     /// Program-wide rule settings (campaigns override them).
     pub rules: BTreeMap<String, RuleOverride>,
     /// Combined score from which a subject goes to review. Default: 500,000 ppm.
@@ -306,6 +309,7 @@ pub struct FraudConfig {
 impl Default for FraudConfig {
     fn default() -> Self {
         FraudConfig {
+            enabled: true,
             rules: BTreeMap::new(),
             review_ppm: 500_000,
             reject_ppm: 900_000,
@@ -345,6 +349,7 @@ impl FraudConfig {
         if let Some(o) = campaign.and_then(|c| c.get(rule)) {
             o.apply(&mut s);
         }
+        s.enabled &= self.enabled;
         s
     }
 
