@@ -16,6 +16,7 @@
 //! | dead letters (inputs an actor skipped) | | see [`crate::dead_letter_api`] |
 //! | attribution models and the model comparison | | see [`crate::attribution_api`] |
 //! | fraud verdicts, review queue, clusters, rules | | see [`crate::fraud_api`] |
+//! | `POST /api/v1/import` (history from another tracker) | admin | see [`crate::import`] |
 //!
 //! Creating an affiliate or a campaign also creates the default link of every affiliate and
 //! campaign pair it makes. Missing key: 401; a key of the wrong role: 403; a bad body: 400

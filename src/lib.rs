@@ -13,6 +13,7 @@ pub mod edge;
 pub mod fraud_api;
 pub mod fraud_eval;
 pub mod http;
+pub mod import;
 pub mod journal_cmd;
 pub mod keys_cmd;
 pub mod ledger_api;

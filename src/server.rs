@@ -116,6 +116,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // What a plain date in a request means (`2026-12-01`: midnight there).
     crate::http::time::set_program_zone(system_config.payouts.zone.clone());
     system_config.payouts.installation_id = installation_id(&data_dir, &journal)?;
+    // One key for every e-mail hash: the conversion endpoint's and the fraud rules'.
+    system_config.fraud.email_key = config.email_hash_key();
     let (supervisor, handles) = system::build(
         journal.clone(),
         health.clone(),
@@ -141,17 +143,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_proxies()?,
         config.tracking.clone(),
     ));
+    // The import's references are read in the conversion index's pass.
+    let mut import_refs = crate::import::RefIndex::default();
     let conversions = web::Data::new(
         crate::convert::Conversions::load(
             &journal,
             store.clone(),
             handles.ingest.clone(),
             handles.clicks.clone(),
-            &config.secrets.click_id_key,
-            Duration::from_secs(config.conversions.fingerprint_window_hours * 3600),
+            crate::convert::Settings {
+                click_id_key: config.secrets.click_id_key.clone(),
+                fingerprint_window: Duration::from_secs(
+                    config.conversions.fingerprint_window_hours * 3600,
+                ),
+                email_hash_key: system_config.fraud.email_key.clone(),
+                ip_truncation: config.tracking.ip_truncation,
+            },
+            &mut |partition, rec| import_refs.note(partition, rec),
         )
         .context("cannot read the conversions")?,
     );
+    log::info!("import references known: {}", import_refs.len());
+    let importer = web::Data::new(crate::import::Importer::new(
+        edge.clone(),
+        conversions.clone(),
+        import_refs,
+        (&config.import).into(),
+    ));
+    let import_max_bytes = crate::import::Limits::from(&config.import).max_bytes;
     let api = web::Data::new(Api {
         store,
         stats: handles.stats.clone(),
@@ -197,12 +216,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .app_data(edge.clone())
             .app_data(api.clone())
             .app_data(conversions.clone())
+            .app_data(importer.clone())
             // The tracking paths first, as static prefixes: actix tries services in order
             // and the API's `{param}` routes cost a regex match each per request.
             .service(web::scope("/c").default_service(web::to(crate::edge::click)))
             .service(web::scope("/i").default_service(web::to(crate::edge::impression)))
             .configure(routes)
             .configure(crate::convert::routes)
+            // Before the API's scope, whose `/{kind}` would take `/import`.
+            .configure(crate::import::routes(import_max_bytes))
             .configure(crate::api::routes)
             .default_service(web::to(crate::edge::default_service))
     })

@@ -667,7 +667,7 @@ fn a_click_records_what_the_browser_sent_and_minimal_opt_out_drops_it() {
             ("sec-ch-ua-mobile", "?0"),
             ("cookie", visitor),
         ];
-        let path = "/c/L2?sub2=b&utm_source=mail&utm_campaign=spring%20sale";
+        let path = "/c/L2?sub2=b&utm_source=mail&utm_campaign=spring%20sale&gclid=Cj0KCQ%2Dx";
         let tracked = call(&a, server.addr, path, &browser);
         let mut opted_headers = browser.to_vec();
         opted_headers.push(("sec-gpc", "1"));
@@ -701,7 +701,17 @@ fn a_click_records_what_the_browser_sent_and_minimal_opt_out_drops_it() {
                     .iter()
                     .map(|p| (p.name.as_str(), p.value.as_str()))
                     .collect::<Vec<_>>(),
-                vec![("utm_source", "mail"), ("utm_campaign", "spring sale")]
+                vec![
+                    ("utm_source", "mail"),
+                    ("utm_campaign", "spring sale"),
+                    ("gclid", "Cj0KCQ-x")
+                ],
+                "utm pairs, then the ad click id"
+            );
+            assert!(
+                !c.destination.contains("gclid"),
+                "an ad click id is recorded, not passed on: {}",
+                c.destination
             );
             assert_eq!(
                 (c.sec_fetch_dest.as_str(), c.sec_fetch_site.as_str()),

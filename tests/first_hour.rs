@@ -450,6 +450,19 @@ fn answers_that_tell_the_truth() {
         &json!({}),
     );
     assert_eq!(s, 200, "{v}");
+    // A sale a second after its click is held by the fraud engine: an admin allows it.
+    server.wait_until("the fraud review", |s| {
+        let (_, v) = get(&agent(), s.addr, "/api/v1/fraud/review", ADMIN);
+        v.to_string().contains(&id)
+    });
+    let (s, v) = post(
+        &a,
+        addr,
+        &format!("/api/v1/fraud/review/{id}/allow"),
+        ADMIN,
+        &json!({"reason": "a test sale"}),
+    );
+    assert_eq!(s, 202, "{v}");
     server.wait_until("approved commission", |s| {
         let (_, v) = get(&agent(), s.addr, "/api/v1/me/balance", PARTNER);
         v.to_string().contains("\"approved\":\"10.00\"")

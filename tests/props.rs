@@ -163,6 +163,7 @@ proptest! {
             subs: [0, 1, 2, 3, 4].map(|i| subs[i].clone()),
             url,
             utm,
+            ad_click_ids: Vec::new(), // the noise never names an ad click id
         };
         prop_assert_eq!(request::parse_query(&q), Ok(want));
     }

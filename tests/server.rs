@@ -3,8 +3,8 @@
 //! cleanly on SIGTERM, survives SIGKILL without duplicating or losing actor output, refuses
 //! bad configuration, and `journal verify|inspect` report what is on disk.
 
-use clicktrail_storage::schema::{samples, FraudVerdict};
-use clicktrail_storage::{Journal, JournalConfig, RecordExt};
+use clicktrail_storage::schema::{self, samples};
+use clicktrail_storage::{Journal, JournalConfig};
 mod common;
 
 use common::{get, Server, BIN};
@@ -27,6 +27,11 @@ fn write_clicks(data: &Path, n: usize) {
     for i in 0..n {
         let mut c = samples::click();
         c.click_id = format!("click-{i}");
+        // One visitor each, from addresses of their own (the same click a thousand times
+        // from one address would be a flood).
+        c.ip = format!("10.{}.{}.7", i / 250, i % 250);
+        c.visitor_id = Some(format!("v-{i}"));
+        c.fingerprint = Some(i as u64);
         if i % 3 == 0 {
             c.user_agent = "python-requests/2.31".into();
         }
@@ -36,7 +41,7 @@ fn write_clicks(data: &Path, n: usize) {
     journal.close().unwrap();
 }
 
-/// Reads the fraud verdicts: (subject id, source offset) in order.
+/// Reads the fraud verdicts on clicks: (subject id, flagged) in order.
 fn verdicts(data: &Path) -> Vec<(String, bool)> {
     let journal = Journal::open(data, JournalConfig::default()).unwrap();
     let mut r = journal
@@ -46,14 +51,16 @@ fn verdicts(data: &Path) -> Vec<(String, bool)> {
         .unwrap();
     let mut out = Vec::new();
     while let Some(rec) = r.next().unwrap() {
-        let v = rec.event::<FraudVerdict>().expect("a verdict");
-        out.push((v.subject_id.to_string(), v.score_ppm > 0));
+        let v = schema::verdict(&rec).expect("a verdict");
+        if v.subject_kind == clicktrail_storage::Kind::Click as u16 {
+            out.push((v.subject_id, v.score_ppm > 0));
+        }
     }
     journal.close().unwrap();
     out
 }
 
-/// Only flagged records get a verdict: the bot clicks (every third).
+/// Only flagged clicks get a verdict: the bot clicks (every third).
 fn expected_verdicts(n: usize) -> Vec<(String, bool)> {
     (0..n)
         .filter(|i| i % 3 == 0)
@@ -199,7 +206,8 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
         "{text}"
     );
     assert!(
-        text.contains("fraud-verdicts") && text.contains("fraud-verdict=334"),
+        // The bot clicks' and the demo sale's (every conversion gets one).
+        text.contains("fraud-verdicts") && text.contains("fraud-verdict=335"),
         "{text}"
     );
     let verify = journal_cmd(&data, "verify");
@@ -229,7 +237,12 @@ fn sigkill_mid_stream_then_restart_gives_every_verdict_exactly_once() {
     }
     let server = Server::start(&data, &[]);
     server.wait_until("all verdicts", |s| {
-        m_of(s).contains("clicktrail_ready 1") && verdict_bytes_stable(s)
+        let m = m_of(s);
+        m.contains("clicktrail_ready 1")
+            && m.contains(&format!(
+                "clicktrail_fraud_scored_total{{kind=\"click\"}} {N}\n"
+            ))
+            && verdict_bytes_stable(s)
     });
     server.signal(libc::SIGTERM);
     let (code, log) = server.wait(Duration::from_secs(15));

@@ -296,6 +296,7 @@ fn performance(days: u32) -> LedgerConfig {
     LedgerConfig {
         hold_days: days,
         verification: Verification::Performance,
+        await_fraud_verdict: false,
     }
 }
 
@@ -303,6 +304,14 @@ fn hold(days: u32) -> LedgerConfig {
     LedgerConfig {
         hold_days: days,
         verification: Verification::Hold,
+        await_fraud_verdict: false,
+    }
+}
+
+fn awaiting(days: u32) -> LedgerConfig {
+    LedgerConfig {
+        await_fraud_verdict: true,
+        ..hold(days)
     }
 }
 
@@ -414,6 +423,56 @@ fn rejection_and_fraud_review_hold_and_reject() {
     r.put(INGEST, &reversal("cv1", "refund-1", 10_000, T0 + 3 * DAY));
     r.run();
     assert_eq!(r.balance("a"), (0, 2000, 0, 0));
+    r.check_balanced();
+    r.restart_same();
+}
+
+/// With `await_fraud_verdict`, a sale is held until the scorer's first verdict: neither
+/// the hold period nor the merchant's approval pays it first; an allow releases it, a
+/// review keeps it for a person, no verdict within the wait releases it; a restart
+/// rebuilds the same book.
+#[test]
+fn sales_wait_for_the_fraud_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Rig::new(dir.path(), ten_percent(), awaiting(0));
+    for (id, amount) in [
+        ("cv1", 10_000),
+        ("cv2", 20_000),
+        ("cv3", 30_000),
+        ("cv4", 40_000),
+    ] {
+        r.put(
+            ATTRIBUTIONS,
+            &attribution(id, amount, T0, &[("a", 1_000_000)]),
+        );
+    }
+    r.put(INGEST, &decision("cv1", true, T0 + 1));
+    r.run();
+    r.tick(T0 + 2);
+    assert_eq!(
+        r.balance("a"),
+        (10_000, 0, 0, 0),
+        "all held, even the approved one"
+    );
+    r.put(VERDICTS, &verdict("cv1", VerdictAction::Allow, T0 + 3));
+    r.put(VERDICTS, &verdict("cv2", VerdictAction::Review, T0 + 3));
+    r.put(VERDICTS, &verdict("cv3", VerdictAction::Allow, T0 + 3));
+    r.run();
+    r.tick(T0 + 4);
+    assert_eq!(
+        r.balance("a"),
+        (6000, 4000, 0, 0),
+        "cv1 and cv3 approved, cv2 kept"
+    );
+    r.restart_same();
+    // No verdict on cv4 within the wait: released; cv2 stays held.
+    r.tick(T0 + clicktrail_actors::ledger::FRAUD_VERDICT_WAIT_US + 1);
+    r.tick(T0 + clicktrail_actors::ledger::FRAUD_VERDICT_WAIT_US + 2);
+    assert_eq!(r.balance("a"), (2000, 8000, 0, 0));
+    // A person allows cv2.
+    r.put(VERDICTS, &verdict("cv2", VerdictAction::Allow, T0 + DAY));
+    r.run();
+    assert_eq!(r.balance("a"), (0, 10_000, 0, 0));
     r.check_balanced();
     r.restart_same();
 }

@@ -3,7 +3,7 @@
 //! read-only (the server may still be running; records it appends meanwhile are extra).
 
 use crate::engine::Acks;
-use clicktrail_storage::schema::{self, Click, Conversion, Impression};
+use clicktrail_storage::schema::{self, Click, Conversion, ConversionV2, Impression};
 use clicktrail_storage::{scan_records, Kind, RecordExt};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -80,10 +80,13 @@ pub fn verify(data_dir: &Path, acks: &Acks) -> Result<Verdict, String> {
         }
         Some(Kind::Impression) if rec.event::<Impression>().is_some() => impressions += 1,
         Some(Kind::Conversion) => {
-            if let Some(c) = rec.event::<Conversion>() {
-                if want_orders.contains(c.order_id.as_str()) {
-                    *orders.entry(c.order_id.as_str().to_string()).or_default() += 1;
-                }
+            // Zero-copy, either version.
+            let order = rec
+                .event::<Conversion>()
+                .map(|c| c.order_id.as_str())
+                .or_else(|| rec.event::<ConversionV2>().map(|c| c.order_id.as_str()));
+            if let Some(order) = order.filter(|o| want_orders.contains(o)) {
+                *orders.entry(order.to_string()).or_default() += 1;
             }
         }
         Some(Kind::ConversionReversal) => {

@@ -17,6 +17,8 @@ pub const RANGES_MAX: usize = 100_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FraudSection {
+    /// False switches every rule off (conversions are all allowed). Default: true.
+    pub enabled: bool,
     /// Combined score from which a subject goes to review, ppm. Default: 500000.
     pub review_ppm: u32,
     /// Score from which a rule with `may-reject = true` rejects alone, ppm. Default: 900000.
@@ -67,6 +69,7 @@ impl Default for FraudSection {
     fn default() -> Self {
         let d = FraudConfig::default();
         FraudSection {
+            enabled: true,
             review_ppm: d.review_ppm,
             reject_ppm: d.reject_ppm,
             datacenter_ranges: Vec::new(),
@@ -133,6 +136,7 @@ impl FraudSection {
             return Err("fraud.bot-markers must be non-empty lower-case fragments".into());
         }
         let c = FraudConfig {
+            enabled: self.enabled,
             rules: self.rules.clone(),
             review_ppm: self.review_ppm,
             reject_ppm: self.reject_ppm,

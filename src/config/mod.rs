@@ -254,6 +254,36 @@ impl Default for NodeSection {
 pub struct SecretsSection {
     /// HMAC-SHA256 key that authenticates click ids. Required; at least 32 bytes.
     pub click_id_key: String,
+    /// HMAC-SHA256 key of buyers' e-mail hashes (conversions store only the hash).
+    /// Optional, at least 32 bytes; default: derived from `click-id-key`. Changing it (or
+    /// the click-id key it is derived from) makes new hashes differ from stored ones.
+    pub email_hash_key: Option<String>,
+}
+
+/// Shortest `secrets.email-hash-key`.
+pub const EMAIL_HASH_KEY_LEN_MIN: usize = 32;
+
+/// `[import]`: `POST /api/v1/import`, history from another tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ImportSection {
+    /// Oldest event accepted, in days before now. Default: 400. Bounds: 1 ..= 3660.
+    pub max_age_days: u32,
+    /// Largest import body. Default: 64MiB. Bounds: 1KiB ..= 1GiB.
+    pub max_bytes: ByteSize,
+    /// Most lines in one import (blank ones included). Default: 200000. Bounds: 1 ..=
+    /// 10000000.
+    pub max_lines: usize,
+}
+
+impl Default for ImportSection {
+    fn default() -> Self {
+        ImportSection {
+            max_age_days: 400,
+            max_bytes: ByteSize(64 << 20),
+            max_lines: 200_000,
+        }
+    }
 }
 
 /// Whether stored client IPs are cut short.
@@ -350,6 +380,10 @@ pub struct ProgramSection {
     /// `hold`: the hold period or the merchant's approval approves; `performance`: only a
     /// retention window of `hold-days` without a full reversal does. Default: hold.
     pub verification: clicktrail_actors::ledger::Verification,
+    /// A new commission is held until the fraud scorer's verdict on its conversion (about
+    /// a second; at most an hour), so neither the hold period nor the merchant's approval
+    /// can pay it first. Default: true.
+    pub await_fraud_verdict: bool,
 }
 
 impl Default for ProgramSection {
@@ -357,6 +391,7 @@ impl Default for ProgramSection {
         ProgramSection {
             hold_days: clicktrail_actors::ledger::HOLD_DAYS_DEFAULT,
             verification: Default::default(),
+            await_fraud_verdict: true,
         }
     }
 }
@@ -637,6 +672,7 @@ pub struct Config {
     pub payouts: PayoutsSection,
     pub attribution: AttributionSection,
     pub fraud: FraudSection,
+    pub import: ImportSection,
     /// Entities loaded at start (recorded in the journal as changes by "config").
     pub merchants: Vec<Merchant>,
     pub affiliates: Vec<Affiliate>,
@@ -673,6 +709,9 @@ impl Config {
         let mut c: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse(format!("{origin}: {e}")))?;
         c.secrets.click_id_key = resolve_secret("click-id-key", &c.secrets.click_id_key)?;
+        if let Some(k) = &c.secrets.email_hash_key {
+            c.secrets.email_hash_key = Some(resolve_secret("email-hash-key", k)?);
+        }
         for k in &mut c.keys {
             k.key = resolve_secret("keys.key", &k.key)?;
         }
@@ -798,6 +837,21 @@ impl Config {
                     .into()
             },
         )?;
+        if let Some(k) = &self.secrets.email_hash_key {
+            check(k.len() >= EMAIL_HASH_KEY_LEN_MIN, || {
+                format!("secrets.email-hash-key must be at least {EMAIL_HASH_KEY_LEN_MIN} bytes")
+            })?;
+        }
+        let i = &self.import;
+        check((1..=3660).contains(&i.max_age_days), || {
+            "import.max-age-days must be 1..=3660".into()
+        })?;
+        check((1 << 10..=1 << 30).contains(&i.max_bytes.0), || {
+            "import.max-bytes must be 1KiB..=1GiB".into()
+        })?;
+        check((1..=10_000_000).contains(&i.max_lines), || {
+            "import.max-lines must be 1..=10000000".into()
+        })?;
         for k in &self.keys {
             check(
                 self.node.demo || !DEMO_SECRETS.contains(&k.key.as_str()),
@@ -935,6 +989,18 @@ impl Config {
         }
     }
 
+    /// The key of buyers' e-mail hashes: `secrets.email-hash-key`, or derived from the
+    /// click-id key. (Not in [`Config::system_config`], which the server completes with it:
+    /// a derived secret has no default to compare.)
+    pub fn email_hash_key(&self) -> Vec<u8> {
+        match &self.secrets.email_hash_key {
+            Some(k) => k.as_bytes().to_vec(),
+            None => clicktrail_actors::fraud::email::derive_email_key(
+                self.secrets.click_id_key.as_bytes(),
+            ),
+        }
+    }
+
     pub fn system_config(&self) -> SystemConfig {
         let a = &self.actors;
         SystemConfig {
@@ -962,6 +1028,7 @@ impl Config {
             ledger: clicktrail_actors::ledger::LedgerConfig {
                 hold_days: self.program.hold_days,
                 verification: self.program.verification,
+                await_fraud_verdict: self.program.await_fraud_verdict,
             },
             payouts: self
                 .payouts
@@ -970,14 +1037,9 @@ impl Config {
             attribution: self.attribution.to_config(),
             fraud: self
                 .fraud
-                .to_config(self.email_hash_key())
+                .to_config(Vec::new())
                 .expect("validated when the configuration was loaded"),
         }
-    }
-
-    /// The key of the buyers' e-mail hashes: derived from the click-id key.
-    pub fn email_hash_key(&self) -> Vec<u8> {
-        clicktrail_actors::fraud::email::derive_email_key(self.secrets.click_id_key.as_bytes())
     }
 }
 
@@ -1003,11 +1065,8 @@ mod tests {
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.edge_limits(), d.server.edge_limits());
         assert_eq!(c.journal_config(), d.journal_config());
-        // (The e-mail hash key derives from the click-id key, which differs.)
-        let (mut cs, mut ds) = (c.system_config(), d.system_config());
-        assert_ne!(cs.fraud.email_key, ds.fraud.email_key);
-        (cs.fraud.email_key, ds.fraud.email_key) = (Vec::new(), Vec::new());
-        assert_eq!(cs, ds);
+        assert_eq!(c.system_config(), d.system_config());
+        assert_eq!(c.import, d.import);
         assert_eq!(c.secrets.click_id_key, OWN_KEY);
     }
 
@@ -1091,6 +1150,9 @@ mod tests {
             ("[conversions]\nclick-index-max = 500\n", "click-index-max"),
             ("[conversions]\nfingerprint-index-max = 0\n", "fingerprint-index-max"),
             ("[payouts]\nschedule = \"weekly\"\n", "schedule"),
+            ("[import]\nmax-age-days = 0\n", "import.max-age-days"),
+            ("[import]\nmax-bytes = \"2GiB\"\n", "import.max-bytes"),
+            ("[import]\nmax-lines = 0\n", "import.max-lines"),
             ("[payouts]\ntime-zone = \"Mars/Olympus\"\n", "time-zone"),
             ("[payouts]\nminimum = { XYZ = 5 }\n", "minimum XYZ"),
             (
@@ -1142,5 +1204,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    /// The e-mail hash key: as configured (also from the environment), or derived from
+    /// the click-id key; a short one is refused.
+    #[test]
+    fn the_email_hash_key_is_configured_or_derived() {
+        let base = format!("[secrets]\nclick-id-key = \"{OWN_KEY}\"\n");
+        let derived = Config::from_toml(&base, "t").unwrap().email_hash_key();
+        assert_eq!(
+            derived,
+            clicktrail_actors::fraud::email::derive_email_key(OWN_KEY.as_bytes())
+        );
+        let own = "an-email-hash-key-of-32-bytes-or-more";
+        std::env::set_var("CLICKTRAIL_TEST_EMAIL_KEY", own);
+        for value in [own, "env:CLICKTRAIL_TEST_EMAIL_KEY"] {
+            let c =
+                Config::from_toml(&format!("{base}email-hash-key = \"{value}\"\n"), "t").unwrap();
+            assert_eq!(c.email_hash_key(), own.as_bytes());
+        }
+        let err = Config::from_toml(&format!("{base}email-hash-key = \"short\"\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets.email-hash-key"), "{err}");
     }
 }

@@ -21,6 +21,7 @@
 
 pub use clicktrail_storage::money as amount;
 
+use crate::config::IpTruncation;
 use crate::edge::click_id::{ClickIdCodec, ClickIdError};
 use crate::edge::request;
 use crate::http::json::Keys;
@@ -30,10 +31,10 @@ use clicktrail_actors::catalog::{now_us, valid_id, Catalog, EntityStore, Role};
 use clicktrail_actors::clicks::{ClickLookup, SharedClicks};
 use clicktrail_actors::ingest::{AppendError, IngestShards, DURABLE_SHARD};
 use clicktrail_storage::schema::{
-    Conversion, ConversionReversalV3, ConversionState, ConversionStatusChange, Currency, MatchKind,
-    Money, Pair, ReversalReason,
+    ConversionReversalV3, ConversionState, ConversionStatusChange, ConversionV2, Currency,
+    MatchKind, Money, Pair, ReversalReason, IMPORTED_CONVERSION_ID_PREFIX,
 };
-use clicktrail_storage::{Event, Journal, RecordExt};
+use clicktrail_storage::{Event, Journal, Record, RecordExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -57,6 +58,10 @@ pub const FIELD_LEN_MAX: usize = 128;
 pub const METADATA_MAX: usize = 20;
 pub const METADATA_KEY_MAX: usize = 64;
 pub const METADATA_VALUE_MAX: usize = 256;
+/// Longest buyer's user agent kept (what a click keeps of its header).
+pub const USER_AGENT_LEN_MAX: usize = request::HEADER_KEEP_MAX;
+/// Longest e-mail address (RFC 5321's path limit less its brackets).
+pub const EMAIL_LEN_MAX: usize = 254;
 
 /// A conversion as a merchant sends it (JSON keys and `/postback` parameters alike).
 #[derive(Debug, Default, Deserialize)]
@@ -81,12 +86,50 @@ pub struct ConversionRequest {
     pub metadata: Option<BTreeMap<String, String>>,
     /// The buyer's browser, for fingerprint matching when there is no click id: its IP,
     /// user agent and `Accept-Language` as the merchant saw them.
+    /// A valid IPv4 or IPv6 address; stored with the conversion (cut like click IPs under
+    /// `tracking.ip-truncation = "partial"`).
     pub ip: Option<String>,
+    /// At most [`USER_AGENT_LEN_MAX`] printable characters; stored with the conversion.
     pub user_agent: Option<String>,
     pub accept_language: Option<String>,
     /// The browser opted out (`Sec-GPC`/`DNT`): never matched by fingerprint.
     #[serde(default)]
     pub opted_out: bool,
+    /// The buyer's e-mail address, for the fraud rules: stored only as its keyed hash
+    /// (`customer_email_hash`), never as sent, and never answered.
+    pub customer_email: Option<String>,
+}
+
+/// What reserving an imported conversion's (merchant, order id) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OrderSlot {
+    /// Reserved for it (pending): write it, then [`Conversions::settle_imported`].
+    Reserved,
+    /// The order is recorded with the same data: its conversion id, and where to wait for
+    /// its record's durability when not yet confirmed.
+    Same {
+        id: String,
+        unconfirmed: Option<(usize, u64)>,
+    },
+    /// A live request is recording it right now.
+    Busy,
+    /// Recorded with different data.
+    Conflict,
+}
+
+/// How an imported conversion's append ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Recorded,
+    Written { shard: usize, end: u64 },
+    NotWritten,
+}
+
+/// What a conversion stores of its buyer.
+struct Buyer {
+    ip: String,
+    user_agent: String,
+    email_hash: Option<String>,
 }
 
 /// What reserving a reversal under the index lock found.
@@ -190,7 +233,7 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(c: &Conversion) -> Arc<Facts> {
+    fn of(c: &ConversionV2) -> Arc<Facts> {
         Arc::new(Facts {
             conversion_id: c.conversion_id.clone(),
             campaign_id: c.campaign_id.clone(),
@@ -362,6 +405,9 @@ pub struct Conversions {
     /// Derives conversion ids from (merchant, order id): stable and unguessable.
     id_key: Hmac<Sha256>,
     index: Mutex<Index>,
+    /// Key of the buyers' e-mail hashes.
+    email_hash_key: Vec<u8>,
+    ip_truncation: IpTruncation,
 }
 
 impl std::fmt::Debug for Conversions {
@@ -395,7 +441,9 @@ fn match_name(m: MatchKind) -> &'static str {
 }
 
 /// The request data whose change under the same order id is a conflict.
-fn conversion_digest(c: &Conversion) -> u64 {
+/// The buyer's facts (IP, user agent, e-mail) are not part of it: a retry from another of
+/// the merchant's servers may see the buyer differently, and it is the same order.
+pub(crate) fn conversion_digest(c: &ConversionV2) -> u64 {
     let amount = c.amount.amount_minor.to_string();
     let meta: Vec<String> = c
         .metadata
@@ -432,23 +480,108 @@ pub fn occurred_in_window(at_us: i64, now_us: i64) -> Result<i64, String> {
     Ok(at_us)
 }
 
-fn bounded_text(what: &str, s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn bounded_text(what: &str, s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
         return Err(format!("{what} must be 1-{max} printable characters"));
     }
     Ok(())
 }
 
+/// Checks a buyer's e-mail address: at most [`EMAIL_LEN_MAX`] bytes, exactly one `@` with
+/// something on each side, no control characters or spaces. (Deliverability is not ours
+/// to judge: the address is only ever hashed.)
+pub(crate) fn check_email(what: &str, s: &str) -> Result<(), String> {
+    let s = s.trim();
+    let ok = s.len() <= EMAIL_LEN_MAX
+        && s.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && s.matches('@').count() == 1
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} must be an e-mail address: at most {EMAIL_LEN_MAX} bytes, one @ with text on \
+             each side, no spaces or control characters"
+        ))
+    }
+}
+
+/// A conversion's amount: a decimal (or a number's literal text) in minor units of an ISO
+/// 4217 currency, by the shared money parser; a sale needs one above zero. The live paths
+/// and imports read amounts only through this.
+pub(crate) fn conversion_amount(
+    event: &str,
+    amount: Option<&str>,
+    currency: Option<&str>,
+) -> Result<Money, String> {
+    let m = match (amount, currency) {
+        (Some(a), Some(c)) => amount::parse(a, c).map_err(|e| e.to_string())?,
+        (Some(_), None) => return Err("amount needs a currency".into()),
+        (None, Some(c)) => amount::parse("0", c).map_err(|e| e.to_string())?,
+        (None, None) => Money {
+            amount_minor: 0,
+            currency: Currency(*b"XXX"),
+        },
+    };
+    if event == "sale" && m.amount_minor <= 0 {
+        return Err("a sale needs an amount above zero".into());
+    }
+    Ok(m)
+}
+
+/// Parses the buyer's IP: `what` names the field in the error.
+pub(crate) fn check_ip(what: &str, s: &str) -> Result<std::net::IpAddr, String> {
+    s.trim()
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| format!("{what} must be an IPv4 or IPv6 address, not {s:?}"))
+}
+
+/// Checks the buyer's user agent (empty is none).
+pub(crate) fn check_user_agent(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > USER_AGENT_LEN_MAX || s.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} must be at most {USER_AGENT_LEN_MAX} bytes of printable characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The IP text stored for `ip` under the truncation setting.
+pub(crate) fn stored_ip(ip: std::net::IpAddr, truncation: IpTruncation) -> String {
+    match truncation {
+        IpTruncation::None => ip.to_string(),
+        IpTruncation::Partial => request::truncate_ip(ip).to_string(),
+    }
+}
+
+/// What the conversion handlers are set up with, besides the shared handles.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `secrets.click-id-key`: click ids, fingerprints and conversion ids derive from it.
+    pub click_id_key: String,
+    /// How far back a fingerprint match may reach.
+    pub fingerprint_window: std::time::Duration,
+    /// The key of buyers' e-mail hashes (`secrets.email-hash-key`, or derived).
+    pub email_hash_key: Vec<u8>,
+    /// How stored IPs are cut (`tracking.ip-truncation`).
+    pub ip_truncation: IpTruncation,
+}
+
 impl Conversions {
     /// Builds the idempotency index from every conversion and reversal in the journal.
+    /// `also` sees every record of every ingest partition in the same pass (with its
+    /// partition's name), for other indexes derived from them (the import's references).
     pub fn load(
         journal: &Journal,
         store: Arc<EntityStore>,
         ingest: IngestShards,
         clicks: SharedClicks,
-        click_id_key: &str,
-        fingerprint_window: std::time::Duration,
+        settings: Settings,
+        also: &mut dyn FnMut(&str, &Record<'_>),
     ) -> clicktrail_storage::Result<Conversions> {
+        let click_id_key = settings.click_id_key.as_str();
         let mut index = Index::default();
         let mut reversals: Vec<ConversionReversalV3> = Vec::new();
         let mut reviews: Vec<ConversionStatusChange> = Vec::new();
@@ -459,7 +592,8 @@ impl Conversions {
         {
             let mut r = p.reader()?;
             while let Some(rec) = r.next()? {
-                if let Some(c) = rec.to_owned_event::<Conversion>() {
+                also(p.name(), &rec);
+                if let Some(c) = clicktrail_storage::schema::conversion(&rec) {
                     let key = (c.merchant_id.clone(), c.order_id.clone());
                     index.by_id.insert(c.conversion_id.clone(), key.clone());
                     index.by_order.insert(
@@ -516,21 +650,92 @@ impl Conversions {
                 journal: journal.clone(),
             },
             fingerprint_key: request::fingerprint_key(click_id_key),
-            fingerprint_window_us: fingerprint_window.as_micros() as i64,
+            fingerprint_window_us: settings.fingerprint_window.as_micros() as i64,
             ingest,
             codec: ClickIdCodec::new(click_id_key.as_bytes()),
             id_key: Hmac::new_from_slice(&mac.finalize().into_bytes()).expect("any key"),
             index: Mutex::new(index),
+            email_hash_key: settings.email_hash_key,
+            ip_truncation: settings.ip_truncation,
         })
     }
 
     fn conversion_id(&self, merchant: &str, order: &str) -> String {
+        self.id_with_prefix("cv_", merchant, order)
+    }
+
+    /// The id of an imported conversion: the live id's tag after
+    /// [`IMPORTED_CONVERSION_ID_PREFIX`], so anything about it says it was imported.
+    pub(crate) fn imported_conversion_id(&self, merchant: &str, order: &str) -> String {
+        self.id_with_prefix(IMPORTED_CONVERSION_ID_PREFIX, merchant, order)
+    }
+
+    fn id_with_prefix(&self, prefix: &str, merchant: &str, order: &str) -> String {
         let mut mac = self.id_key.clone();
         mac.update(merchant.as_bytes());
         mac.update(b"\n");
         mac.update(order.as_bytes());
         let tag = mac.finalize().into_bytes();
-        format!("cv_{}", crate::edge::click_id::base64url_encode(&tag[..15]))
+        format!(
+            "{prefix}{}",
+            crate::edge::click_id::base64url_encode(&tag[..15])
+        )
+    }
+
+    /// Reserves an imported conversion's order (see [`OrderSlot`]): the merchant's order id
+    /// is the idempotency key of imports as of live conversions.
+    pub(crate) fn reserve_imported(&self, c: &ConversionV2) -> OrderSlot {
+        let key = (c.merchant_id.clone(), c.order_id.clone());
+        let digest = conversion_digest(c);
+        let mut index = self.index.lock().unwrap();
+        if let Some(e) = index.by_order.get(&key) {
+            return match (&e.state, e.digest == digest) {
+                (_, false) => OrderSlot::Conflict,
+                (State::Pending, true) => OrderSlot::Busy,
+                (State::Recorded, true) => OrderSlot::Same {
+                    id: e.facts.conversion_id.clone(),
+                    unconfirmed: None,
+                },
+                (State::Written { shard, end }, true) => OrderSlot::Same {
+                    id: e.facts.conversion_id.clone(),
+                    unconfirmed: Some((*shard, *end)),
+                },
+            };
+        }
+        index.by_order.insert(
+            key,
+            Entry {
+                state: State::Pending,
+                review: Review::Pending,
+                review_state: State::Recorded,
+                facts: Facts::of(c),
+                digest,
+                merchant_id: c.merchant_id.clone(),
+                amount: c.amount,
+                reversed_minor: 0,
+                reversals: None,
+            },
+        );
+        OrderSlot::Reserved
+    }
+
+    /// Settles a reserved imported conversion once its append ended: recorded (durable),
+    /// written (durability not yet confirmed: a replay waits for it), or not written.
+    pub(crate) fn settle_imported(&self, c: &ConversionV2, outcome: Settled) {
+        let key = (c.merchant_id.clone(), c.order_id.clone());
+        let mut index = self.index.lock().unwrap();
+        let state = match outcome {
+            Settled::Recorded => State::Recorded,
+            Settled::Written { shard, end } => State::Written { shard, end },
+            Settled::NotWritten => {
+                index.by_order.remove(&key);
+                return;
+            }
+        };
+        if let Some(e) = index.by_order.get_mut(&key) {
+            e.state = state;
+            index.by_id.insert(c.conversion_id.clone(), key);
+        }
     }
 
     /// Validates a request and resolves its click; the answer on refusal.
@@ -542,27 +747,18 @@ impl Conversions {
         mut req: ConversionRequest,
         catalog: &Catalog,
         via: MatchKind,
-    ) -> Result<Conversion, HttpResponse> {
+    ) -> Result<ConversionV2, HttpResponse> {
         let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
         bounded_text("order_id", &req.order_id, FIELD_LEN_MAX).map_err(bad)?;
+        let buyer = self.buyer(&req).map_err(bad)?;
         let event = req.event.take().unwrap_or_else(|| "sale".into());
         if !valid_id(&event) {
             return Err(bad(
                 "event must be sale, lead, signup or a custom name of [A-Za-z0-9_.-]".into(),
             ));
         }
-        let amount = match (req.amount.as_deref(), req.currency.as_deref()) {
-            (Some(a), Some(c)) => amount::parse(a, c).map_err(|e| bad(e.to_string()))?,
-            (Some(_), None) => return Err(bad("amount needs a currency".into())),
-            (None, Some(c)) => amount::parse("0", c).map_err(|e| bad(e.to_string()))?,
-            (None, None) => Money {
-                amount_minor: 0,
-                currency: Currency(*b"XXX"),
-            },
-        };
-        if event == "sale" && amount.amount_minor <= 0 {
-            return Err(bad("a sale needs an amount above zero".into()));
-        }
+        let amount = conversion_amount(&event, req.amount.as_deref(), req.currency.as_deref())
+            .map_err(bad)?;
         if let Some(c) = &req.customer_id {
             bounded_text("customer_id", c, FIELD_LEN_MAX).map_err(bad)?;
         }
@@ -649,7 +845,7 @@ impl Conversions {
                 (campaign_id, None, MatchKind::None)
             }
         };
-        Ok(Conversion {
+        Ok(ConversionV2 {
             at_us: now,
             conversion_id: self.conversion_id(merchant, &req.order_id),
             merchant_id: merchant.to_string(),
@@ -671,7 +867,38 @@ impl Conversions {
                 .into_iter()
                 .map(|(name, value)| Pair { name, value })
                 .collect(),
+            ip: buyer.ip,
+            user_agent: buyer.user_agent,
+            customer_email_hash: buyer.email_hash,
+            imported: false,
         })
+    }
+
+    /// The buyer's facts a conversion stores, checked: (IP, user agent, e-mail hash).
+    fn buyer(&self, req: &ConversionRequest) -> Result<Buyer, String> {
+        let ip = match req.ip.as_deref() {
+            Some(ip) => stored_ip(check_ip("ip", ip)?, self.ip_truncation),
+            None => String::new(),
+        };
+        let user_agent = req.user_agent.clone().unwrap_or_default();
+        check_user_agent("user_agent", &user_agent)?;
+        let email_hash = match req.customer_email.as_deref() {
+            Some(e) => {
+                check_email("customer_email", e)?;
+                self.email_hash(e)
+            }
+            None => None,
+        };
+        Ok(Buyer {
+            ip,
+            user_agent,
+            email_hash,
+        })
+    }
+
+    /// The keyed hash of a buyer's e-mail address (what is stored instead of it).
+    pub(crate) fn email_hash(&self, email: &str) -> Option<String> {
+        clicktrail_actors::fraud::email::email_hash(&self.email_hash_key, email)
     }
 
     /// The latest click of this browser (by fingerprint) inside the fingerprint window, on
@@ -784,8 +1011,8 @@ impl Conversions {
                 .ingest
                 .append(
                     DURABLE_SHARD,
-                    Conversion::KIND as u16,
-                    Conversion::VERSION,
+                    ConversionV2::KIND as u16,
+                    ConversionV2::VERSION,
                     &payload,
                     true,
                 )
@@ -944,6 +1171,7 @@ fn request_from(fields: BTreeMap<String, String>) -> Result<ConversionRequest, H
             "ip" => r.ip = Some(v),
             "user_agent" => r.user_agent = Some(v),
             "accept_language" => r.accept_language = Some(v),
+            "customer_email" => r.customer_email = Some(v),
             "opted_out" => r.opted_out = v == "1" || v == "true",
             "occurred_at" => {
                 r.occurred_at = Some(

@@ -392,9 +392,11 @@ async fn track(req: &HttpRequest, code: &str, edge: &Edge, is_click: bool) -> Ht
             fingerprint,
             opted_out,
             destination: Text(&location),
+            // The utm pairs passed on, then the ad networks' click ids (recorded only).
             utm: params[..params.len() - 1]
                 .iter()
                 .map(|(n, v)| pair(n, v))
+                .chain(query.ad_click_ids.iter().map(|(n, v)| pair(n, v)))
                 .collect(),
         };
         let payload = click.archive_into(ARCHIVE_BUFFER.take());

@@ -16,6 +16,11 @@ pub const SUB_LEN_MAX: usize = 256;
 pub const UTM_LEN_MAX: usize = 256;
 /// Most utm parameters passed through.
 pub const UTM_MAX: usize = 10;
+/// Ad networks' click ids recorded with a click (in its `utm` pairs, where the fraud
+/// engine's brand-bidding rule reads them), never passed through to the destination.
+pub const AD_CLICK_IDS: [&str; 3] = ["gclid", "msclkid", "fbclid"];
+/// Longest ad click id recorded.
+pub const AD_CLICK_ID_LEN_MAX: usize = 256;
 /// Largest header block (all names and values) a tracking request may carry: browsers send
 /// a few KiB; more is refused with 431.
 pub const HEADER_BLOCK_SIZE_MAX: usize = 16 * 1024;
@@ -118,6 +123,8 @@ pub struct TrackingQuery {
     pub url: Option<String>,
     /// `utm_*` parameters, in order, passed through to the destination.
     pub utm: Vec<(String, String)>,
+    /// [`AD_CLICK_IDS`] present, in order: recorded, not passed through.
+    pub ad_click_ids: Vec<(&'static str, String)>,
 }
 
 /// Parses a raw (still percent-encoded) query string.
@@ -164,6 +171,13 @@ pub fn parse_query(raw: &str) -> Result<TrackingQuery, BadRequest> {
                 return Err(BadRequest::ControlCharacter);
             }
             q.utm.push((key.into_owned(), value));
+        } else if let Some(name) = AD_CLICK_IDS.iter().find(|n| **n == key) {
+            // Recorded when well formed; otherwise ignored, as every parameter besides
+            // the tracking ones was before (a click is never refused over an ad id).
+            let repeated = q.ad_click_ids.iter().any(|(n, _)| n == name);
+            if let (false, Ok(value)) = (repeated, checked_value(v, AD_CLICK_ID_LEN_MAX)) {
+                q.ad_click_ids.push((*name, value));
+            }
         }
         // Other parameters are ignored (and not passed on).
     }
@@ -360,6 +374,27 @@ mod tests {
             ]
         );
         assert_eq!(parse_query("").unwrap(), TrackingQuery::default());
+    }
+
+    /// Ad click ids are read for the record, apart from the utm pairs that are passed on;
+    /// a bad or repeated one is ignored, never a refusal.
+    #[test]
+    fn ad_click_ids_are_recorded_and_never_refuse_a_click() {
+        let q =
+            parse_query("gclid=Cj0K%2Dx&utm_source=g&fbclid=IwAR1&msclkid=m1&gclid=again").unwrap();
+        assert_eq!(q.utm, vec![("utm_source".into(), "g".into())]);
+        assert_eq!(
+            q.ad_click_ids,
+            vec![
+                ("gclid", "Cj0K-x".to_string()),
+                ("fbclid", "IwAR1".into()),
+                ("msclkid", "m1".into())
+            ]
+        );
+        let long = format!("fbclid={}", "y".repeat(AD_CLICK_ID_LEN_MAX + 1));
+        for q in ["gclid=%zz", "gclid=a%0Ab", long.as_str()] {
+            assert!(parse_query(q).unwrap().ad_click_ids.is_empty(), "{q}");
+        }
     }
 
     #[test]

@@ -114,7 +114,9 @@ impl Guard {
                     metrics.body_timeouts_total.inc();
                     res.into_response(body::timed_out())
                 }
-                _ if res.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                // A handler's own JSON 413 (an import over its line limit) says why; the
+                // extractors' plain ones are given the route's maximum.
+                _ if res.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(res.response()) => {
                     let max = res.request().app_data::<BodySizeMax>().copied();
                     res.into_response(body_too_large(max))
                 }
@@ -129,6 +131,12 @@ impl Guard {
             })
         }
     }
+}
+
+fn is_json<B>(r: &actix_web::HttpResponse<B>) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 /// An answer after which the connection closes.

@@ -14,6 +14,13 @@
 //! and is handed back for training. All times are event times: the store's clock is the
 //! newest event it has seen, so a replay of the same events ends the same journeys.
 //!
+//! **Late touches.** Times in a partition need not only go forward: imported history
+//! brings touches whose window the clock has already passed. Ended at once, their journey
+//! would be trained as unconverted and the imported conversion that follows would find
+//! none of it. So a touch arriving after its own journey's lookback has passed holds that
+//! journey open for [`LATE_TOUCH_HOLD_US`] of event time from then (its conversions come
+//! in the same import, or one soon after); it then ends as of its own lookback.
+//!
 //! Memory is bounded by `journeys_max` open journeys: past it, the journeys closest to
 //! ending end first (counted as evicted). Persons without an open journey are forgotten
 //! with their keys (a customer key links only persons that still have open journeys).
@@ -63,6 +70,10 @@ type PersonId = u64;
 /// Stale expiry entries tolerated beyond twice the open journeys before a rebuild.
 const EXPIRY_SLACK: usize = 1024;
 
+/// How long (event time, from its arrival) a journey stays open after a touch that came
+/// when the journey's lookback had already passed (see the module docs): one day.
+pub const LATE_TOUCH_HOLD_US: i64 = 86_400_000_000;
+
 #[derive(Debug, Default)]
 struct Journey {
     touches: std::collections::VecDeque<Touch>,
@@ -70,13 +81,21 @@ struct Journey {
     lead_at_us: Option<i64>,
     /// The lookback window of its campaign, as of its newest touch.
     lookback_us: i64,
+    /// Open at least until then: a late touch came (see the module docs). 0: none.
+    hold_until_us: i64,
 }
 
 impl Journey {
-    fn expires_at(&self) -> i64 {
+    /// When its lookback passes its newest touch.
+    fn lookback_ends_at(&self) -> i64 {
         self.touches
             .back()
             .map_or(i64::MIN, |t| t.at_us.saturating_add(self.lookback_us))
+    }
+
+    /// When it ends: its lookback's end, or later while a late touch holds it.
+    fn expires_at(&self) -> i64 {
+        self.lookback_ends_at().max(self.hold_until_us)
     }
 }
 
@@ -177,6 +196,10 @@ impl Journeys {
             let old = j.touches.pop_front().expect("over the bound");
             self.touch_person.remove(&old.id);
             self.touches -= 1;
+        }
+        if j.lookback_ends_at() <= self.now_us {
+            // A late touch: its journey's window passed before it came.
+            j.hold_until_us = self.now_us.saturating_add(LATE_TOUCH_HOLD_US);
         }
         self.expiry.push(std::cmp::Reverse((
             j.expires_at(),
@@ -400,6 +423,7 @@ impl Journeys {
                         jk.touches = all.into();
                         jk.lead_at_us = jk.lead_at_us.max(jg.lead_at_us);
                         jk.lookback_us = jk.lookback_us.max(jg.lookback_us);
+                        jk.hold_until_us = jk.hold_until_us.max(jg.hold_until_us);
                     }
                 }
                 if let Some(j) = k.journeys.get(&campaign) {
@@ -466,6 +490,9 @@ impl Journeys {
                 continue; // stale: the journey moved on, merged, converted or ended
             }
             let j = self.end_journey(person, &campaign)?;
+            // A journey held open by a late touch ended, as far as training goes, when its
+            // lookback passed.
+            let at_us = at.min(j.lookback_ends_at());
             let touches: Vec<Touch> = j.touches.into();
             self.touches -= touches.len();
             for t in &touches {
@@ -474,7 +501,7 @@ impl Journeys {
             return Some(Ended {
                 campaign_id: campaign,
                 touches,
-                at_us: at,
+                at_us,
             });
         }
         None
@@ -637,6 +664,39 @@ mod tests {
         let p = j.convert(&c, Some("k3"), None, 4 * DAY + 1, false).unwrap();
         assert_eq!(p.touches.len(), 4);
         assert_eq!(p.lead_index, Some(1));
+    }
+
+    /// Imported history: old touches arrive after the clock has passed their lookback.
+    /// Their journey stays open (it does not end unconverted at the next event) until its
+    /// conversion, which takes all of it; one never converted ends a day of event time
+    /// later, as of its own lookback.
+    #[test]
+    fn late_touches_keep_their_journey_open_for_their_conversion() {
+        let c: Arc<str> = "camp".into();
+        let mut j = Journeys::new(32, 100);
+        j.touch(&c, &[v("live")], t("now", "a", 100 * DAY), 30 * DAY);
+        // Old clicks of one visitor, 99 and 98 days before, and live traffic between them.
+        assert!(j
+            .touch(&c, &[v("old")], t("k1", "a", DAY), 30 * DAY)
+            .is_empty());
+        j.touch(&c, &[v("live2")], t("now2", "a", 100 * DAY + 1), 30 * DAY);
+        assert!(j
+            .touch(&c, &[v("old")], t("k2", "b", 2 * DAY), 30 * DAY)
+            .is_empty());
+        assert!(j.advance(100 * DAY + 5).is_empty(), "still open");
+        let p = j.convert(&c, Some("k2"), None, 2 * DAY + 3, false).unwrap();
+        assert_eq!(
+            ids(&p),
+            ["k1", "k2"],
+            "the whole old journey, not only its click"
+        );
+        // Never converted: ends a day later, dated by its own lookback.
+        j.touch(&c, &[v("gone")], t("k3", "a", 3 * DAY), 30 * DAY);
+        assert!(j.advance(101 * DAY + 4).is_empty());
+        let ended = j.advance(101 * DAY + 5);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(&*ended[0].touches[0].id, "k3");
+        assert_eq!(ended[0].at_us, 33 * DAY);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::view::{find_model, FitRequest, SharedAttribution, TrainingFigures};
 use crate::catalog::{Campaign, EntityStore};
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{
-    self, AttributionModelFit, AttributionV3, Click, Coalition, Conversion, Currency, Impression,
+    self, AttributionModelFit, AttributionV3, Click, Coalition, ConversionV2, Currency, Impression,
     JourneyTouch, Kind, Money, Touchpoint,
 };
 use clicktrail_storage::{Record, RecordExt};
@@ -94,7 +94,7 @@ impl Training {
 /// A conversion waiting for its matched click to be read.
 #[derive(Debug)]
 struct Waiting {
-    conversion: schema::Conversion,
+    conversion: ConversionV2,
     since_us: i64,
 }
 
@@ -111,7 +111,7 @@ pub struct AttributionProcessor {
     converted: (VecDeque<Box<str>>, HashSet<Box<str>>),
     waiting: Vec<Waiting>,
     /// Waiting conversions whose click was just read: credited after the click.
-    pending_out: Vec<schema::Conversion>,
+    pending_out: Vec<ConversionV2>,
     training: HashMap<Arc<str>, Training>,
     models: HashMap<String, Vec<AttributionModelFit>>,
     campaigns: HashMap<String, Arc<str>>,
@@ -284,7 +284,7 @@ impl AttributionProcessor {
 
     /// Credits one conversion; pushes its attribution (and a model fitted for it first,
     /// when its campaign's data-driven model has none yet).
-    fn attribute(&mut self, c: &schema::Conversion, out: &mut Vec<Output>) {
+    fn attribute(&mut self, c: &ConversionV2, out: &mut Vec<Output>) {
         let (Some(click_id), Some(affiliate)) = (c.click_id.as_deref(), c.affiliate_id.as_deref())
         else {
             return;
@@ -393,7 +393,7 @@ impl AttributionProcessor {
         &mut self,
         camp: &Campaign,
         name: &Arc<str>,
-        c: &schema::Conversion,
+        c: &ConversionV2,
         journey: &[JourneyTouch],
         channels: &[String],
         lead: Option<usize>,
@@ -589,7 +589,9 @@ pub enum Input {
         /// An impression (a touch only on campaigns that count them).
         impression: bool,
     },
-    Conversion(Conversion),
+    /// A conversion of either version (v1 read as v2); boxed, as it is several times a
+    /// touch's size and touches are most inputs.
+    Conversion(Box<ConversionV2>),
 }
 
 impl Input {
@@ -647,7 +649,7 @@ pub fn input_of(rec: &Record<'_>) -> Option<Input> {
                 impression: true,
             })
         }
-        Kind::Conversion => rec.to_owned_event::<Conversion>().map(Input::Conversion),
+        Kind::Conversion => schema::conversion(rec).map(|c| Input::Conversion(Box::new(c))),
         _ => None,
     }
 }
@@ -667,14 +669,14 @@ impl AttributionProcessor {
                 }
                 self.on_touch(&campaign_id, keys, touch);
             }
-            Input::Conversion(c) => self.on_conversion(c, out),
+            Input::Conversion(c) => self.on_conversion(*c, out),
         }
         for c in std::mem::take(&mut self.pending_out) {
             self.attribute(&c, out);
         }
     }
 
-    fn on_conversion(&mut self, c: Conversion, out: &mut Vec<Output>) {
+    fn on_conversion(&mut self, c: ConversionV2, out: &mut Vec<Output>) {
         if let Some(ids) = self.done.remove(c.conversion_id.as_str()) {
             let name = self.campaign_name(&c.campaign_id);
             let lead = self.with_campaign(&c.campaign_id, |camp| c.event == camp.lead_event);

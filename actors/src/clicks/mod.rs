@@ -11,6 +11,18 @@
 //! under half a byte per click), the id says its partition, time and sequence, and a
 //! lookup reads the journal from the nearest sample before it. So postbacks get the
 //! `{sub1}`..`{sub5}` of any click the journal still holds, however old.
+//!
+//! **Times need not only go forward.** Imported history (`POST /api/v1/import`) puts
+//! clicks with their original, older times after newer ones in a partition. Such a click
+//! (older than one read before it in its partition by more than the lookup slack, a
+//! *straggler*) is not sampled, which keeps the samples in time order for the binary
+//! searches; its exact position is kept instead (16 bytes and a map slot per straggler,
+//! growing with imported history, pruned with retention), and the next click in order
+//! after it is sampled, so lookups of later clicks start after a run of stragglers rather
+//! than read through it. The index keeps its clicks in time order, not arrival order: the
+//! oldest go first and an old click does not push out a recent one (one older than every
+//! click a full index holds is not kept). A fingerprint's latest click is the newest by
+//! time, so an old click never hides a recent one from a fingerprint match.
 
 use crate::worker::{Output, Processor};
 use clicktrail_storage::schema::{ArchivedClick, Click};
@@ -45,9 +57,18 @@ struct Fingerprints {
     capacity: usize,
     /// Fingerprint -> (time, click id) of its latest click.
     latest: HashMap<u64, (i64, [u8; 32]), foldhash::fast::RandomState>,
-    /// (fingerprint, time) of every fingerprinted click kept, oldest first. An entry whose
-    /// fingerprint has clicked again since only leaves the queue at eviction.
+    /// (fingerprint, time) of every fingerprinted click kept, oldest first (by time). An
+    /// entry whose fingerprint has clicked again since only leaves the queue at eviction.
     order: VecDeque<(u64, i64)>,
+}
+
+/// Where an entry of time `at_us` goes in a queue kept oldest first: at the back for a
+/// click in order (nearly every one), else after the entries not newer than it.
+fn time_slot<T>(order: &VecDeque<T>, at_us: i64, time: impl Fn(&T) -> i64) -> usize {
+    match order.back() {
+        Some(last) if time(last) > at_us => order.partition_point(|e| time(e) <= at_us),
+        _ => order.len(),
+    }
 }
 
 impl Fingerprints {
@@ -64,6 +85,17 @@ impl Fingerprints {
         let Ok(id) = <[u8; 32]>::try_from(click_id.as_bytes()) else {
             return;
         };
+        if self
+            .latest
+            .get(&fingerprint)
+            .is_some_and(|(at, _)| *at > at_us)
+        {
+            return; // an older click of a browser seen since: the newer one stays latest
+        }
+        let full = self.order.len() >= self.capacity;
+        if full && self.order.front().is_some_and(|(_, t)| at_us < *t) {
+            return; // older than everything kept: it would be the first out
+        }
         while self.order.len() >= self.capacity {
             let Some((f, t)) = self.order.pop_front() else {
                 break;
@@ -73,7 +105,8 @@ impl Fingerprints {
             }
         }
         self.latest.insert(fingerprint, (at_us, id));
-        self.order.push_back((fingerprint, at_us));
+        let at = time_slot(&self.order, at_us, |e| e.1);
+        self.order.insert(at, (fingerprint, at_us));
     }
 
     fn latest(&self, fingerprint: u64, since_us: i64) -> Option<String> {
@@ -151,22 +184,35 @@ const LOOKUP_SLACK_S: i64 = 2;
 /// Most records one lookup reads (a lookup normally reads under 200 clicks' worth).
 pub const LOOKUP_SCAN_MAX: usize = 200_000;
 
+const LOOKUP_SLACK_US: i64 = LOOKUP_SLACK_S * 1_000_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at_us: i64,
     seq: u32,
     offset: u64,
+    /// The first click in order after stragglers: a lookup starts no earlier than here
+    /// for clicks after it (reading back from it would read through the stragglers).
+    fence: bool,
 }
 
 /// What the indexer has read of one ingest shard.
 #[derive(Debug, Default)]
 struct Shard {
-    /// Clicks read.
+    /// Clicks in time order read (the sampling stride counts these).
     seen: u64,
+    /// Every click read, stragglers too: the indexer's progress.
+    read: u64,
     /// The latest click time read: how far the indexer has got.
     latest_us: i64,
-    /// Every `SAMPLE_EVERY`th click, in journal order.
+    /// Every `SAMPLE_EVERY`th click in time order, and each fence, in journal order.
     samples: Vec<Sample>,
+    /// Samples taken in all (pruning is due every `PRUNE_EVERY`).
+    taken: u64,
+    /// Where each straggler is: (its id's time in seconds, sequence) -> offset.
+    stragglers: HashMap<(u32, u32), u64, foldhash::fast::RandomState>,
+    /// A straggler came since the last sample: the next click in order is a fence.
+    fence_due: bool,
 }
 
 /// Where sampled clicks sit, per ingest shard.
@@ -181,21 +227,44 @@ struct Positions {
 const PRUNE_EVERY: u64 = 4096;
 
 impl Positions {
-    /// Notes a click; says when the shard's samples are due a prune.
-    fn note(&mut self, shard: u8, sample: Sample) -> bool {
-        let s = self.shards.entry(shard).or_insert(Shard {
+    /// Notes the click with id layout `l`, time `at_us` at `offset`; says when the shard's
+    /// samples are due a prune. A click older than one read before it by more than the
+    /// lookup slack is a straggler (see the module docs).
+    fn note(&mut self, l: IdLayout, at_us: i64, offset: u64) -> bool {
+        let s = self.shards.entry(l.shard).or_insert(Shard {
             latest_us: i64::MIN,
             ..Default::default()
         });
-        s.latest_us = s.latest_us.max(sample.at_us);
-        let sampled = s.seen % SAMPLE_EVERY == 0;
-        // The number of samples taken so far, this one included.
-        let taken = s.seen / SAMPLE_EVERY + 1;
-        if sampled {
-            s.samples.push(sample);
+        s.read += 1;
+        if at_us < s.latest_us.saturating_sub(LOOKUP_SLACK_US) {
+            s.stragglers.insert((l.time_s, l.seq), offset);
+            s.fence_due = true;
+            return false;
         }
+        s.latest_us = s.latest_us.max(at_us);
+        let fence = std::mem::take(&mut s.fence_due);
+        let sampled = s.seen % SAMPLE_EVERY == 0 || fence;
         s.seen += 1;
-        sampled && taken % PRUNE_EVERY == 0
+        if !sampled {
+            return false;
+        }
+        s.samples.push(Sample {
+            at_us,
+            seq: l.seq,
+            offset,
+            fence,
+        });
+        s.taken += 1;
+        s.taken % PRUNE_EVERY == 0
+    }
+
+    /// Where the straggler with this layout is, if it is one.
+    fn straggler(&self, l: IdLayout) -> Option<u64> {
+        self.shards
+            .get(&l.shard)?
+            .stragglers
+            .get(&(l.time_s, l.seq))
+            .copied()
     }
 
     /// Whether the indexer reads this shard's partition at all.
@@ -208,6 +277,7 @@ impl Positions {
         if let Some(s) = self.shards.get_mut(&shard) {
             let gone = s.samples.partition_point(|s| s.offset < start);
             s.samples.drain(..gone);
+            s.stragglers.retain(|_, offset| *offset >= start);
         }
     }
 
@@ -225,9 +295,19 @@ impl Positions {
         let window = samples.get(lo..hi.max(lo + 1))?;
         // The sample nearest before the id's sequence, or else (a click just after a
         // restart, before its run's first sample) nearest after it, less two samples for
-        // appends that overtook each other. Sequences wrap and start at a random value in
-        // each process, hence signed distances rather than an order; a distance over 2^24
-        // is another run. With neither: the window's start.
+        // appends that overtook each other (but not back past a fence, which would read
+        // through stragglers). Sequences wrap and start at a random value in each process,
+        // hence signed distances rather than an order; a distance over 2^24 is another
+        // run. With neither: the window's start.
+        let back_off = |mut i: usize| {
+            for _ in 0..2 {
+                if i == 0 || window[i].fence {
+                    break;
+                }
+                i -= 1;
+            }
+            i
+        };
         let best = window
             .iter()
             .enumerate()
@@ -236,7 +316,7 @@ impl Positions {
                 (d.unsigned_abs() < 1 << 24).then_some(((d < 0, d.unsigned_abs()), i))
             })
             .min()
-            .map_or(0, |(_, i)| i.saturating_sub(2));
+            .map_or(0, |(_, i)| back_off(i));
         let from = |i: usize| (lo + i > 0).then_some(window[i].offset);
         Some((from(best), from(0)))
     }
@@ -249,8 +329,8 @@ pub struct RecentClicks {
     fingerprints: Fingerprints,
     capacity: usize,
     by_id: HashMap<Arc<str>, ClickInfo, foldhash::fast::RandomState>,
-    /// Insertion order, for eviction.
-    order: VecDeque<Arc<str>>,
+    /// (time, id) of every click kept, oldest first by time, for eviction.
+    order: VecDeque<(i64, Arc<str>)>,
 }
 
 impl RecentClicks {
@@ -269,17 +349,24 @@ impl RecentClicks {
         }
     }
 
+    /// Keeps a click (the oldest by time go first when full; a click older than every
+    /// one a full index holds is not kept) and remembers its fingerprint.
     pub fn insert(&mut self, info: ClickInfo, fingerprint: Option<u64>) {
+        if let Some(fp) = fingerprint {
+            self.fingerprints.insert(fp, info.at_us, &info.click_id);
+        }
+        let full = self.order.len() >= self.capacity;
+        if full && self.order.front().is_some_and(|(t, _)| info.at_us < *t) {
+            return;
+        }
         while self.order.len() >= self.capacity {
-            let Some(old) = self.order.pop_front() else {
+            let Some((_, old)) = self.order.pop_front() else {
                 break;
             };
             self.by_id.remove(&old);
         }
-        if let Some(fp) = fingerprint {
-            self.fingerprints.insert(fp, info.at_us, &info.click_id);
-        }
-        self.order.push_back(info.click_id.clone());
+        let at = time_slot(&self.order, info.at_us, |e| e.0);
+        self.order.insert(at, (info.at_us, info.click_id.clone()));
         self.by_id.insert(info.click_id.clone(), info);
     }
 
@@ -313,7 +400,7 @@ impl RecentClicks {
         // first may have been evicted from `by_id` already: skip ids no longer there.
         self.order
             .iter()
-            .find_map(|id| self.by_id.get(id))
+            .find_map(|(_, id)| self.by_id.get(id))
             .map(|c| c.at_us)
     }
 
@@ -401,7 +488,7 @@ impl ClickLookup {
                     .clicks
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if c.get(click_id).is_some() {
+                if c.get(click_id).is_some() || c.positions.straggler(l).is_some() {
                     return Some(Waited::Reached);
                 }
                 if !c.positions.reads(l.shard) {
@@ -411,7 +498,7 @@ impl ClickLookup {
                 if shard.is_some_and(|s| s.latest_us >= target) {
                     return Some(Waited::Reached);
                 }
-                shard.map_or(0, |s| s.seen)
+                shard.map_or(0, |s| s.read)
             };
             // Stalled: no click read in this partition for a while (the click is not
             // there yet, or never will be: lost in a crash before its sync).
@@ -437,7 +524,7 @@ impl ClickLookup {
     }
 
     fn find_counting(&self, click_id: &str, most: usize, read: &mut usize) -> Option<ClickInfo> {
-        let (layout, starts) = {
+        let (layout, starts, straggler) = {
             let c = self
                 .clicks
                 .lock()
@@ -446,7 +533,7 @@ impl ClickLookup {
                 return Some(i.clone());
             }
             let l = id_layout(click_id)?;
-            (l, c.positions.scan_start(l))
+            (l, c.positions.scan_start(l), c.positions.straggler(l))
         };
         // The journal is read without the index's lock held. A shard with no click indexed
         // yet (the indexer reads only what is synced, and rebuilds on start) is read from
@@ -454,6 +541,17 @@ impl ClickLookup {
         let partition = self
             .journal
             .get(&crate::system::ingest_partition(layout.shard as usize))?;
+        // A straggler's place is known exactly: one record to read.
+        if let Some(at) = straggler.filter(|at| *at >= partition.start()) {
+            *read += 1;
+            if let Ok(mut r) = partition.reader_at(at) {
+                if let Ok(Some(rec)) = r.next() {
+                    if let Some(c) = rec.event::<Click>().filter(|c| c.click_id == click_id) {
+                        return Some(info_of(c));
+                    }
+                }
+            }
+        }
         let (near, window) = starts.unwrap_or((None, None));
         // A sample below the partition's start (retention ran since the last prune)
         // starts at the start.
@@ -465,7 +563,8 @@ impl ClickLookup {
         let until_us = (layout.time_s as i64 + LOOKUP_SLACK_S + 1) * 1_000_000;
         // Reads until the click, a click past its time window, `clicks` clicks, or the
         // record budget. Impressions and conversions share the partitions: only clicks
-        // count towards `clicks`, as only clicks are sampled.
+        // count towards `clicks`, as only clicks are sampled; and only clicks in time
+        // order, as stragglers are not (they are told apart as the indexer does).
         let mut scan = |from: u64, clicks: usize| -> Option<ClickInfo> {
             let mut reader = match partition.reader_at(from) {
                 Ok(r) => r,
@@ -474,18 +573,23 @@ impl ClickLookup {
                     return None;
                 }
             };
-            let mut seen = 0;
+            let (mut seen, mut newest) = (0, i64::MIN);
             while *read < most && seen < clicks {
                 let rec = reader.next().ok()??;
                 *read += 1;
                 let Some(c) = rec.event::<Click>() else {
                     continue;
                 };
-                seen += 1;
                 if c.click_id.as_str() == click_id {
                     return Some(info_of(c));
                 }
-                if c.at_us.to_native() > until_us {
+                let at = c.at_us.to_native();
+                if at < newest.saturating_sub(LOOKUP_SLACK_US) {
+                    continue; // a straggler
+                }
+                newest = newest.max(at);
+                seen += 1;
+                if at > until_us {
                     return None;
                 }
             }
@@ -587,12 +691,7 @@ impl Processor for ClickIndexer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(l) = id_layout(c.click_id.as_str()) {
-            let sample = Sample {
-                at_us: info.at_us,
-                seq: l.seq,
-                offset: input.offset,
-            };
-            if clicks.positions.note(l.shard, sample) {
+            if clicks.positions.note(l, info.at_us, input.offset) {
                 let name = crate::system::ingest_partition(l.shard as usize);
                 if let Some(p) = self.journal.as_ref().and_then(|j| j.get(&name)) {
                     clicks.positions.prune(l.shard, p.start());
@@ -899,14 +998,12 @@ mod tests {
         let n = SAMPLE_EVERY * PRUNE_EVERY;
         let due: Vec<u64> = (0..2 * n)
             .filter(|&i| {
-                p.note(
-                    1,
-                    Sample {
-                        at_us: i as i64,
-                        seq: i as u32,
-                        offset: i * 100,
-                    },
-                )
+                let l = IdLayout {
+                    shard: 1,
+                    time_s: 0,
+                    seq: i as u32,
+                };
+                p.note(l, i as i64, i * 100)
             })
             .collect();
         assert_eq!(due, vec![n - SAMPLE_EVERY, 2 * n - SAMPLE_EVERY]);
@@ -946,6 +1043,130 @@ mod tests {
                 .info(cid)
                 .unwrap_or_else(|| panic!("{cid} not found"));
             assert_eq!(info.sub_ids[0], format!("s{seq}"));
+        }
+    }
+
+    /// An old click arriving after newer ones (imported history) takes its place by
+    /// time: it never pushes a recent click out of a full index, is the first to go from
+    /// one with room, and the reach is the oldest time kept, not the first arrival.
+    #[test]
+    fn an_old_click_after_newer_ones_does_not_push_recent_ones_out() {
+        let c = |n: u32| format!("{n:0>32}");
+        let mut r = RecentClicks::with_fingerprints(3, 10);
+        for n in 1..=3 {
+            r.insert(info(&c(n), 1000 + n as i64), None);
+        }
+        r.insert(info(&c(9), 10), None);
+        assert!(
+            r.get(&c(9)).is_none(),
+            "older than every click of a full index"
+        );
+        assert!(
+            (1..=3).all(|n| r.get(&c(n)).is_some()),
+            "recent clicks kept"
+        );
+        assert_eq!(r.oldest_at_us(), Some(1001));
+        let mut r = RecentClicks::with_fingerprints(3, 10);
+        r.insert(info(&c(1), 1001), None);
+        r.insert(info(&c(2), 1002), None);
+        r.insert(info(&c(9), 10), None);
+        assert_eq!(r.oldest_at_us(), Some(10), "the reach is by time");
+        r.insert(info(&c(3), 1003), None);
+        assert!(r.get(&c(9)).is_none(), "the oldest by time went first");
+        assert!((1..=3).all(|n| r.get(&c(n)).is_some()));
+        // An old click between kept ones is placed in time order.
+        r.insert(info(&c(4), 1001), None);
+        assert_eq!(
+            r.order.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![1001, 1002, 1003],
+            "1001 was the oldest: one of the two 1001s went"
+        );
+    }
+
+    /// A browser's latest click is its newest by time: an old click of the same
+    /// fingerprint arriving later (imported) does not hide the recent one from a match.
+    #[test]
+    fn an_old_click_does_not_hide_a_browsers_recent_one_from_fingerprint_matches() {
+        let c = |n: u32| format!("{n:0>32}");
+        let mut r = RecentClicks::with_fingerprints(10, 3);
+        r.insert(info(&c(1), 5_000), Some(7));
+        r.insert(info(&c(2), 100), Some(7));
+        assert_eq!(r.by_fingerprint(7, 4_000), Some(c(1)));
+        // A full fingerprint queue keeps its newest ones too.
+        r.insert(info(&c(3), 6_000), Some(8));
+        r.insert(info(&c(4), 7_000), Some(9));
+        r.insert(info(&c(5), 50), Some(10));
+        assert!(
+            r.by_fingerprint(10, 0).is_none(),
+            "older than every one kept"
+        );
+        assert_eq!(r.by_fingerprint(7, 0), Some(c(1)));
+        assert_eq!(r.fingerprint_reach(), (3, 3, Some(5_000)));
+    }
+
+    /// A partition with live clicks, then a run of 3,000 imported clicks with older times
+    /// (in no order), then live clicks again: every click is found by id, a straggler by
+    /// reading one record, a live click without reading through the run; the samples stay
+    /// in time order.
+    #[test]
+    fn stragglers_are_found_exactly_and_lookups_do_not_read_through_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), Default::default()).unwrap();
+        let p = journal
+            .partition(&crate::system::ingest_partition(1))
+            .unwrap();
+        let mut w = p.writer().unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        let (mut ids, mut seq) = (Vec::new(), 0u32);
+        let mut add = |w: &mut clicktrail_storage::Writer, at_us: i64, kind: &str| {
+            seq += 1;
+            let cid = id(1, (at_us / 1_000_000) as u32, seq);
+            w.append_event(None, &click(&cid, at_us, &format!("s{seq}")))
+                .unwrap();
+            ids.push((cid, seq, kind.to_string()));
+        };
+        let live = |n: i64| T0 * 1_000_000 + n * 1000;
+        for n in 0..1000 {
+            add(&mut w, live(n), "before");
+        }
+        for _ in 0..3000 {
+            // Up to 300 days before the live clicks.
+            add(
+                &mut w,
+                live(0) - rng.i64(3..300 * 86_400) * 1_000_000,
+                "imported",
+            );
+        }
+        for n in 1000..2000 {
+            add(&mut w, live(n), "after");
+        }
+        let shared: SharedClicks = Arc::new(Mutex::new(RecentClicks::new(10)));
+        let store = Arc::new(crate::catalog::EntityStore::open(&journal).unwrap());
+        let mut indexer = ClickIndexer::new(vec![], shared.clone(), store);
+        let mut r = p.reader().unwrap();
+        while let Some(rec) = r.next().unwrap() {
+            indexer.process(&rec, &mut Vec::new()).unwrap();
+        }
+        {
+            let c = shared.lock().unwrap();
+            let s = &c.positions.shards[&1];
+            assert!(s.samples.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+            assert_eq!(s.stragglers.len(), 3000);
+            assert_eq!(s.read, 5000);
+        }
+        let lookup = ClickLookup {
+            clicks: shared,
+            journal: journal.clone(),
+        };
+        for (cid, seq, kind) in &ids {
+            let (info, read) = lookup.find(cid, 20_000);
+            let info = info.unwrap_or_else(|| panic!("{kind} {cid} not found"));
+            assert_eq!(info.sub_ids[0], format!("s{seq}"));
+            let most = match kind.as_str() {
+                "imported" => 3 * SAMPLE_EVERY as usize + 2,
+                _ => 4 * SAMPLE_EVERY as usize,
+            };
+            assert!(read <= most, "{kind} {cid}: read {read}");
         }
     }
 

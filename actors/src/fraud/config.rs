@@ -132,26 +132,14 @@ impl RuleOverride {
     }
 }
 
-/// An IPv4 or IPv6 range (`203.0.113.0/24`, `2001:db8::/32`, or a bare address). An
-/// IPv4-mapped IPv6 address (`::ffff:203.0.113.9`) is the IPv4 address it maps; a range
-/// matches only addresses of its own family.
+/// An IPv4 or IPv6 range (`203.0.113.0/24`, `2001:db8::/32`, or a bare address). An IPv4
+/// range also holds the IPv4-mapped IPv6 form of its addresses (`::ffff:203.0.113.9`, how
+/// a dual-stack socket shows an IPv4 peer); an IPv6 range holds only IPv6 addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     net: u128,
     prefix: u8,
     v4: bool,
-}
-
-/// An address as (is IPv4, its bits in the low end of a u128).
-fn bits(ip: IpAddr) -> (bool, u128) {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
-        IpAddr::V6(v6) => (false, u128::from(v6)),
-    }
 }
 
 impl Cidr {
@@ -164,8 +152,10 @@ impl Cidr {
         let ip: IpAddr = addr
             .parse()
             .map_err(|_| format!("{s:?} is not an address or CIDR"))?;
-        let (v4, net) = bits(ip);
-        let width = if v4 { 32 } else { 128 };
+        let (v4, net, width) = match ip {
+            IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (false, u128::from(a), 128),
+        };
         let prefix = match len {
             Some(b) => b
                 .parse::<u8>()
@@ -182,9 +172,17 @@ impl Cidr {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (v4, b) = bits(ip);
-        let width = if v4 { 32 } else { 128 };
-        v4 == self.v4 && b & mask(self.prefix, width) == self.net
+        let bits = match (self.v4, ip) {
+            (true, IpAddr::V4(a)) => u128::from(u32::from(a)),
+            (true, IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+                Some(m) => u128::from(u32::from(m)),
+                None => return false,
+            },
+            (false, IpAddr::V6(a)) => u128::from(a),
+            (false, IpAddr::V4(_)) => return false,
+        };
+        let width = if self.v4 { 32 } else { 128 };
+        bits & mask(self.prefix, width) == self.net
     }
 }
 
@@ -279,6 +277,9 @@ impl Default for AnomalyConfig {
 /// The `[fraud]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FraudConfig {
+    /// Every rule on (each still switchable); false switches them all off: every
+    /// conversion is allowed (and still gets its verdict). Default: true.
+    pub enabled: bool,
     /// Program-wide rule settings (campaigns override them).
     pub rules: BTreeMap<String, RuleOverride>,
     /// Combined score from which a subject goes to review. Default: 500,000 ppm.
@@ -300,13 +301,15 @@ pub struct FraudConfig {
     /// Default: 2,000,000.
     pub verdicts_max: usize,
     pub anomaly: AnomalyConfig,
-    /// Key of the buyer's e-mail hash (see `fraud::email`).
+    /// Key of the buyers' e-mail hashes (see `fraud::email`): the server sets it from
+    /// `secrets.email-hash-key` or the click-id key. Default: empty.
     pub email_key: Vec<u8>,
 }
 
 impl Default for FraudConfig {
     fn default() -> Self {
         FraudConfig {
+            enabled: true,
             rules: BTreeMap::new(),
             review_ppm: 500_000,
             reject_ppm: 900_000,
@@ -319,7 +322,7 @@ impl Default for FraudConfig {
             window_keys_max: 1_000_000,
             verdicts_max: 2_000_000,
             anomaly: AnomalyConfig::default(),
-            email_key: super::email::derive_email_key(b"clicktrail default"),
+            email_key: Vec::new(),
         }
     }
 }
@@ -346,6 +349,7 @@ impl FraudConfig {
         if let Some(o) = campaign.and_then(|c| c.get(rule)) {
             o.apply(&mut s);
         }
+        s.enabled &= self.enabled;
         s
     }
 

@@ -79,6 +79,32 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// Gives a batch's in-flight slots back.
+struct Slots<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
+/// One record of a batch ([`IngestShards::append_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    pub kind: u16,
+    pub version: u16,
+    pub payload: &'a [u8],
+}
+
+/// Why a batch was not acknowledged whole: its first `written` records are in the journal
+/// (they end at `end`), the others are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub written: usize,
+    pub end: u64,
+    pub error: AppendError,
+}
+
 impl IngestShards {
     pub fn new(count: usize, queue_max: usize) -> Self {
         assert!(count > 0 && queue_max > 0);
@@ -90,6 +116,11 @@ impl IngestShards {
 
     pub fn count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Most records in flight per shard (`ingest-queue-max`).
+    pub fn queue_max(&self) -> usize {
+        self.queue_max
     }
 
     /// The shard for the click or impression numbered `seq`: with two shards or more,
@@ -137,6 +168,67 @@ impl IngestShards {
             }
         }
         Ok(appended)
+    }
+
+    /// Records `records` in shard `shard` (modulo the count) in order, under one hold of
+    /// the shard's lock and published to readers together (a reader never sees half a
+    /// batch), and acknowledges them once in the journal or, with `durable`, once a sync
+    /// covers the last. A batch takes as many in-flight slots as records (at most
+    /// `ingest-queue-max`); without them it gets [`AppendError::Full`] at once, like a
+    /// single append, and the caller waits and tries again: bulk writers (imports) append
+    /// in bounded batches instead of bouncing single records off the bound.
+    pub async fn append_batch(
+        &self,
+        shard: usize,
+        records: &[BatchRecord<'_>],
+        durable: bool,
+    ) -> Result<Appended, BatchError> {
+        let shard = shard % self.shards.len();
+        let s = &self.shards[shard];
+        let fail = |written, end, error| BatchError {
+            written,
+            end,
+            error,
+        };
+        let n = records.len().clamp(1, self.queue_max);
+        if s.in_flight.fetch_add(n, Ordering::AcqRel) + n > self.queue_max {
+            s.in_flight.fetch_sub(n, Ordering::AcqRel);
+            return Err(fail(0, 0, AppendError::Full));
+        }
+        let _slots = Slots(&s.in_flight, n);
+        let (first, end, partition) = {
+            let mut guard = s.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let w = guard
+                .as_mut()
+                .ok_or_else(|| fail(0, 0, AppendError::Unavailable))?;
+            let mut first = None;
+            for (i, r) in records.iter().enumerate() {
+                match w.write(r.kind, r.version, None, r.payload) {
+                    Ok(a) => {
+                        first.get_or_insert(a.offset);
+                    }
+                    Err(e) => {
+                        // What was written stands (the next publish shows it anyway).
+                        w.publish();
+                        return Err(fail(i, w.end(), AppendError::Journal(e.to_string())));
+                    }
+                }
+            }
+            w.publish();
+            (
+                first.unwrap_or(w.end()),
+                w.end(),
+                durable.then(|| w.partition()),
+            )
+        };
+        if let Some(p) = partition {
+            let not_yet = AppendError::NotYetDurable { shard, end };
+            match tokio::time::timeout(DURABLE_WAIT_DEFAULT, p.wait_durable(end)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(fail(records.len(), end, not_yet)),
+            }
+        }
+        Ok(Appended { offset: first, end })
     }
 
     /// Waits (bounded) until everything below `end` in `shard`'s partition is durable.

@@ -77,13 +77,22 @@ pub enum Verification {
 pub struct LedgerConfig {
     pub hold_days: u32,
     pub verification: Verification,
+    /// A new sale is held until the fraud scorer's verdict on its conversion (an allow
+    /// releases it, a review keeps it for a person), at most [`FRAUD_VERDICT_WAIT_US`].
+    /// The server turns it on (`program.await-fraud-verdict`); off by default here.
+    pub await_fraud_verdict: bool,
 }
+
+/// Longest a sale waits for the fraud scorer's verdict before it is released without one
+/// (the scorer answers in about a second; an hour means it is down).
+pub const FRAUD_VERDICT_WAIT_US: i64 = 3_600_000_000;
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             hold_days: HOLD_DAYS_DEFAULT,
             verification: Verification::Hold,
+            await_fraud_verdict: false,
         }
     }
 }
@@ -197,6 +206,9 @@ pub enum Op {
         /// Performance-verified when it was priced (the program setting then, not now).
         #[serde(default)]
         performance: bool,
+        /// Held until the fraud scorer's verdict (sales recorded before it: not).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        await_verdict: bool,
     },
     Reverse {
         conversion_id: String,
@@ -210,7 +222,7 @@ pub enum Op {
     },
     Review {
         conversion_id: String,
-        /// allow, review or reject.
+        /// allow, review or reject; `timeout` when no verdict came in time.
         action: String,
     },
     Mature {
@@ -254,6 +266,31 @@ struct Conv {
     merchant_approved: bool,
     mature_at_us: i64,
     performance: bool,
+    /// Held for the fraud scorer's first verdict (see `LedgerConfig::await_fraud_verdict`).
+    awaiting: bool,
+}
+
+/// Lifts a fraud hold: approves at once what is due (the hold period over, or the
+/// merchant's approval), else only records the release.
+fn release(conv: &mut Conv, conversion_id: &str, at_us: i64, memo: &str) -> Txn {
+    conv.held = false;
+    let due = conv.mature_at_us <= at_us || (conv.merchant_approved && !conv.performance);
+    let postings = if due && conv.due() {
+        approve_all(conv)
+    } else {
+        Vec::new()
+    };
+    Txn {
+        cause: if postings.is_empty() {
+            LedgerCause::Release
+        } else {
+            LedgerCause::Approval
+        },
+        conversion_id: conversion_id.to_string(),
+        currency: conv.currency,
+        postings,
+        memo: memo.into(),
+    }
 }
 
 impl Conv {
@@ -291,6 +328,8 @@ pub struct Book {
     convs: HashMap<String, Conv>,
     deferred: HashMap<String, Vec<(i64, Op)>>,
     maturity: BTreeSet<(i64, String)>,
+    /// Sales held for the scorer's first verdict, by when they stop waiting.
+    verdict_due: BTreeSet<(i64, String)>,
     /// Plans by key (see [`plan_key`]), as recorded by the first sale that used each.
     plans: HashMap<String, Arc<Plan>>,
     balances: BTreeMap<(String, [u8; 3]), Balance>,
@@ -401,6 +440,7 @@ impl Book {
                 plan_key,
                 mature_at_us,
                 performance,
+                await_verdict,
                 ..
             } => {
                 if self.convs.contains_key(conversion_id) {
@@ -450,11 +490,16 @@ impl Book {
                     plan,
                     parts: Vec::new(),
                     state: ConvState::Pending,
-                    held: false,
+                    held: *await_verdict,
                     merchant_approved: false,
                     mature_at_us: *mature_at_us,
                     performance: *performance,
+                    awaiting: *await_verdict,
                 };
+                if *await_verdict {
+                    self.verdict_due
+                        .insert((at_us + FRAUD_VERDICT_WAIT_US, conversion_id.clone()));
+                }
                 let mut postings = Vec::new();
                 book_credits(&mut conv, &credits, &mut postings);
                 self.maturity.insert((*mature_at_us, conversion_id.clone()));
@@ -541,8 +586,21 @@ impl Book {
                 let Some(conv) = self.convs.get_mut(conversion_id) else {
                     return self.defer(at_us, conversion_id, op);
                 };
+                let first = conv.awaiting;
+                if first {
+                    conv.awaiting = false;
+                    let key = self
+                        .verdict_due
+                        .iter()
+                        .find(|(_, id)| id == conversion_id)
+                        .cloned();
+                    if let Some(k) = key {
+                        self.verdict_due.remove(&k);
+                    }
+                }
+                let conv = self.convs.get_mut(conversion_id).expect("looked up above");
                 match action.as_str() {
-                    "review" if conv.state == ConvState::Pending && !conv.held => {
+                    "review" if conv.state == ConvState::Pending && (!conv.held || first) => {
                         conv.held = true;
                         Some(Txn {
                             cause: LedgerCause::Hold,
@@ -553,26 +611,19 @@ impl Book {
                         })
                     }
                     "allow" if conv.held => {
-                        conv.held = false;
-                        let due = conv.mature_at_us <= at_us
-                            || (conv.merchant_approved && !conv.performance);
-                        let postings = if due && conv.due() {
-                            approve_all(conv)
+                        let memo = if first {
+                            "cleared by the fraud review"
                         } else {
-                            Vec::new()
+                            "released by the fraud review"
                         };
-                        Some(Txn {
-                            cause: if postings.is_empty() {
-                                LedgerCause::Release
-                            } else {
-                                LedgerCause::Approval
-                            },
-                            conversion_id: conversion_id.clone(),
-                            currency: conv.currency,
-                            postings,
-                            memo: "released by the fraud review".into(),
-                        })
+                        Some(release(conv, conversion_id, at_us, memo))
                     }
+                    "timeout" if first && conv.held => Some(release(
+                        conv,
+                        conversion_id,
+                        at_us,
+                        "no fraud verdict within the wait: released",
+                    )),
                     "reject" => self.reject(conversion_id, "rejected by the fraud review"),
                     _ => None,
                 }
@@ -894,12 +945,13 @@ impl Ledger {
                         k
                     }
                 };
-                let (hold, verification, known) = {
+                let (hold, verification, known, await_verdict) = {
                     let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
                     (
                         book.config.hold_days,
                         book.config.verification,
                         book.knows_plan(&plan_key),
+                        book.config.await_fraud_verdict,
                     )
                 };
                 Some((
@@ -925,6 +977,7 @@ impl Ledger {
                         plan_key,
                         mature_at_us: at_us.max(occurred) + hold as i64 * DAY_US,
                         performance: verification == Verification::Performance,
+                        await_verdict,
                     },
                 ))
             }
@@ -1120,6 +1173,21 @@ impl Processor for Ledger {
         };
         for id in due {
             self.run(now_us, Op::Mature { conversion_id: id }, out);
+        }
+        let unjudged: Vec<String> = {
+            let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
+            book.verdict_due
+                .range(..(now_us + 1, String::new()))
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        for id in unjudged {
+            log::warn!("ledger: no fraud verdict on {id} within the wait: released without one");
+            let op = Op::Review {
+                conversion_id: id,
+                action: "timeout".into(),
+            };
+            self.run(now_us, op, out);
         }
         // Entries of conversions that are no longer pending, or are held (a release
         // approves them), are dropped; `Mature` removes its own.

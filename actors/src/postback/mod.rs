@@ -23,6 +23,11 @@
 //!   connects only to addresses its own resolver checked, so a name that re-resolves to a
 //!   private address (DNS rebinding) gets nowhere.
 //!
+//! * Imported history (`POST /api/v1/import`) is never told: no trigger fires for an
+//!   imported conversion, its reversals and decisions, or the commissions the ledger posts
+//!   for it (the conversion says `imported`, and every record about it carries its id,
+//!   which starts with `cvi_`).
+//!
 //! Restart: the dispatcher reads its own output (finished deliveries), then its inputs from
 //! the start (durable records only), and queues again every delivery not finished.
 
@@ -30,8 +35,8 @@ use crate::catalog::{EntityStore, Method, Postback, Trigger};
 use crate::supervisor::{ChildCtx, Stop, ThreadActor};
 use actix::prelude::*;
 use clicktrail_storage::schema::{
-    Conversion, ConversionState, ConversionStatusChange, DeliveryOutcome, LedgerTxn,
-    PostbackAttempt,
+    self, is_imported_conversion_id, Conversion, ConversionState, ConversionStatusChange,
+    ConversionV2, DeliveryOutcome, LedgerTxn, PostbackAttempt,
 };
 use clicktrail_storage::{Journal, Reader, RecordExt, Source, Writer};
 use hmac::{Hmac, Mac};
@@ -371,57 +376,66 @@ fn deliveries_of(
     if let Some(t) = rec.event::<LedgerTxn>() {
         return commission_deliveries(postbacks, partition, rec.offset, t, lookups, wanted);
     }
-    let (trigger, affiliate, mut values, at_us, click_id) =
-        if let Some(c) = rec.to_owned_event::<Conversion>() {
-            (
-                Trigger::ConversionCreated,
-                c.affiliate_id.clone(),
-                conversion_values(&c, "pending"),
-                c.at_us,
-                c.click_id,
-            )
-        } else if let Some(r) = clicktrail_storage::schema::reversal(rec) {
-            // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
-            let mut v = blank_values();
-            v.insert("conversion_id", r.conversion_id.clone());
-            // Reversals do not carry the event; the conversion (read before, in the same
-            // partition) did.
-            let event = lookups.events.get(&r.conversion_id).unwrap_or_default();
-            v.insert("event", event.to_string());
-            v.insert("amount", r.amount.amount_minor.to_string());
-            v.insert("currency", r.amount.currency.as_str().to_string());
-            v.insert("status", "reversed".to_string());
-            v.insert("affiliate_id", r.affiliate_id.clone().unwrap_or_default());
-            v.insert("order_id", r.order_id.clone());
-            v.insert("click_id", r.click_id.clone().unwrap_or_default());
-            v.insert("campaign_id", r.campaign_id.clone());
-            (
-                Trigger::ConversionReversed,
-                r.affiliate_id,
-                v,
-                r.at_us,
-                r.click_id,
-            )
-        } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
-            let (trigger, status) = match sc.state {
-                ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
-                ConversionState::Rejected => (Trigger::ConversionRejected, "rejected"),
-            };
-            let mut v = blank_values();
-            v.insert("conversion_id", sc.conversion_id.clone());
-            v.insert("order_id", sc.order_id.clone());
-            v.insert("event", sc.event.clone());
-            v.insert("amount", sc.amount.amount_minor.to_string());
-            v.insert("currency", sc.amount.currency.as_str().to_string());
-            v.insert("status", status.to_string());
-            v.insert("click_id", sc.click_id.clone().unwrap_or_default());
-            v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
-            v.insert("campaign_id", sc.campaign_id.clone());
-            v.insert("payout", String::new());
-            (trigger, sc.affiliate_id, v, sc.at_us, sc.click_id)
-        } else {
+    let (trigger, affiliate, mut values, at_us, click_id) = if let Some(c) = schema::conversion(rec)
+    {
+        if c.imported || is_imported_conversion_id(&c.conversion_id) {
+            return Vec::new(); // imported history: never told to anyone
+        }
+        (
+            Trigger::ConversionCreated,
+            c.affiliate_id.clone(),
+            conversion_values(&c, "pending"),
+            c.at_us,
+            c.click_id,
+        )
+    } else if let Some(r) = schema::reversal(rec) {
+        if is_imported_conversion_id(&r.conversion_id) {
             return Vec::new();
+        }
+        // The affiliate is in reversals from v3 on; older ones reach global postbacks only.
+        let mut v = blank_values();
+        v.insert("conversion_id", r.conversion_id.clone());
+        // Reversals do not carry the event; the conversion (read before, in the same
+        // partition) did.
+        let event = lookups.events.get(&r.conversion_id).unwrap_or_default();
+        v.insert("event", event.to_string());
+        v.insert("amount", r.amount.amount_minor.to_string());
+        v.insert("currency", r.amount.currency.as_str().to_string());
+        v.insert("status", "reversed".to_string());
+        v.insert("affiliate_id", r.affiliate_id.clone().unwrap_or_default());
+        v.insert("order_id", r.order_id.clone());
+        v.insert("click_id", r.click_id.clone().unwrap_or_default());
+        v.insert("campaign_id", r.campaign_id.clone());
+        (
+            Trigger::ConversionReversed,
+            r.affiliate_id,
+            v,
+            r.at_us,
+            r.click_id,
+        )
+    } else if let Some(sc) = rec.to_owned_event::<ConversionStatusChange>() {
+        if is_imported_conversion_id(&sc.conversion_id) {
+            return Vec::new();
+        }
+        let (trigger, status) = match sc.state {
+            ConversionState::Approved => (Trigger::ConversionApproved, "approved"),
+            ConversionState::Rejected => (Trigger::ConversionRejected, "rejected"),
         };
+        let mut v = blank_values();
+        v.insert("conversion_id", sc.conversion_id.clone());
+        v.insert("order_id", sc.order_id.clone());
+        v.insert("event", sc.event.clone());
+        v.insert("amount", sc.amount.amount_minor.to_string());
+        v.insert("currency", sc.amount.currency.as_str().to_string());
+        v.insert("status", status.to_string());
+        v.insert("click_id", sc.click_id.clone().unwrap_or_default());
+        v.insert("affiliate_id", sc.affiliate_id.clone().unwrap_or_default());
+        v.insert("campaign_id", sc.campaign_id.clone());
+        v.insert("payout", String::new());
+        (trigger, sc.affiliate_id, v, sc.at_us, sc.click_id)
+    } else {
+        return Vec::new();
+    };
     let targets = targets(
         postbacks,
         partition,
@@ -469,6 +483,9 @@ fn commission_deliveries(
     else {
         return Vec::new();
     };
+    if is_imported_conversion_id(&conversion_id) {
+        return Vec::new(); // the commission of imported history
+    }
     // What each affiliate was credited (a decision applied in the same transaction moves
     // money between its buckets, which nets out here).
     let mut credited: BTreeMap<String, i64> = BTreeMap::new();
@@ -801,7 +818,11 @@ impl Engine {
                     break;
                 };
                 n += 1;
+                // Zero-copy, either version.
                 if let Some(c) = rec.event::<Conversion>() {
+                    self.events
+                        .remember(c.conversion_id.as_str(), c.event.as_str());
+                } else if let Some(c) = rec.event::<ConversionV2>() {
                     self.events
                         .remember(c.conversion_id.as_str(), c.event.as_str());
                 }
@@ -1094,7 +1115,7 @@ fn blank_values() -> BTreeMap<&'static str, String> {
     MACROS.iter().map(|k| (*k, String::new())).collect()
 }
 
-fn conversion_values(c: &Conversion, status: &str) -> BTreeMap<&'static str, String> {
+fn conversion_values(c: &ConversionV2, status: &str) -> BTreeMap<&'static str, String> {
     let mut v = blank_values();
     v.insert("click_id", c.click_id.clone().unwrap_or_default());
     v.insert("conversion_id", c.conversion_id.clone());
@@ -1377,6 +1398,134 @@ mod tests {
             "",
             "known macros never stay as written"
         );
+    }
+
+    /// Every trigger about a conversion: created (v1 and v2), approved, reversed, and the
+    /// commission the ledger posts. For an imported conversion none of them fires.
+    #[test]
+    fn imported_conversions_fire_no_trigger_at_all() {
+        use clicktrail_storage::schema::{samples, ConversionReversalV3, LedgerCause, Posting};
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), Default::default()).unwrap();
+        let mut w = journal.partition("ingest-0").unwrap().writer().unwrap();
+        let mut postbacks = HashMap::new();
+        postbacks.insert(
+            "pb1".to_string(),
+            Postback {
+                id: "pb1".into(),
+                affiliate_id: None,
+                url: "https://t.example/pb?c={conversion_id}".into(),
+                method: Method::Get,
+                triggers: vec![
+                    Trigger::ConversionCreated,
+                    Trigger::ConversionApproved,
+                    Trigger::ConversionReversed,
+                    Trigger::CommissionCreated,
+                ],
+                secret: "s".into(),
+                created_at_us: 0,
+                enabled: true,
+            },
+        );
+        // (conversion id, imported flag) of each conversion: a live one, an imported one,
+        // and an imported one written without the flag (its id says it).
+        let cases = [("cv_live", false), ("cvi_old", true), ("cvi_noflag", false)];
+        let mut offsets = Vec::new();
+        for (id, imported) in cases {
+            let c = ConversionV2 {
+                conversion_id: id.into(),
+                imported,
+                ..samples::conversion().into()
+            };
+            let mut at = vec![w.append_event(None, &c).unwrap().offset];
+            let status = ConversionStatusChange {
+                conversion_id: id.into(),
+                ..samples::status_change()
+            };
+            at.push(w.append_event(None, &status).unwrap().offset);
+            let rev = ConversionReversalV3 {
+                conversion_id: id.into(),
+                ..samples::reversal_v3()
+            };
+            at.push(w.append_event(None, &rev).unwrap().offset);
+            let op = crate::ledger::Op::Sale {
+                conversion_id: id.into(),
+                merchant_id: "m".into(),
+                campaign_id: "c".into(),
+                event: "sale".into(),
+                amount_minor: 1000,
+                currency: "EUR".into(),
+                occurred_at_us: 1,
+                customer_id: None,
+                touchpoints: vec![("a".into(), 1_000_000)],
+                order_id: "o".into(),
+                clicks: vec![("a".into(), "k".into())],
+                plan: None,
+                plan_key: "p#1".into(),
+                mature_at_us: 2,
+                performance: false,
+                await_verdict: false,
+            };
+            let txn = LedgerTxn {
+                txn_id: format!("sale:{id}"),
+                cause: LedgerCause::Sale,
+                conversion_id: id.into(),
+                postings: vec![
+                    Posting {
+                        account: "merchant:m".into(),
+                        detail: "commission".into(),
+                        amount_minor: -100,
+                    },
+                    Posting {
+                        account: "partner:a:pending".into(),
+                        detail: "commission".into(),
+                        amount_minor: 100,
+                    },
+                ],
+                op_json: serde_json::to_string(&op).unwrap(),
+                ..samples::ledger_txn()
+            };
+            at.push(w.append_event(None, &txn).unwrap().offset);
+            // The v1 form of the live one, too.
+            if id == "cv_live" {
+                let v1 = clicktrail_storage::schema::Conversion {
+                    conversion_id: id.into(),
+                    ..samples::conversion()
+                };
+                at.push(w.append_event(None, &v1).unwrap().offset);
+            }
+            offsets.push((id, at));
+        }
+        let p = journal.get("ingest-0").unwrap();
+        let events = ConversionEvents::default();
+        for (id, at) in offsets {
+            let mut triggers = Vec::new();
+            for off in at {
+                let mut r = p.reader_at(off).unwrap();
+                let rec = r.next().unwrap().unwrap();
+                let lookups = Lookups {
+                    clicks: None,
+                    events: &events,
+                };
+                triggers.extend(
+                    deliveries_of(&postbacks, p.id(), &rec, lookups, &Wanted::ALL)
+                        .into_iter()
+                        .map(|d| d.trigger.as_str()),
+                );
+            }
+            let want: &[&str] = if id == "cv_live" {
+                &[
+                    "conversion.created",
+                    "conversion.approved",
+                    "conversion.reversed",
+                    "commission.created",
+                    "conversion.created",
+                ]
+            } else {
+                &[]
+            };
+            assert_eq!(triggers, want, "{id}");
+        }
     }
 
     #[test]

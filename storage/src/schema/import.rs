@@ -83,3 +83,13 @@ pub fn conversion(rec: &Record<'_>) -> Option<ConversionV2> {
     rec.to_owned_event::<ConversionV2>()
         .or_else(|| rec.to_owned_event::<super::Conversion>().map(Into::into))
 }
+
+/// The conversion ids of imported conversions start with this (live ones with `cv_`), so
+/// every record about an imported conversion (its reversals and decisions, the ledger's
+/// transactions for it) says so by its id alone: postbacks never fire for any of them.
+pub const IMPORTED_CONVERSION_ID_PREFIX: &str = "cvi_";
+
+/// Whether a conversion id names an imported conversion.
+pub fn is_imported_conversion_id(conversion_id: &str) -> bool {
+    conversion_id.starts_with(IMPORTED_CONVERSION_ID_PREFIX)
+}

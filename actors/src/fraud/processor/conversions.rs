@@ -11,12 +11,15 @@ impl FraudScorer {
             let k: Arc<str> = Arc::from(k);
             self.clicks.get(&k).is_none()
                 && self.flagged.get(&k).is_none()
-                && click_time_us(&k).is_none_or(|t| {
-                    self.clicks
-                        .oldest()
-                        .and_then(|o| self.clicks.get(o))
-                        .is_none_or(|o| t >= o.at_us - SECOND_US)
-                })
+                // Not forgotten: nothing was ever forgotten, or it is newer than the
+                // oldest click remembered.
+                && (self.clicks.evicted == 0
+                    || click_time_us(&k).is_none_or(|t| {
+                        self.clicks
+                            .oldest()
+                            .and_then(|o| self.clicks.get(o))
+                            .is_none_or(|o| t >= o.at_us - SECOND_US)
+                    }))
         });
         if waits && self.waiting_len < WAITING_MAX {
             let click: Arc<str> = Arc::from(c.click_id.as_deref().unwrap_or_default());
