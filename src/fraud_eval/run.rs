@@ -4,7 +4,7 @@
 
 use super::metrics::{self, Report, Subject, Truth, Verdict};
 use super::traffic::{self, Body, Event, Traffic};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -176,6 +176,26 @@ impl Client {
         Ok((status, v))
     }
 
+    /// A GET's body, when 200.
+    fn get_text(&self, path: &str) -> Result<String> {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .call()
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_string()?;
+        if status != 200 {
+            bail!("GET {path}: {status} {text}");
+        }
+        Ok(text)
+    }
+
     fn get(&self, path: &str) -> Result<Value> {
         let mut resp = self
             .agent
@@ -281,51 +301,55 @@ fn wait_scored(c: &Client, clicks: u64, conversions: u64, settle: bool) -> Resul
     }
 }
 
+/// A page of `GET /api/v1/fraud/verdicts`, as far as the harness reads it (typed: a
+/// quarter of a million rows through `serde_json::Value` are slow in a debug build).
+#[derive(Debug, serde::Deserialize)]
+struct VerdictPage {
+    verdicts: Vec<VerdictRow>,
+    next: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct VerdictRow {
+    subject_id: String,
+    action: String,
+    score: f64,
+    hits: Vec<HitRow>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct HitRow {
+    rule: String,
+    score: f64,
+    reason: String,
+}
+
 /// Every subject's latest verdict of one kind, by subject id (and, with `raw`, the rows
-/// as the API gave them).
+/// themselves).
 fn verdicts(
     c: &Client,
     kind: &str,
     into: &mut HashMap<String, Verdict>,
-    mut raw: Option<&mut HashMap<String, Value>>,
+    mut raw: Option<&mut HashMap<String, VerdictRow>>,
 ) -> Result<()> {
     let mut cursor = String::new();
     loop {
-        let page = c.get(&format!(
-            "/api/v1/fraud/verdicts?kind={kind}&limit=100000&cursor={cursor}"
-        ))?;
-        let rows = page["verdicts"]
-            .as_array()
-            .ok_or_else(|| anyhow!("verdicts: no list in {page}"))?;
-        for v in rows {
-            let id = v["subject_id"].as_str().unwrap_or_default().to_string();
-            let action = v["action"].as_str().unwrap_or_default();
-            let hits = v["hits"]
-                .as_array()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x["rule"].as_str().unwrap_or_default().to_string(),
-                                x["score"].as_f64().unwrap_or(0.0),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        let path = format!("/api/v1/fraud/verdicts?kind={kind}&limit=100000&cursor={cursor}");
+        let page: VerdictPage = serde_json::from_str(&c.get_text(&path)?)
+            .with_context(|| format!("GET {path}: not a page of verdicts"))?;
+        let more = !page.verdicts.is_empty();
+        for v in page.verdicts {
+            let verdict = Verdict {
+                flagged: v.action == "review" || v.action == "reject",
+                hits: v.hits.iter().map(|h| (h.rule.clone(), h.score)).collect(),
+            };
+            into.insert(v.subject_id.clone(), verdict);
             if let Some(raw) = raw.as_deref_mut() {
-                raw.insert(id.clone(), v.clone());
+                raw.insert(v.subject_id.clone(), v);
             }
-            into.insert(
-                id,
-                Verdict {
-                    flagged: action == "review" || action == "reject",
-                    hits,
-                },
-            );
         }
-        match page["next"].as_str() {
-            Some(n) if !rows.is_empty() => cursor = n.to_string(),
+        match page.next {
+            Some(n) if more => cursor = n,
             _ => return Ok(()),
         }
     }
@@ -564,7 +588,7 @@ struct Measured {
 fn write_outcomes(
     t: &Traffic,
     ids: &HashMap<String, String>,
-    raw: &HashMap<String, Value>,
+    raw: &HashMap<String, VerdictRow>,
     path: &Path,
 ) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -579,9 +603,9 @@ fn write_outcomes(
             "affiliate": t.affiliates[e.affiliate].id,
             "source": t.affiliates[e.affiliate].source(),
             "id": id,
-            "action": v.map_or(Value::from("allow"), |v| v["action"].clone()),
-            "score": v.map_or(Value::from(0.0), |v| v["score"].clone()),
-            "hits": v.map_or(Value::Array(Vec::new()), |v| v["hits"].clone()),
+            "action": v.map_or("allow", |v| v.action.as_str()),
+            "score": v.map_or(0.0, |v| v.score),
+            "hits": v.map_or(&[][..], |v| &v.hits[..]),
         });
         writeln!(f, "{line}")?;
     }
