@@ -53,7 +53,7 @@ fraud      eval measures the fraud engine: it generates 28 days of seeded, label
            the targets (under 0.5% of legitimate conversions flagged, at least 95% of
            fraudulent ones). Exit code 0 whatever the numbers, 1 if the run failed.
              --seed N    the traffic's seed (default 1)
-             --scale F   multiplies the volumes (default 1: ~200k clicks, ~5k
+             --scale F   multiplies the volumes (default 1: ~220k clicks, ~5-6k
                          conversions)
              --json      one JSON object instead of the tables
              --keep DIR  keep the configuration, traffic (traffic.ndjson), labels

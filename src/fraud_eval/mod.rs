@@ -1,6 +1,7 @@
 //! `clicktrail fraud eval`: the fraud engine measured on labelled traffic.
 //!
-//! One command generates 28 days of seeded traffic of a made-up affiliate program
+//! One command generates 28 days of seeded traffic of a made-up affiliate program (the 28
+//! whole UTC days before today, so a seed gives the same events all day)
 //! ([`traffic`]), starts a fresh server on it, imports it through `POST /api/v1/import`,
 //! waits for the scorer, reads every verdict and prints how they compare with the labels
 //! ([`metrics`]), per pattern, per rule and overall, for clicks and for conversions
@@ -22,7 +23,8 @@
 //! # Legitimate traffic
 //!
 //! Thirty-two legitimate affiliates of four kinds, volumes heavy-tailed within a kind
-//! (log-normal weights, σ 0.9), ~133k clicks at scale 1:
+//! (log-normal weights, σ 0.9), ~133k clicks at scale 1 (~160k legitimate clicks with the
+//! real traffic of the eight affiliates that also cheat):
 //!
 //! | kind | clicks | conversion rate | referrer | when | click to conversion |
 //! |---|---|---|---|---|---|

@@ -384,8 +384,7 @@ fn evaluate(o: &Options) -> Result<Outcome> {
     let now_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros() as i64;
-    // A minute of margin: the import takes nothing more than 5 minutes ahead.
-    let traffic = traffic::generate(o.seed, o.scale, now_us - 60_000_000);
+    let traffic = traffic::generate(o.seed, o.scale, now_us);
     let generated = t0.elapsed();
     let dir = match &o.keep {
         Some(d) => {

@@ -11,7 +11,7 @@ pub const SECOND_US: i64 = 1_000_000;
 pub const MINUTE_US: i64 = 60 * SECOND_US;
 pub const HOUR_US: i64 = 60 * MINUTE_US;
 pub const DAY_US: i64 = 24 * HOUR_US;
-/// Days of traffic, ending at the generator's `end`.
+/// Days of traffic: the whole UTC days before the generator's `end`.
 pub const DAYS: i64 = 28;
 /// Every campaign's cookie window: conversions later than this after their click are
 /// not attributed, so they are not generated.
@@ -2726,11 +2726,12 @@ impl Gen {
     }
 }
 
-/// Generates the program and its traffic: 28 days ending at `end_us`, volumes times
-/// `scale`.
+/// Generates the program and its traffic: the 28 whole UTC days before the day of
+/// `end_us` (so hours of the day are UTC hours, and two runs on one day generate the same
+/// events at the same times), volumes times `scale`.
 pub fn generate(seed: u64, scale: f64, end_us: i64) -> Traffic {
     let scale = scale.max(0.0);
-    let end = end_us - end_us.rem_euclid(SECOND_US);
+    let end = end_us - end_us.rem_euclid(DAY_US);
     let mut r = Rand::new(seed, 0);
     let mut g = Gen {
         seed,
@@ -3327,7 +3328,8 @@ mod tests {
         assert_eq!(render(&a), render(&b));
         let c = generate(6, 0.1, END);
         assert_ne!(render(&a).0, render(&c).0);
-        // The end time only moves the traffic.
+        // The end time only moves the traffic, by whole days.
+        assert_eq!(render(&a), render(&generate(5, 0.1, END + 5 * HOUR_US)));
         let d = generate(5, 0.1, END + DAY_US);
         assert_eq!(a.events.len(), d.events.len());
         assert!(a
