@@ -76,7 +76,9 @@ impl FraudScorer {
                 self.flag_click(&other, vec![hit], out);
             }
         }
+        self.newest_click_us = self.newest_click_us.max(at);
         self.release(&id, out);
+        self.settled(out);
     }
 
     /// The sliding-window rules (floods and many merchants from one visitor); answers the
