@@ -178,7 +178,7 @@ impl FraudScorer {
             config: &self.config,
             campaign: Some(&camp.rules),
         };
-        if let (Some(b), Some(s)) = (brief, rules.on("flagged-visitor")) {
+        if let (Some(b), Some(s)) = (brief.filter(|b| b.cookie), rules.on("flagged-visitor")) {
             if let Some((t, other)) = self.flagged_visitors.get(&b.visitor) {
                 let own = c.click_id.as_deref() == Some(&**other);
                 if !own && (c.at_us - t).abs() <= s.window_s as i64 * SECOND_US {
