@@ -72,8 +72,8 @@ pub struct Affiliate {
     /// Payouts held (a fraud review of the partner); commissions still accrue.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub payout_hold: bool,
-    /// The partner's registered sites (host names; subdomains count): the fraud engine's
-    /// referrer check. Empty: not checked.
+    /// The partner's registered sites (host names or URLs; their hosts' subdomains count):
+    /// the fraud engine's referrer check. Empty: not checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
     /// The partner's own e-mail address (the fraud engine compares its keyed hash with the
@@ -106,14 +106,10 @@ fn check_fraud_facts(a: &Affiliate) -> Result<()> {
         return invalid(format!("at most {AFFILIATE_LIST_MAX} sites and ips"));
     }
     for site in &a.sites {
-        let ok = !site.is_empty()
-            && site.len() <= 253
-            && *site == site.to_ascii_lowercase()
-            && site
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !ok {
-            return invalid(format!("site {site:?} must be a lower-case host name"));
+        if site.len() > 2048 || crate::fraud::signals::site_host(site).is_none() {
+            return invalid(format!(
+                "site {site:?} must be a host name or a URL (https://blog.example/...)"
+            ));
         }
     }
     for ip in &a.ips {
@@ -232,7 +228,7 @@ pub struct Campaign {
     pub paid_search: bool,
     /// A click must follow an impression of the same partner (the `no-impression` rule).
     /// Default: false.
-    #[serde(default)]
+    #[serde(default, alias = "require-impression", alias = "impression-required")]
     pub requires_impression: bool,
     /// The fraud rules' settings for this campaign, over the program's `[fraud.rules]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

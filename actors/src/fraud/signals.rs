@@ -103,10 +103,29 @@ pub fn host(url: &str) -> Option<String> {
         .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
 }
 
-/// Whether `host` is `site` or one of its subdomains.
+/// The host of a registered site, written as a host (`blog.example`), a URL
+/// (`https://blog.example/reviews`) or a host and path (`instagram.com/handle`).
+pub fn site_host(site: &str) -> Option<String> {
+    let s = site.trim();
+    let host = if s.contains("://") {
+        host(s)?
+    } else {
+        let h = s.split(['/', '?', '#']).next().unwrap_or("");
+        let h = h.rsplit('@').next().unwrap_or(h);
+        let h = h.split(':').next().unwrap_or(h);
+        h.trim_start_matches("www.").to_ascii_lowercase()
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    ok.then_some(host)
+}
+
+/// Whether `host` is `site`'s host or one of its subdomains.
 pub fn on_site(host: &str, site: &str) -> bool {
-    let site = site.trim().trim_start_matches("www.").to_ascii_lowercase();
-    !site.is_empty() && (host == site || host.ends_with(&format!(".{site}")))
+    site_host(site).is_some_and(|site| host == site || host.ends_with(&format!(".{site}")))
 }
 
 /// Whether a referrer host is a search engine's (host fragments from config).
@@ -170,6 +189,12 @@ mod tests {
         );
         assert_eq!(host("not a url"), None);
         assert!(on_site("blog.news.example", "news.example"));
+        assert!(on_site(
+            "news.example",
+            "https://www.News.example/reviews?x=1"
+        ));
+        assert!(on_site("instagram.com", "instagram.com/handle"));
+        assert_eq!(site_host("not a host"), None);
         assert!(!on_site("badnews.example", "news.example"));
         let engines: Vec<String> = ["google.", "bing.com"].map(String::from).to_vec();
         assert!(search_engine("google.co.uk", &engines).is_some());

@@ -78,6 +78,8 @@ pub struct ClickBrief {
     pub campaign: Arc<str>,
     /// Key of the visitor (cookie, else fingerprint, else IP and user agent).
     pub visitor: u64,
+    /// The key is the visitor cookie (a person, not a device or an address many share).
+    pub cookie: bool,
     pub no_referrer: bool,
 }
 

@@ -206,9 +206,11 @@ pub enum Op {
         /// Performance-verified when it was priced (the program setting then, not now).
         #[serde(default)]
         performance: bool,
-        /// Held until the fraud scorer's verdict (sales recorded before it: not).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        await_verdict: bool,
+        /// Held until the fraud scorer's verdict, or until this time (the wall clock when
+        /// it was priced, plus [`FRAUD_VERDICT_WAIT_US`]); 0: not held (sales recorded
+        /// before it, or `await_fraud_verdict` off).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        await_verdict_until_us: i64,
     },
     Reverse {
         conversion_id: String,
@@ -268,6 +270,10 @@ struct Conv {
     performance: bool,
     /// Held for the fraud scorer's first verdict (see `LedgerConfig::await_fraud_verdict`).
     awaiting: bool,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Lifts a fraud hold: approves at once what is due (the hold period over, or the
@@ -440,7 +446,7 @@ impl Book {
                 plan_key,
                 mature_at_us,
                 performance,
-                await_verdict,
+                await_verdict_until_us,
                 ..
             } => {
                 if self.convs.contains_key(conversion_id) {
@@ -490,15 +496,15 @@ impl Book {
                     plan,
                     parts: Vec::new(),
                     state: ConvState::Pending,
-                    held: *await_verdict,
+                    held: *await_verdict_until_us > 0,
                     merchant_approved: false,
                     mature_at_us: *mature_at_us,
                     performance: *performance,
-                    awaiting: *await_verdict,
+                    awaiting: *await_verdict_until_us > 0,
                 };
-                if *await_verdict {
+                if *await_verdict_until_us > 0 {
                     self.verdict_due
-                        .insert((at_us + FRAUD_VERDICT_WAIT_US, conversion_id.clone()));
+                        .insert((*await_verdict_until_us, conversion_id.clone()));
                 }
                 let mut postings = Vec::new();
                 book_credits(&mut conv, &credits, &mut postings);
@@ -977,7 +983,12 @@ impl Ledger {
                         plan_key,
                         mature_at_us: at_us.max(occurred) + hold as i64 * DAY_US,
                         performance: verification == Verification::Performance,
-                        await_verdict,
+                        // The wall clock: imported history is priced now, its time is old.
+                        await_verdict_until_us: if await_verdict {
+                            crate::catalog::now_us() + FRAUD_VERDICT_WAIT_US
+                        } else {
+                            0
+                        },
                     },
                 ))
             }

@@ -1464,7 +1464,7 @@ mod tests {
                 plan_key: "p#1".into(),
                 mature_at_us: 2,
                 performance: false,
-                await_verdict: false,
+                await_verdict_until_us: 0,
             };
             let txn = LedgerTxn {
                 txn_id: format!("sale:{id}"),

@@ -64,6 +64,7 @@ impl FraudScorer {
                 affiliate: affiliate.clone(),
                 campaign: campaign.clone(),
                 visitor,
+                cookie: c.visitor_id.is_some(),
                 no_referrer: c.referrer.is_empty(),
             },
         );
@@ -76,7 +77,9 @@ impl FraudScorer {
                 self.flag_click(&other, vec![hit], out);
             }
         }
+        self.newest_click_us = self.newest_click_us.max(at);
         self.release(&id, out);
+        self.settled(out);
     }
 
     /// The sliding-window rules (floods and many merchants from one visitor); answers the
@@ -259,12 +262,8 @@ impl FraudScorer {
             merge(&mut all, h);
         }
         self.count_click_hits(&all[before..]);
-        if let Some(v) = self
-            .config
-            .settings("flagged-visitor", None)
-            .enabled
-            .then_some(brief.visitor)
-        {
+        // Only a visitor cookie is one person: carriers' NAT puts many behind one address.
+        if let Some(v) = brief.cookie.then_some(brief.visitor) {
             self.flagged_visitors.insert(v, (brief.at_us, id.clone()));
         }
         for h in &all[before..] {

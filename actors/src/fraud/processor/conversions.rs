@@ -30,16 +30,56 @@ impl FraudScorer {
             self.waiting_len += 1;
             return;
         }
-        self.judge(c, out);
+        self.settle(c, crate::catalog::now_us(), out);
     }
 
-    /// Judges the conversions that waited for click `id`.
+    /// Moves the conversions that waited for click `id` on to settle.
     pub(super) fn release(&mut self, id: &Arc<str>, out: &mut Vec<Output>) {
         let Some(ready) = self.waiting.remove(id) else {
             return;
         };
         self.waiting_len -= ready.len();
         for w in ready {
+            self.settle(w.conversion, w.since_us, out);
+        }
+    }
+
+    /// A conversion whose click is read (or not coming) is judged once the clicks read
+    /// reach [`SETTLE_US`] past its click (a flood around its click is seen whole), when
+    /// every input is read, or after [`SETTLE_WALL_US`].
+    pub(super) fn settle(&mut self, c: ConversionV2, since_us: i64, out: &mut Vec<Output>) {
+        let click_at = c.click_id.as_deref().and_then(|k| {
+            let k: Arc<str> = Arc::from(k);
+            self.clicks
+                .get(&k)
+                .map(|b| b.at_us)
+                .or_else(|| click_time_us(&k))
+        });
+        match click_at {
+            Some(t)
+                if t + SETTLE_US > self.newest_click_us && self.settling.len() < WAITING_MAX =>
+            {
+                self.settle_seq += 1;
+                let key = (t + SETTLE_US, self.settle_seq);
+                self.settling.insert(
+                    key,
+                    Waiting {
+                        conversion: c,
+                        since_us,
+                    },
+                );
+            }
+            _ => self.judge(c, out),
+        }
+    }
+
+    /// Judges the settling conversions the clicks read so far have settled.
+    pub(super) fn settled(&mut self, out: &mut Vec<Output>) {
+        while let Some(entry) = self.settling.first_entry() {
+            if entry.key().0 > self.newest_click_us {
+                break;
+            }
+            let w = entry.remove();
             self.judge(w.conversion, out);
         }
     }
@@ -138,7 +178,7 @@ impl FraudScorer {
             config: &self.config,
             campaign: Some(&camp.rules),
         };
-        if let (Some(b), Some(s)) = (brief, rules.on("flagged-visitor")) {
+        if let (Some(b), Some(s)) = (brief.filter(|b| b.cookie), rules.on("flagged-visitor")) {
             if let Some((t, other)) = self.flagged_visitors.get(&b.visitor) {
                 let own = c.click_id.as_deref() == Some(&**other);
                 if !own && (c.at_us - t).abs() <= s.window_s as i64 * SECOND_US {

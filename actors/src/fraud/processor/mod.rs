@@ -37,6 +37,11 @@ use std::sync::Arc;
 
 /// Longest a conversion waits for its click to be read, wall clock.
 pub const CLICK_WAIT_US: i64 = 5 * SECOND_US;
+/// How far past a conversion's click the clicks read must reach before it is judged (the
+/// flood windows' length): the clicks around it are then known.
+pub const SETTLE_US: i64 = 60 * SECOND_US;
+/// Longest a conversion waits to settle, wall clock (the inputs stalled, or a backlog).
+pub const SETTLE_WALL_US: i64 = 60 * SECOND_US;
 /// Most conversions remembered for a later, stricter verdict (their click flagged later,
 /// their affiliate's tail found flat).
 pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
@@ -136,6 +141,12 @@ pub struct FraudScorer {
     /// Conversions waiting for their click, by click id.
     waiting: HashMap<Arc<str>, Vec<Waiting>>,
     waiting_len: usize,
+    /// Conversions whose click is read, until the clicks around it are: by (click time +
+    /// [`SETTLE_US`], arrival).
+    settling: BTreeMap<(i64, u64), Waiting>,
+    settle_seq: u64,
+    /// The newest click time read.
+    newest_click_us: i64,
     pub(super) model: super::model::ModelState,
 }
 
@@ -193,6 +204,9 @@ impl FraudScorer {
             last_clusters_us: 0,
             waiting: HashMap::new(),
             waiting_len: 0,
+            settling: BTreeMap::new(),
+            settle_seq: 0,
+            newest_click_us: i64::MIN,
             model: super::model::ModelState::new(&config.anomaly),
             catalog_at: 0,
             campaigns: HashMap::new(),
@@ -386,12 +400,14 @@ impl FraudScorer {
                 + f.stuffing.evicted
                 + self.clicks.evicted
                 + self.flagged.evicted,
-            waiting_conversions: self.waiting_len as u64,
+            waiting_conversions: (self.waiting_len + self.settling.len()) as u64,
             judged_subjects: self.judged.len() as u64,
         };
         self.view.write(|v| v.gauges = g);
     }
 
+    /// Conversions that waited long enough for their click go on to settle, those that
+    /// settled long enough are judged; `all`: every one (the inputs are read to the end).
     fn release_late(&mut self, now_us: i64, all: bool, out: &mut Vec<Output>) {
         let mut late = Vec::new();
         self.waiting.retain(|_, ws| {
@@ -406,7 +422,18 @@ impl FraudScorer {
         late.sort_by_key(|w| w.since_us);
         self.waiting_len -= late.len();
         for w in late {
-            self.judge(w.conversion, out);
+            self.settle(w.conversion, w.since_us, out);
+        }
+        let due: Vec<(i64, u64)> = self
+            .settling
+            .iter()
+            .filter(|(_, w)| all || now_us - w.since_us >= SETTLE_WALL_US)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(w) = self.settling.remove(&k) {
+                self.judge(w.conversion, out);
+            }
         }
     }
 
