@@ -72,7 +72,7 @@
 //! * `click-flood-visitor`: an extension re-firing links in the user's browser (cookie
 //!   kept), 6-9 clicks a burst (under the address and device limits). 0.7k / 4.
 //! * `click-spike`: a real content site buys pop-under traffic twice, 1.5-4k clicks over
-//!   3-6 hours each (foreign or no referrers); a few buyers. 4.8k / 1-5.
+//!   3-6 hours each (foreign or no referrers); a few buyers. 3.5-6k / 3-8.
 //! * `bot-user-agent`: form bots (python-requests, curl, okhttp, HeadlessChrome) on the
 //!   sign-up campaign, 40% from cloud hosting; plus the crawlers and previews above, and
 //!   3% of a social affiliate's bought clicks. 2.4k / 34.
