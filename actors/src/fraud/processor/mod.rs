@@ -108,6 +108,9 @@ struct Floods {
     stuffing: Windows,
 }
 
+/// One end of one affiliate's distribution on one campaign.
+type TailKey = (Tail, Arc<str>, Arc<str>);
+
 /// Which end of an affiliate's click-to-conversion distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Tail {
@@ -137,9 +140,9 @@ pub struct FraudScorer {
     memos: Fifo<Arc<str>, Memo>,
     by_click: Fifo<Arc<str>, Vec<Arc<str>>>,
     /// Recent late and fast conversions per (kind, campaign, affiliate).
-    tail_members: HashMap<(Tail, Arc<str>, Arc<str>), VecDeque<Arc<str>>>,
+    tail_members: HashMap<TailKey, VecDeque<Arc<str>>>,
     /// Distributions found flat (click spamming) or fast (click injection).
-    tails_found: HashSet<(Tail, Arc<str>, Arc<str>)>,
+    tails_found: HashSet<TailKey>,
     tails: Tails,
     fast_tails: Tails,
     orders: Fifo<Box<str>, (Arc<str>, i64)>,
