@@ -208,7 +208,7 @@ mod tests {
         assert!(rules_of(&fast(30, 9, 9, 100_000)).is_empty(), "too few");
         assert!(rules_of(&fast(30, 10, 4, 100_000)).is_empty(), "40% < 50%");
         assert!(
-            rules_of(&fast(30, 10, 6, 300_000)).is_empty(),
+            rules_of(&fast(30, 10, 6, 350_000)).is_empty(),
             "not twice the campaign"
         );
         assert!(
