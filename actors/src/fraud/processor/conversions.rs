@@ -159,7 +159,7 @@ impl FraudScorer {
                 hits: hits.clone(),
             },
         );
-        self.spam_tail(&id, &affiliate, &campaign, ctit, &hits, out);
+        self.tail_retro(&id, &affiliate, &campaign, ctit, &hits, out);
     }
 
     /// What a conversion takes from its click's visitor and affiliate: other flagged
@@ -219,12 +219,14 @@ impl FraudScorer {
             settings("duplicate-order"),
             settings("repeat-customer"),
         );
-        let tail = match ctit {
-            Some(t) if !affiliate.is_empty() => {
+        let (tail, fast) = match ctit {
+            Some(t) if !affiliate.is_empty() => (
                 self.tails
-                    .add(campaign, affiliate, t > spam.window_s as i64)
-            }
-            _ => conversion::Tail::default(),
+                    .add(campaign, affiliate, t > spam.window_s as i64),
+                self.fast_tails
+                    .add(campaign, affiliate, t < conversion::FAST_S),
+            ),
+            _ => Default::default(),
         };
         let order_elsewhere = self.order_elsewhere(c, dup.window_s as i64 * SECOND_US);
         let customer = c
@@ -255,6 +257,7 @@ impl FraudScorer {
             order_elsewhere: order_elsewhere.as_deref(),
             customer_fresh_clicks: fresh,
             tail,
+            fast,
         };
         let rules = Rules {
             config: &self.config,
@@ -287,9 +290,9 @@ impl FraudScorer {
         }
     }
 
-    /// Click spamming is a property of the affiliate's tail: once it is flat, its earlier
-    /// late conversions are judged again.
-    pub(super) fn spam_tail(
+    /// Click spamming and click injection are properties of the affiliate's distribution:
+    /// once it is found, its earlier late (or fast) conversions are judged again.
+    pub(super) fn tail_retro(
         &mut self,
         id: &Arc<str>,
         affiliate: &Arc<str>,
@@ -303,42 +306,60 @@ impl FraudScorer {
             .config
             .settings("click-spamming", Some(&camp.rules))
             .window_s as i64;
-        if ctit.is_none_or(|t| t <= window) || affiliate.is_empty() {
-            return;
-        }
-        let pair = (campaign.clone(), affiliate.clone());
-        let late = self.late.entry(pair.clone()).or_default();
-        late.push_back(id.clone());
-        if late.len() > LATE_PER_AFFILIATE_MAX {
-            late.pop_front();
-        }
-        let Some(spam) = hits.iter().find(|h| h.rule == "click-spamming").cloned() else {
+        let (Some(t), false) = (ctit, affiliate.is_empty()) else {
             return;
         };
-        if !self.spamming.insert(pair.clone()) {
+        let kind = if t > window {
+            Tail::Late
+        } else if t < conversion::FAST_S {
+            Tail::Fast
+        } else {
+            return;
+        };
+        let key = (kind, campaign.clone(), affiliate.clone());
+        let list = self.tail_members.entry(key.clone()).or_default();
+        list.push_back(id.clone());
+        if list.len() > LATE_PER_AFFILIATE_MAX {
+            list.pop_front();
+        }
+        let rule = match kind {
+            Tail::Late => "click-spamming",
+            Tail::Fast => "conversion-too-fast",
+        };
+        let found = hits
+            .iter()
+            .find(|h| h.rule == rule && h.reason.contains("; this one"))
+            .cloned();
+        let Some(found) = found else {
+            return;
+        };
+        if !self.tails_found.insert(key.clone()) {
             return;
         }
-        let earlier: Vec<Arc<str>> = self.late[&pair]
+        let earlier: Vec<Arc<str>> = self.tail_members[&key]
             .iter()
             .filter(|c| c.as_ref() != id.as_ref())
             .cloned()
             .collect();
-        let tail = spam
+        let figures = found
             .reason
             .split("; this one")
             .next()
             .unwrap_or_default()
             .to_string();
         for conv in earlier {
-            let hours = self
+            let t = self
                 .memos
                 .get(&conv)
                 .and_then(|m| m.click_to_conversion_s)
-                .unwrap_or(0)
-                / 3600;
+                .unwrap_or(0);
+            let after = match kind {
+                Tail::Late => format!("{} h", t / 3600),
+                Tail::Fast => format!("{} s", t.max(0)),
+            };
             let hit = Hit {
-                reason: format!("{tail}; this one {hours} h after"),
-                ..spam.clone()
+                reason: format!("{figures}; this one {after} after"),
+                ..found.clone()
             };
             self.rejudge(&conv, vec![hit], out);
         }

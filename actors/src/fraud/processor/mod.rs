@@ -45,7 +45,8 @@ pub const SETTLE_WALL_US: i64 = 60 * SECOND_US;
 /// Most conversions remembered for a later, stricter verdict (their click flagged later,
 /// their affiliate's tail found flat).
 pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
-/// Most late conversions remembered per (campaign, affiliate) for the click-spamming rule.
+/// Most late (or fast) conversions remembered per (campaign, affiliate), for a stricter
+/// verdict once the affiliate's distribution is found.
 const LATE_PER_AFFILIATE_MAX: usize = 1_000;
 /// Most ids of the link graph.
 pub const GRAPH_IDS_MAX: usize = 1_000_000;
@@ -107,8 +108,17 @@ struct Floods {
     stuffing: Windows,
 }
 
-/// A campaign and one of its affiliates.
-type CampaignAffiliate = (Arc<str>, Arc<str>);
+/// One end of one affiliate's distribution on one campaign.
+type TailKey = (Tail, Arc<str>, Arc<str>);
+
+/// Which end of an affiliate's click-to-conversion distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Tail {
+    /// Over the click-spamming window (a flat tail: click spamming).
+    Late,
+    /// Within a minute (click injection).
+    Fast,
+}
 
 /// See the module docs.
 pub struct FraudScorer {
@@ -129,9 +139,12 @@ pub struct FraudScorer {
     decisions_applied: HashSet<(Arc<str>, i64)>,
     memos: Fifo<Arc<str>, Memo>,
     by_click: Fifo<Arc<str>, Vec<Arc<str>>>,
-    late: HashMap<CampaignAffiliate, VecDeque<Arc<str>>>,
-    spamming: HashSet<CampaignAffiliate>,
+    /// Recent late and fast conversions per (kind, campaign, affiliate).
+    tail_members: HashMap<TailKey, VecDeque<Arc<str>>>,
+    /// Distributions found flat (click spamming) or fast (click injection).
+    tails_found: HashSet<TailKey>,
     tails: Tails,
+    fast_tails: Tails,
     orders: Fifo<Box<str>, (Arc<str>, i64)>,
     customers: Customers,
     affiliates: Affiliates,
@@ -193,9 +206,10 @@ impl FraudScorer {
             decisions_applied: HashSet::new(),
             memos: Fifo::new(CONVERSIONS_REMEMBERED_MAX),
             by_click: Fifo::new(CONVERSIONS_REMEMBERED_MAX),
-            late: HashMap::new(),
-            spamming: HashSet::new(),
+            tail_members: HashMap::new(),
+            tails_found: HashSet::new(),
             tails: Tails::default(),
+            fast_tails: Tails::default(),
             orders: Fifo::new(config.clicks_max),
             customers: Customers::new(config.clicks_max),
             affiliates: Affiliates::default(),

@@ -9,6 +9,12 @@ use std::net::IpAddr;
 
 /// Fewest conversions of an affiliate before its click-to-conversion tail is judged.
 pub const TAIL_CONVERSIONS_MIN: u64 = 20;
+/// Fewest conversions of an affiliate before its share of fast ones is judged.
+pub const FAST_CONVERSIONS_MIN: u64 = 10;
+/// A fast conversion, for the affiliate's distribution: under a minute after its click.
+pub const FAST_S: i64 = 60;
+/// Share of an affiliate's conversions that may be fast before they are click injection.
+pub const FAST_SHARE_MAX_PPM: u32 = 500_000;
 
 /// An affiliate's click-to-conversion times against its campaign's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,7 +47,10 @@ pub struct ConversionFacts<'a> {
     /// This customer's conversions within the window, each on its own click of the
     /// affiliate (this one included).
     pub customer_fresh_clicks: u64,
+    /// The affiliate's late conversions (click spamming).
     pub tail: Tail,
+    /// The affiliate's fast conversions (under [`FAST_S`]): `late` counts them.
+    pub fast: Tail,
 }
 
 /// Every hit of the rules in this file.
@@ -76,11 +85,36 @@ pub fn hits(r: &Rules<'_>, c: &ConversionFacts<'_>) -> Vec<Hit> {
 fn too_fast(r: &Rules<'_>, c: &ConversionFacts<'_>) -> Option<Hit> {
     let s = r.on("conversion-too-fast")?;
     let t = c.click_to_conversion_s?;
-    (t < s.limit as i64).then_some(())?;
+    if t < s.limit as i64 {
+        return r.hit(
+            "conversion-too-fast",
+            PPM,
+            format!("conversion {} s after its click", t.max(0)),
+        );
+    }
+    fast_distribution(r, c, t)
+}
+
+/// Click injection by the affiliate's distribution: most of its conversions within a
+/// minute of their click, at least twice its campaign's share.
+pub fn fast_distribution(r: &Rules<'_>, c: &ConversionFacts<'_>, t: i64) -> Option<Hit> {
+    let f = c.fast;
+    let share = f.late_ppm();
+    let injected = t < FAST_S
+        && f.conversions >= FAST_CONVERSIONS_MIN
+        && share >= FAST_SHARE_MAX_PPM
+        && share >= f.campaign_late_ppm.saturating_mul(2);
+    injected.then_some(())?;
     r.hit(
         "conversion-too-fast",
         PPM,
-        format!("conversion {} s after its click", t.max(0)),
+        format!(
+            "{}% of the affiliate's {} conversions came within {FAST_S} s of the click (campaign: {}%); this one {} s after",
+            share / 10_000,
+            f.conversions,
+            f.campaign_late_ppm / 10_000,
+            t.max(0)
+        ),
     )
 }
 
@@ -160,6 +194,27 @@ mod tests {
         assert_eq!(rules_of(&at(9)), ["conversion-too-fast"]);
         assert!(rules_of(&at(10)).is_empty());
         assert!(rules_of(&ConversionFacts::default()).is_empty());
+        // An affiliate whose conversions mostly come within a minute: the fast ones too.
+        let fast = |t, conversions, fast, campaign| ConversionFacts {
+            click_to_conversion_s: Some(t),
+            fast: Tail {
+                conversions,
+                late: fast,
+                campaign_late_ppm: campaign,
+            },
+            ..Default::default()
+        };
+        assert_eq!(rules_of(&fast(30, 10, 5, 100_000)), ["conversion-too-fast"]);
+        assert!(rules_of(&fast(30, 9, 9, 100_000)).is_empty(), "too few");
+        assert!(rules_of(&fast(30, 10, 4, 100_000)).is_empty(), "40% < 50%");
+        assert!(
+            rules_of(&fast(30, 10, 6, 350_000)).is_empty(),
+            "not twice the campaign"
+        );
+        assert!(
+            rules_of(&fast(60, 10, 10, 0)).is_empty(),
+            "a minute is not fast"
+        );
     }
 
     #[test]
