@@ -34,6 +34,17 @@ pub fn subnet(ip: IpAddr) -> String {
     }
 }
 
+/// The key of an address's /24 (IPv4) or /48 (IPv6), without formatting it.
+pub fn subnet_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => 0x2400_0000_0000_0000 | u64::from(u32::from(v4) >> 8),
+        IpAddr::V6(v6) => {
+            let bits = (u128::from(v6) >> 80) as u64;
+            bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
+        }
+    }
+}
+
 /// The browser family a user agent claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -70,6 +81,31 @@ fn version_after(ua: &str, marker: &str) -> Option<u32> {
     let rest = &ua[ua.find(marker)? + marker.len()..];
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
+}
+
+/// What the rules read of a user agent (the scorer caches it per distinct user agent:
+/// a few hundred of them carry all the traffic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UaFacts {
+    pub family: Family,
+    /// Empty or blank.
+    pub empty: bool,
+    /// The first bot marker it contains (index into the configured list).
+    pub bot_marker: Option<usize>,
+    pub platform: Option<&'static str>,
+    pub mobile: bool,
+}
+
+/// Reads a user agent once for every rule.
+pub fn ua_facts(ua: &str, bot_markers: &[String]) -> UaFacts {
+    let lower = ua.to_ascii_lowercase();
+    UaFacts {
+        family: family(ua),
+        empty: ua.trim().is_empty(),
+        bot_marker: bot_markers.iter().position(|m| lower.contains(m.as_str())),
+        platform: platform(ua),
+        mobile: mobile(ua),
+    }
 }
 
 /// The platform a user agent names, in the words of `Sec-CH-UA-Platform`.

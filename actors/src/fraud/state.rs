@@ -99,10 +99,21 @@ pub const SPIKE_HISTORY_MIN_BUCKETS: i64 = 24;
 /// Affiliates' clicks per time bucket, against their own baseline.
 #[derive(Debug, Default)]
 pub struct Spikes {
-    /// affiliate → (first bucket seen, bucket → clicks).
-    counts: HashMap<Arc<str>, (i64, BTreeMap<i64, u64>)>,
+    /// affiliate → its buckets.
+    counts: HashMap<Arc<str>, Buckets>,
     /// (affiliate, bucket) found above its baseline, with the evidence.
     spiked: HashMap<(Arc<str>, i64), String>,
+}
+
+/// One affiliate's clicks per bucket.
+#[derive(Debug, Default)]
+struct Buckets {
+    /// The first bucket seen.
+    first: i64,
+    counts: BTreeMap<i64, u64>,
+    /// (bucket, history in buckets, mean clicks per bucket before it): the baseline of the
+    /// bucket being filled, computed once per bucket.
+    baseline: Option<(i64, i64, f64)>,
 }
 
 impl Spikes {
@@ -115,35 +126,43 @@ impl Spikes {
         factor: u64,
     ) -> Option<String> {
         let b = at_us.div_euclid(bucket_us.max(1));
-        let (first, buckets) = self
-            .counts
-            .entry(affiliate.clone())
-            .or_insert((b, BTreeMap::new()));
-        *first = (*first).min(b);
+        let e = self.counts.entry(affiliate.clone()).or_insert(Buckets {
+            first: b,
+            ..Buckets::default()
+        });
+        e.first = e.first.min(b);
         let n = {
-            let e = buckets.entry(b).or_default();
-            *e += 1;
-            *e
+            let c = e.counts.entry(b).or_default();
+            *c += 1;
+            *c
         };
         let keep_from =
-            buckets.keys().next_back().copied().unwrap_or(b) - SPIKE_BASELINE_BUCKETS - 1;
-        while buckets
+            e.counts.keys().next_back().copied().unwrap_or(b) - SPIKE_BASELINE_BUCKETS - 1;
+        while e
+            .counts
             .first_key_value()
             .is_some_and(|(k, _)| *k < keep_from)
         {
-            buckets.pop_first();
+            e.counts.pop_first();
         }
         let key = (affiliate.clone(), b);
         if let Some(why) = self.spiked.get(&key) {
             return Some(why.clone());
         }
-        let history = (b - *first).min(SPIKE_BASELINE_BUCKETS);
-        if n < SPIKE_CLICKS_MIN || history < SPIKE_HISTORY_MIN_BUCKETS {
+        if n < SPIKE_CLICKS_MIN {
             return None;
         }
-        let before: u64 = buckets.range(b - history..b).map(|(_, c)| c).sum();
-        let mean = before as f64 / history as f64;
-        if n as f64 <= factor as f64 * mean.max(1.0) {
+        let (history, mean) = match e.baseline {
+            Some((cached, h, m)) if cached == b => (h, m),
+            _ => {
+                let history = (b - e.first).min(SPIKE_BASELINE_BUCKETS);
+                let before: u64 = e.counts.range(b - history..b).map(|(_, c)| c).sum();
+                let mean = before as f64 / history.max(1) as f64;
+                e.baseline = Some((b, history, mean));
+                (history, mean)
+            }
+        };
+        if history < SPIKE_HISTORY_MIN_BUCKETS || n as f64 <= factor as f64 * mean.max(1.0) {
             return None;
         }
         let why = format!(

@@ -4,7 +4,29 @@
 
 use super::*;
 
+/// The flood rules in the order of their keys, and what each key is called in words.
+const FLOOD_FAMILIES: [(&str, &str); 4] = [
+    ("click-flood-ip", "IP"),
+    ("click-flood-subnet", "network"),
+    ("click-flood-fingerprint", "device"),
+    ("click-flood-visitor", "visitor"),
+];
+
 impl FraudScorer {
+    /// A user agent read once per distinct user agent (bounded cache).
+    fn ua_facts(&mut self, ua: &str) -> signals::UaFacts {
+        let k = signals::key(&[ua]);
+        if let Some(f) = self.user_agents.get(&k) {
+            return *f;
+        }
+        if self.user_agents.len() >= USER_AGENTS_MAX {
+            self.user_agents.clear();
+        }
+        let f = signals::ua_facts(ua, &self.config.bot_markers);
+        self.user_agents.insert(k, f);
+        f
+    }
+
     pub(super) fn on_click(&mut self, c: &ArchivedClick, out: &mut Vec<Output>) {
         self.refresh_catalog();
         let id: Arc<str> = Arc::from(c.click_id.as_str());
@@ -15,9 +37,11 @@ impl FraudScorer {
         let partner = self.partner(&affiliate);
         let ip = signals::ip(c.ip.as_str());
         let visitor = visitor_key(c);
+        let ua = self.ua_facts(c.user_agent.as_str());
         let mut hits = {
             let facts = click::ClickFacts {
                 user_agent: c.user_agent.as_str(),
+                ua: Some(ua),
                 ip,
                 referrer: c.referrer.as_str(),
                 accept_language: c.accept_language.as_str(),
@@ -42,6 +66,7 @@ impl FraudScorer {
             let rules = Rules {
                 config: &self.config,
                 campaign: Some(&camp.rules),
+                resolved: Some(&camp.settings),
             };
             click::hits(&rules, &facts, &partner_facts)
         };
@@ -68,7 +93,7 @@ impl FraudScorer {
                 no_referrer: c.referrer.is_empty(),
             },
         );
-        self.view.write(|v| v.scored.0 += 1);
+        self.scored_clicks += 1;
         if !hits.is_empty() {
             self.flag_click(&id, hits, out);
         }
@@ -98,43 +123,32 @@ impl FraudScorer {
         let rules = Rules {
             config: &self.config,
             campaign: Some(&camp.rules),
+            resolved: Some(&camp.settings),
         };
-        let subnet = ip.map(signals::subnet);
-        let fp = fingerprint.map(|f| format!("{f:016x}"));
+        // Keys first, words only when a window crosses its limit.
         let visitor = c.visitor_id.as_ref().map(|v| v.as_str());
-        let families: [(&str, Option<&str>, &mut Windows, &str); 4] = [
-            (
-                "click-flood-ip",
-                Some(c.ip.as_str()).filter(|s| !s.is_empty()),
-                &mut self.floods.ip,
-                "IP",
-            ),
-            (
-                "click-flood-subnet",
-                subnet.as_deref(),
-                &mut self.floods.subnet,
-                "network",
-            ),
-            (
-                "click-flood-fingerprint",
-                fp.as_deref(),
-                &mut self.floods.fingerprint,
-                "device",
-            ),
-            (
-                "click-flood-visitor",
-                visitor,
-                &mut self.floods.visitor,
-                "visitor",
-            ),
+        let keys = [
+            Some(c.ip.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|s| signals::key(&["ip", s])),
+            ip.map(signals::subnet_key),
+            fingerprint.map(|f| f ^ 0x5f1d_2c3b_a4e5_9687),
+            visitor.map(|v| signals::key(&["v", v])),
         ];
         let mut retro = Vec::new();
-        for (rule, value, windows, what) in families {
-            let (Some(value), Some(s)) = (value, rules.on(rule)) else {
+        for (n, key) in keys.into_iter().enumerate() {
+            let (rule, what) = FLOOD_FAMILIES[n];
+            let (Some(key), Some(s)) = (key, rules.on(rule)) else {
                 continue;
             };
+            let windows = match n {
+                0 => &mut self.floods.ip,
+                1 => &mut self.floods.subnet,
+                2 => &mut self.floods.fingerprint,
+                _ => &mut self.floods.visitor,
+            };
             let w = windows.add(
-                signals::key(&[value]),
+                key,
                 at,
                 0,
                 id,
@@ -147,6 +161,12 @@ impl FraudScorer {
             if w.flagged.is_empty() && w.count <= s.limit as usize {
                 continue;
             }
+            let value = match n {
+                0 => c.ip.to_string(),
+                1 => ip.map(signals::subnet).unwrap_or_default(),
+                2 => format!("{:016x}", fingerprint.unwrap_or_default()),
+                _ => visitor.unwrap_or_default().to_string(),
+            };
             let why = format!("{} clicks from {what} {value} in {} s", w.count, s.window_s);
             if let Some(h) = rules.hit(rule, rules::PPM_FULL, why) {
                 retro.extend(w.flagged.iter().map(|f| (f.clone(), h.clone())));
@@ -154,7 +174,7 @@ impl FraudScorer {
             }
         }
         if let Some(s) = rules.on("cookie-stuffing-burst") {
-            let key = signals::key(&[&visitor_key(c).to_string()]);
+            let key = visitor_key(c) ^ 0x0c00_c1e5_7f0f_f1ee;
             let w = self.floods.stuffing.add(
                 key,
                 at,
@@ -195,6 +215,7 @@ impl FraudScorer {
         let rules = Rules {
             config: &self.config,
             campaign: Some(&camp.rules),
+            resolved: Some(&camp.settings),
         };
         if let Some(s) = rules.on("affiliate-click-spike") {
             if let Some(why) = self.spikes.add(

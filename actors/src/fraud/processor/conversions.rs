@@ -122,6 +122,7 @@ impl FraudScorer {
         let rules = Rules {
             config: &self.config,
             campaign: Some(&camp.rules),
+            resolved: Some(&camp.settings),
         };
         if let Some(h) = self.model.hit(&features, &rules) {
             merge(&mut hits, h);
@@ -177,6 +178,7 @@ impl FraudScorer {
         let rules = Rules {
             config: &self.config,
             campaign: Some(&camp.rules),
+            resolved: Some(&camp.settings),
         };
         if let (Some(b), Some(s)) = (brief.filter(|b| b.cookie), rules.on("flagged-visitor")) {
             if let Some((t, other)) = self.flagged_visitors.get(&b.visitor) {
@@ -262,6 +264,7 @@ impl FraudScorer {
         let rules = Rules {
             config: &self.config,
             campaign: Some(&camp.rules),
+            resolved: Some(&camp.settings),
         };
         let mut hits = conversion::hits(&rules, &facts);
         if let Some(other) = &partner.payout_shared_with {

@@ -50,6 +50,8 @@ pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
 const LATE_PER_AFFILIATE_MAX: usize = 1_000;
 /// Most ids of the link graph.
 pub const GRAPH_IDS_MAX: usize = 1_000_000;
+/// Most distinct user agents remembered read (the cache starts again when full).
+const USER_AGENTS_MAX: usize = 65_536;
 /// Most conversions waiting for their click; past it they are judged without waiting.
 pub const WAITING_MAX: usize = 100_000;
 /// Least time between two computations of the clusters, wall clock.
@@ -62,6 +64,8 @@ struct CampaignRt {
     paid_search: bool,
     requires_impression: bool,
     rules: BTreeMap<String, RuleOverride>,
+    /// Every rule's settings for this campaign (`rules::resolve`).
+    settings: Vec<super::config::RuleSettings>,
 }
 
 /// An affiliate as the rules read it.
@@ -161,6 +165,9 @@ pub struct FraudScorer {
     /// The newest click time read.
     newest_click_us: i64,
     pub(super) model: super::model::ModelState,
+    user_agents: HashMap<u64, signals::UaFacts>,
+    /// Clicks scored since the view was last told.
+    scored_clicks: u64,
 }
 
 impl std::fmt::Debug for FraudScorer {
@@ -222,6 +229,8 @@ impl FraudScorer {
             settle_seq: 0,
             newest_click_us: i64::MIN,
             model: super::model::ModelState::new(&config.anomaly),
+            user_agents: HashMap::new(),
+            scored_clicks: 0,
             catalog_at: 0,
             campaigns: HashMap::new(),
             partners: HashMap::new(),
@@ -250,12 +259,15 @@ impl FraudScorer {
                 paid_search: c.campaign.paid_search,
                 requires_impression: c.campaign.requires_impression,
                 rules: c.campaign.fraud_rules.clone(),
+                settings: Vec::new(),
             })
         });
-        let rt = Arc::new(rt.unwrap_or(CampaignRt {
+        let mut rt = rt.unwrap_or(CampaignRt {
             paid_search: true,
             ..CampaignRt::default()
-        }));
+        });
+        rt.settings = rules::resolve(&self.config, Some(&rt.rules));
+        let rt = Arc::new(rt);
         self.campaigns.insert(id.to_string(), rt.clone());
         rt
     }
@@ -397,7 +409,7 @@ fn visitor_key(c: &ArchivedClick) -> u64 {
 }
 
 impl FraudScorer {
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         let f = &self.floods;
         let g = super::view::Gauges {
             recent_clicks: self.clicks.len() as u64,
@@ -417,7 +429,11 @@ impl FraudScorer {
             waiting_conversions: (self.waiting_len + self.settling.len()) as u64,
             judged_subjects: self.judged.len() as u64,
         };
-        self.view.write(|v| v.gauges = g);
+        let scored = std::mem::take(&mut self.scored_clicks);
+        self.view.write(|v| {
+            v.gauges = g;
+            v.scored.0 += scored;
+        });
     }
 
     /// Conversions that waited long enough for their click go on to settle, those that

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Default)]
 pub struct ClickFacts<'a> {
     pub user_agent: &'a str,
+    /// The user agent read already (else read here).
+    pub ua: Option<signals::UaFacts>,
     pub ip: Option<IpAddr>,
     pub referrer: &'a str,
     pub accept_language: &'a str,
@@ -32,11 +34,13 @@ pub struct PartnerFacts<'a> {
 
 /// Every hit of the rules in this file.
 pub fn hits(r: &Rules<'_>, c: &ClickFacts<'_>, p: &PartnerFacts<'_>) -> Vec<Hit> {
+    let ua =
+        c.ua.unwrap_or_else(|| signals::ua_facts(c.user_agent, &r.config.bot_markers));
     let mut out = Vec::new();
-    out.extend(bot(r, c));
-    out.extend(missing_headers(r, c));
+    out.extend(bot(r, &ua));
+    out.extend(missing_headers(r, c, &ua));
     out.extend(ranges(r, c));
-    out.extend(client_hints(r, c));
+    out.extend(client_hints(r, c, &ua));
     out.extend(hidden(r, c));
     out.extend(referrer(r, c, p));
     out.extend(brand_bidding(r, c, p));
@@ -44,16 +48,11 @@ pub fn hits(r: &Rules<'_>, c: &ClickFacts<'_>, p: &PartnerFacts<'_>) -> Vec<Hit>
     out
 }
 
-fn bot(r: &Rules<'_>, c: &ClickFacts<'_>) -> Option<Hit> {
-    if c.user_agent.trim().is_empty() {
+fn bot(r: &Rules<'_>, ua: &signals::UaFacts) -> Option<Hit> {
+    if ua.empty {
         return r.hit("bot-user-agent", PPM, "no user agent".into());
     }
-    let lower = c.user_agent.to_ascii_lowercase();
-    let m = r
-        .config
-        .bot_markers
-        .iter()
-        .find(|m| lower.contains(m.as_str()))?;
+    let m = &r.config.bot_markers[ua.bot_marker?];
     r.hit(
         "bot-user-agent",
         PPM,
@@ -67,8 +66,8 @@ fn bot(r: &Rules<'_>, c: &ClickFacts<'_>) -> Option<Hit> {
 /// Chromium sends Sec-Fetch-* on navigations since version 80.
 const SEC_FETCH_CHROMIUM_MIN: u32 = 80;
 
-fn missing_headers(r: &Rules<'_>, c: &ClickFacts<'_>) -> Option<Hit> {
-    let family = signals::family(c.user_agent);
+fn missing_headers(r: &Rules<'_>, c: &ClickFacts<'_>, ua: &signals::UaFacts) -> Option<Hit> {
+    let family = ua.family;
     if family == Family::NotBrowser {
         return None;
     }
@@ -110,18 +109,18 @@ fn ranges(r: &Rules<'_>, c: &ClickFacts<'_>) -> Vec<Hit> {
     out
 }
 
-fn client_hints(r: &Rules<'_>, c: &ClickFacts<'_>) -> Option<Hit> {
+fn client_hints(r: &Rules<'_>, c: &ClickFacts<'_>, ua: &signals::UaFacts) -> Option<Hit> {
     if c.hints.is_empty() {
         return None;
     }
-    let family = signals::family(c.user_agent);
+    let family = ua.family;
     let why = if matches!(family, Family::Firefox | Family::Safari) {
         Some(format!(
             "client hints from a browser that sends none ({family:?})"
         ))
     } else if let (Some(said), Some(ua)) = (
         signals::hint(c.hints.iter().copied(), "sec-ch-ua-platform"),
-        signals::platform(c.user_agent),
+        ua.platform,
     ) {
         (!said.is_empty() && !said.eq_ignore_ascii_case(ua))
             .then(|| format!("client hints say {said}, the user agent says {ua}"))
@@ -230,6 +229,7 @@ mod tests {
     fn browser() -> ClickFacts<'static> {
         ClickFacts {
             user_agent: CHROME,
+            ua: None,
             ip: "192.0.2.10".parse().ok(),
             referrer: "https://news.example/review",
             accept_language: "en-GB,en;q=0.9",
@@ -248,6 +248,7 @@ mod tests {
             &Rules {
                 config: cfg,
                 campaign: None,
+                resolved: None,
             },
             c,
             p,
@@ -377,6 +378,7 @@ mod tests {
         let r = Rules {
             config: &cfg,
             campaign: None,
+            resolved: None,
         };
         let c = ClickFacts {
             referrer: "https://elsewhere.example/",

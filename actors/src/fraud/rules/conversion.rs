@@ -176,6 +176,7 @@ mod tests {
             &Rules {
                 config: &cfg,
                 campaign: None,
+                resolved: None,
             },
             c,
         )

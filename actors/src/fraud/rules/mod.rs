@@ -41,12 +41,43 @@ impl Hit {
 pub struct Rules<'a> {
     pub config: &'a FraudConfig,
     pub campaign: Option<&'a BTreeMap<String, RuleOverride>>,
+    /// Every rule's settings resolved already, in the order of `config::RULES` (the scorer
+    /// keeps them per campaign: resolving them per click cost more than the rules).
+    pub resolved: Option<&'a [RuleSettings]>,
+}
+
+/// A rule's position in `config::RULES`.
+pub fn index(rule: &str) -> Option<usize> {
+    static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::LazyLock::new(|| {
+            super::config::RULES
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name, i))
+                .collect()
+        });
+    INDEX.get(rule).copied()
+}
+
+/// Every rule's settings for a campaign, in the order of `config::RULES`.
+pub fn resolve(
+    config: &FraudConfig,
+    campaign: Option<&BTreeMap<String, RuleOverride>>,
+) -> Vec<RuleSettings> {
+    super::config::RULES
+        .iter()
+        .map(|r| config.settings(r.name, campaign))
+        .collect()
 }
 
 impl<'a> Rules<'a> {
     /// A rule's settings when it is switched on.
     pub fn on(&self, rule: &str) -> Option<RuleSettings> {
-        Some(self.config.settings(rule, self.campaign)).filter(|s| s.enabled)
+        let s = match (self.resolved, index(rule)) {
+            (Some(all), Some(i)) => all[i],
+            _ => self.config.settings(rule, self.campaign),
+        };
+        Some(s).filter(|s| s.enabled)
     }
 
     /// A hit of `rule` at its configured score (scaled by `share` ppm of it).
@@ -144,6 +175,7 @@ mod tests {
         let r = Rules {
             config: &c,
             campaign: None,
+            resolved: None,
         };
         assert_eq!(
             r.hit("hidden-click", 1_000_000, "x".into())
@@ -167,6 +199,7 @@ mod tests {
         let r = Rules {
             config: &c,
             campaign: None,
+            resolved: None,
         };
         assert!(r.hit("hidden-click", 1_000_000, "x".into()).is_none());
     }
