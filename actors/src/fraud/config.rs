@@ -43,14 +43,14 @@ pub const RULES: [RuleSpec; 24] = [
     spec("click-flood-subnet", 700_000, 40, 60, "more than `limit` clicks from one /24 (IPv6 /48) within `window-s`"),
     spec("click-flood-fingerprint", 800_000, 10, 60, "more than `limit` clicks from one device fingerprint within `window-s`"),
     spec("click-flood-visitor", 900_000, 5, 60, "more than `limit` clicks from one visitor cookie within `window-s`"),
-    spec("affiliate-click-spike", 550_000, 5, 3600, "an affiliate's clicks in one `window-s` bucket above `limit` times its own mean of the past 7 days (at least 200 clicks)"),
+    spec("affiliate-click-spike", 300_000, 5, 3600, "an affiliate's clicks in one `window-s` bucket above `limit` times its own mean of the past 7 days (at least 200 clicks); weak alone: newsletters and posts spike too"),
     spec("bot-user-agent", 950_000, 0, 0, "the user agent is empty or names a bot, crawler or HTTP library (`bot-markers`)"),
-    spec("missing-browser-headers", 350_000, 0, 0, "a browser user agent without the headers every such browser sends (Accept-Language; Sec-Fetch-* from Chromium 80)"),
-    spec("datacenter-ip", 600_000, 0, 0, "the IP is in a data-centre range (`datacenter-ranges`)"),
+    spec("missing-browser-headers", 600_000, 0, 0, "a browser user agent without the headers every such browser sends: Accept-Language and, from Chromium 80, Sec-Fetch-* (both missing: the full score; one: half)"),
+    spec("datacenter-ip", 450_000, 0, 0, "the IP is in a data-centre range (`datacenter-ranges`); weak alone: VPN exits live there too"),
     spec("blocked-ip", 950_000, 0, 0, "the IP is in a blocked range (`blocked-ranges`)"),
     spec("impossible-client-hints", 700_000, 0, 0, "client hints that contradict the user agent (platform, mobile, or hints from a browser that sends none)"),
-    spec("conversion-too-fast", 900_000, 10, 0, "the conversion came less than `limit` seconds after its click (click injection)"),
-    spec("click-spamming", 800_000, 60, 86_400, "at least 20 of the affiliate's conversions, `limit`% or more of them over `window-s` after their click, and at least twice the campaign's share: a flat tail"),
+    spec("conversion-too-fast", 900_000, 10, 0, "the conversion came less than `limit` seconds after its click, or the affiliate's conversions mostly come within a minute (99% lower bound of its share over 50%, twice its campaign's): click injection"),
+    spec("click-spamming", 800_000, 60, 86_400, "at least 20 of the affiliate's conversions, the 99% lower bound of their share over `window-s` after their click `limit`% or more and twice the campaign's: a flat tail"),
     spec("hidden-click", 900_000, 0, 0, "the click was not a top-level navigation (Sec-Fetch-Dest is iframe, image, script...)"),
     spec("foreign-referrer", 350_000, 0, 0, "the referrer is not on the affiliate's registered `sites` (weak when there is none)"),
     spec("no-impression", 600_000, 0, 86_400, "the campaign requires an impression and the visitor saw none of the affiliate's within `window-s` before the click"),
@@ -60,9 +60,9 @@ pub const RULES: [RuleSpec; 24] = [
     spec("self-referral-payout", 900_000, 0, 0, "the affiliate's payout account is another affiliate's too"),
     spec("duplicate-order", 700_000, 0, 2_592_000, "the order id was already converted for another merchant within `window-s`"),
     spec("repeat-customer", 600_000, 3, 86_400, "one customer converted `limit` or more times within `window-s`, each on a fresh click of the affiliate"),
-    spec("brand-bidding", 850_000, 0, 0, "a campaign with `paid-search = false` got a click from a search ad (gclid, msclkid) or a search engine's page; fbclid counts a third"),
+    spec("brand-bidding", 850_000, 0, 0, "a campaign with `paid-search = false` got a click from a search ad (gclid, msclkid) or a search engine's results page; fbclid counts a sixth (organic shares carry it)"),
     spec("anomaly", 300_000, 990_000, 86_400, "the isolation forest scores the conversion above the `limit` ppm quantile of its training set (retrained every `window-s`)"),
-    spec("flagged-visitor", 500_000, 0, 86_400, "the converting visitor had other clicks flagged within `window-s`"),
+    spec("flagged-visitor", 500_000, 0, 86_400, "the converting visitor (its cookie) had another click sent to review within `window-s`"),
 ];
 
 /// The spec of a rule by name.
@@ -239,15 +239,16 @@ pub const BOT_MARKERS_DEFAULT: [&str; 16] = [
 
 /// Search engines whose result pages must not link to a `paid-search = false` campaign's
 /// tracking links directly (host suffixes), by default.
-pub const SEARCH_ENGINES_DEFAULT: [&str; 8] = [
+pub const SEARCH_ENGINES_DEFAULT: [&str; 9] = [
     "google.",
     "bing.com",
     "duckduckgo.com",
-    "search.yahoo.",
+    "search.yahoo.com",
     "yandex.",
     "baidu.com",
     "ecosia.org",
     "search.brave.com",
+    "startpage.com",
 ];
 
 /// The anomaly model's training settings.

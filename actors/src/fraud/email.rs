@@ -8,10 +8,25 @@ use sha2::Sha256;
 /// Bytes of the HMAC kept (hex doubles them): 128 bits, no collisions at any real volume.
 pub const EMAIL_HASH_BYTES: usize = 16;
 
-/// Keyed hash of an e-mail address: HMAC-SHA256 of the trimmed, lower-cased address, the
-/// first [`EMAIL_HASH_BYTES`] in hex. `None` for an empty address.
+/// The address one mailbox has, whichever way it is written: trimmed and lower-cased,
+/// without a `+tag`, and for Gmail without the dots it ignores.
+pub fn normalise(email: &str) -> String {
+    let lower = email.trim().to_lowercase();
+    let Some((local, domain)) = lower.rsplit_once('@') else {
+        return lower;
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    let (local, domain) = match domain {
+        "gmail.com" | "googlemail.com" => (local.replace('.', ""), "gmail.com"),
+        _ => (local.to_string(), domain),
+    };
+    format!("{local}@{domain}")
+}
+
+/// Keyed hash of an e-mail address: HMAC-SHA256 of the address as [`normalise`] writes
+/// it, the first [`EMAIL_HASH_BYTES`] in hex. `None` for an empty address.
 pub fn email_hash(key: &[u8], email: &str) -> Option<String> {
-    let normal = email.trim().to_lowercase();
+    let normal = normalise(email);
     if normal.is_empty() {
         return None;
     }
@@ -41,6 +56,15 @@ mod tests {
         assert_eq!(a.len(), 2 * EMAIL_HASH_BYTES);
         assert_ne!(Some(a), email_hash(b"k2", "buyer@example.com"));
         assert_eq!(email_hash(k, "  "), None);
+        assert_eq!(
+            email_hash(k, "Jo.Doe+shop@GoogleMail.com"),
+            email_hash(k, "jodoe@gmail.com")
+        );
+        assert_eq!(
+            normalise("a.b+x@example.com"),
+            "a.b@example.com",
+            "dots count elsewhere"
+        );
         assert_ne!(derive_email_key(b"s"), b"s".to_vec());
     }
 }

@@ -65,7 +65,12 @@ pub fn family(ua: &str) -> Family {
     if !ua.starts_with("Mozilla/") {
         return Family::NotBrowser;
     }
-    if let Some(v) = version_after(ua, "Chrome/").or_else(|| version_after(ua, "CriOS/")) {
+    // Chrome, Edge and Firefox on iOS are WebKit underneath: no client hints, and no
+    // Sec-Fetch-* before iOS 16.4.
+    if ua.contains("CriOS/") || ua.contains("EdgiOS/") || ua.contains("FxiOS/") {
+        return Family::OtherBrowser;
+    }
+    if let Some(v) = version_after(ua, "Chrome/") {
         return Family::Chromium { major: v };
     }
     if ua.contains("Firefox/") || ua.contains("FxiOS/") {
@@ -159,25 +164,41 @@ pub fn site_host(site: &str) -> Option<String> {
     ok.then_some(host)
 }
 
-/// Whether `host` is `site`'s host or one of its subdomains.
+/// Whether `host` is `site`'s host or one of its subdomains (or its link shim: `t.co`
+/// for `x.com`).
 pub fn on_site(host: &str, site: &str) -> bool {
-    site_host(site).is_some_and(|site| host == site || host.ends_with(&format!(".{site}")))
+    site_host(site).is_some_and(|site| {
+        host == site
+            || host.ends_with(&format!(".{site}"))
+            || SHIMS.iter().any(|(shim, of)| host == *shim && site == *of)
+    })
 }
 
-/// Whether a referrer host is a search engine's (host fragments from config).
+/// Whether a referrer host is a search engine's results page (entries from config: a
+/// host, or a name ending in `.` for any country domain: `google.` is `google.com`,
+/// `google.co.uk`, never `mail.google.com`).
 pub fn search_engine(host: &str, engines: &[String]) -> Option<String> {
     engines
         .iter()
         .find(|e| {
             let e = e.as_str();
             if e.ends_with('.') {
-                host.starts_with(e) || host.contains(&format!(".{e}"))
+                host.strip_prefix(e).is_some_and(|tld| {
+                    !tld.is_empty() && tld.split('.').all(|p| (2..=3).contains(&p.len()))
+                })
             } else {
-                on_site(host, e)
+                host == e
             }
         })
         .cloned()
 }
+
+/// Link shims: the host a platform's links come through, for the platform's own host.
+const SHIMS: [(&str, &str); 3] = [
+    ("t.co", "x.com"),
+    ("t.co", "twitter.com"),
+    ("lnkd.in", "linkedin.com"),
+];
 
 /// The value of a client hint (quotes removed), by lower-case name.
 pub fn hint<'a>(
@@ -206,6 +227,8 @@ mod tests {
     #[test]
     fn user_agents_read_as_families_and_platforms() {
         assert_eq!(family(CHROME), Family::Chromium { major: 131 });
+        let crios = "Mozilla/5.0 (iPhone; CPU iPhone OS 16_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/107.0.5304.101 Mobile/15E148 Safari/604.1";
+        assert_eq!(family(crios), Family::OtherBrowser, "WebKit underneath");
         assert_eq!(family(IPHONE), Family::Safari);
         assert_eq!(family(FIREFOX), Family::Firefox);
         assert_eq!(family("curl/8.5"), Family::NotBrowser);
@@ -234,9 +257,15 @@ mod tests {
         assert!(!on_site("badnews.example", "news.example"));
         let engines: Vec<String> = ["google.", "bing.com"].map(String::from).to_vec();
         assert!(search_engine("google.co.uk", &engines).is_some());
-        assert!(search_engine("images.google.com", &engines).is_some());
-        assert!(search_engine("cn.bing.com", &engines).is_some());
+        assert!(search_engine("google.com", &engines).is_some());
+        assert!(search_engine("bing.com", &engines).is_some());
+        assert!(
+            search_engine("mail.google.com", &engines).is_none(),
+            "Gmail is no search"
+        );
+        assert!(search_engine("com.google.android.gm", &engines).is_none());
         assert!(search_engine("googleblog.example", &engines).is_none());
+        assert!(on_site("t.co", "x.com") && !on_site("t.co", "news.example"));
         assert_eq!(
             hint(
                 [("Sec-CH-UA-Platform", "\"Windows\"")],

@@ -218,10 +218,19 @@ impl Tails {
     }
 }
 
-/// Customers' recent conversions: (time, click key, affiliate).
+/// One of a customer's recent conversions.
+#[derive(Debug, Clone)]
+struct Bought {
+    at_us: i64,
+    click: u64,
+    affiliate: Arc<str>,
+    conversion: Arc<str>,
+}
+
+/// Customers' recent conversions.
 #[derive(Debug)]
 pub struct Customers {
-    seen: Fifo<u64, VecDeque<(i64, u64, Arc<str>)>>,
+    seen: Fifo<u64, VecDeque<Bought>>,
 }
 
 /// Most conversions remembered per customer.
@@ -234,32 +243,36 @@ impl Customers {
         }
     }
 
-    /// Adds a conversion; answers how many of the customer's conversions within the
-    /// window came each on its own click of this affiliate (this one included).
+    /// Adds a conversion; answers the customer's conversions within the window that came
+    /// each on its own click of this affiliate (this one last).
     pub fn add(
         &mut self,
         customer: u64,
         at_us: i64,
         click: u64,
         affiliate: &Arc<str>,
+        conversion: &Arc<str>,
         window_us: i64,
-    ) -> u64 {
+    ) -> Vec<Arc<str>> {
         if self.seen.get(&customer).is_none() {
             self.seen.insert(customer, VecDeque::new());
         }
         let q = self.seen.get_mut(&customer).expect("just inserted");
-        q.push_back((at_us, click, affiliate.clone()));
+        q.push_back(Bought {
+            at_us,
+            click,
+            affiliate: affiliate.clone(),
+            conversion: conversion.clone(),
+        });
         if q.len() > CUSTOMER_CONVERSIONS_MAX {
             q.pop_front();
         }
-        let mut clicks: Vec<u64> = q
-            .iter()
-            .filter(|(t, _, a)| (at_us - t).abs() < window_us && a == affiliate)
-            .map(|(_, c, _)| *c)
-            .collect();
-        clicks.sort_unstable();
-        clicks.dedup();
-        clicks.len() as u64
+        let mut clicks = std::collections::HashSet::new();
+        q.iter()
+            .filter(|b| (at_us - b.at_us).abs() < window_us && b.affiliate == *affiliate)
+            .filter(|b| clicks.insert(b.click))
+            .map(|b| b.conversion.clone())
+            .collect()
     }
 }
 
@@ -384,11 +397,16 @@ mod tests {
             (1, 1, 500_000)
         );
         let mut cu = Customers::new(10);
-        assert_eq!(cu.add(7, 0, 1, &a, DAY_US), 1);
-        assert_eq!(cu.add(7, HOUR_US, 1, &a, DAY_US), 1, "same click");
-        assert_eq!(cu.add(7, 2 * HOUR_US, 2, &a, DAY_US), 2);
+        let v = |n: u32| -> Arc<str> { Arc::from(format!("v{n}")) };
+        assert_eq!(cu.add(7, 0, 1, &a, &v(1), DAY_US).len(), 1);
         assert_eq!(
-            cu.add(7, 2 * DAY_US, 3, &a, DAY_US),
+            cu.add(7, HOUR_US, 1, &a, &v(2), DAY_US).len(),
+            1,
+            "same click"
+        );
+        assert_eq!(cu.add(7, 2 * HOUR_US, 2, &a, &v(3), DAY_US), [v(1), v(3)]);
+        assert_eq!(
+            cu.add(7, 2 * DAY_US, 3, &a, &v(4), DAY_US).len(),
             1,
             "outside the window"
         );

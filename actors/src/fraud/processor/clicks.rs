@@ -174,7 +174,9 @@ impl FraudScorer {
             }
         }
         if let Some(s) = rules.on("cookie-stuffing-burst") {
-            let key = visitor_key(c) ^ 0x0c00_c1e5_7f0f_f1ee;
+            // The browser (address and user agent), not the visitor cookie: a stuffing page
+            // sets the cookie with its first hidden click, the key must not change mid-burst.
+            let key = signals::key(&["stuffing", c.ip.as_str(), c.user_agent.as_str()]);
             let w = self.floods.stuffing.add(
                 key,
                 at,
@@ -283,8 +285,10 @@ impl FraudScorer {
             merge(&mut all, h);
         }
         self.count_click_hits(&all[before..]);
-        // Only a visitor cookie is one person: carriers' NAT puts many behind one address.
-        if let Some(v) = brief.cookie.then_some(brief.visitor) {
+        // Only a visitor cookie is one person (carriers' NAT puts many behind one address),
+        // and only a click sent to review marks it (a weak hint alone does not).
+        let reviewed = rules::combine(&all) >= self.config.review_ppm;
+        if let Some(v) = (brief.cookie && reviewed).then_some(brief.visitor) {
             self.flagged_visitors.insert(v, (brief.at_us, id.clone()));
         }
         for h in &all[before..] {

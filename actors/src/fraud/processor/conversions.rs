@@ -114,7 +114,8 @@ impl FraudScorer {
             click_at,
             &mut hits,
         );
-        for h in self.conversion_rules(&c, &affiliate, &campaign, click_id.as_ref(), ctit) {
+        let (own, repeats) = self.conversion_rules(&c, &id, &affiliate, &campaign, ctit);
+        for h in own {
             merge(&mut hits, h);
         }
         let features = self.model_features(&c, &affiliate, &campaign, brief.as_ref(), ctit, &hits);
@@ -161,6 +162,12 @@ impl FraudScorer {
             },
         );
         self.tail_retro(&id, &affiliate, &campaign, ctit, &hits, out);
+        // A spree is all of it: the customer's earlier orders too.
+        if let Some(h) = hits.iter().find(|h| h.rule == "repeat-customer").cloned() {
+            for earlier in repeats {
+                self.rejudge(&earlier, vec![h.clone()], out);
+            }
+        }
     }
 
     /// What a conversion takes from its click's visitor and affiliate: other flagged
@@ -205,14 +212,16 @@ impl FraudScorer {
     }
 
     /// The conversion rules with the figures the state holds.
+    /// Also answers the customer's earlier conversions of a spree this one completes.
     pub(super) fn conversion_rules(
         &mut self,
         c: &ConversionV2,
+        id: &Arc<str>,
         affiliate: &Arc<str>,
         campaign: &Arc<str>,
-        click_id: Option<&Arc<str>>,
         ctit: Option<i64>,
-    ) -> Vec<Hit> {
+    ) -> (Vec<Hit>, Vec<Arc<str>>) {
+        let click_id = c.click_id.as_deref();
         let camp = self.campaign(campaign);
         let partner = self.partner(affiliate);
         let settings = |rule: &str| self.config.settings(rule, Some(&camp.rules));
@@ -240,16 +249,18 @@ impl FraudScorer {
                     .as_deref()
                     .map(|h| signals::key(&["email", h]))
             });
-        let fresh = match (customer, click_id) {
+        let spree = match (customer, click_id) {
             (Some(k), Some(click)) => self.customers.add(
                 k,
                 c.at_us,
                 signals::key(&[click]),
                 affiliate,
+                id,
                 repeat.window_s as i64 * SECOND_US,
             ),
-            _ => 0,
+            _ => Vec::new(),
         };
+        let fresh = spree.len() as u64;
         let facts = conversion::ConversionFacts {
             click_to_conversion_s: ctit,
             email_hash: c.customer_email_hash.as_deref(),
@@ -274,11 +285,21 @@ impl FraudScorer {
                 format!("the affiliate's payout account is affiliate {other}'s too"),
             ));
         }
-        hits
+        let repeats = if hits.iter().any(|h| h.rule == "repeat-customer") {
+            spree.into_iter().filter(|s| s != id).collect()
+        } else {
+            Vec::new()
+        };
+        (hits, repeats)
     }
 
     /// Another merchant that converted this order id within the window; remembers this one.
     pub(super) fn order_elsewhere(&mut self, c: &ConversionV2, window_us: i64) -> Option<String> {
+        // Short numeric counters (#1001) are every shop's: two shops share them honestly.
+        let id = c.order_id.trim_start_matches('#');
+        if id.len() <= ORDER_COUNTER_DIGITS_MAX && id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let key: Box<str> = c.order_id.as_str().into();
         let merchant: Arc<str> = Arc::from(c.merchant_id.as_str());
         match self.orders.get(&key) {

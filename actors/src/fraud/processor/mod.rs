@@ -50,6 +50,8 @@ pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
 const LATE_PER_AFFILIATE_MAX: usize = 1_000;
 /// Most ids of the link graph.
 pub const GRAPH_IDS_MAX: usize = 1_000_000;
+/// Order ids of at most this many digits are shop counters: never duplicates across shops.
+const ORDER_COUNTER_DIGITS_MAX: usize = 8;
 /// Most distinct user agents remembered read (the cache starts again when full).
 const USER_AGENTS_MAX: usize = 65_536;
 /// Most conversions waiting for their click; past it they are judged without waiting.

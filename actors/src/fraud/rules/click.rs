@@ -75,18 +75,19 @@ fn missing_headers(r: &Rules<'_>, c: &ClickFacts<'_>, ua: &signals::UaFacts) -> 
     if c.accept_language.trim().is_empty() {
         missing.push("Accept-Language");
     }
-    if matches!(family, Family::Chromium { major } if major >= SEC_FETCH_CHROMIUM_MIN)
-        && c.sec_fetch_dest.is_empty()
-        && c.sec_fetch_site.is_empty()
-    {
+    let chromium = matches!(family, Family::Chromium { major } if major >= SEC_FETCH_CHROMIUM_MIN);
+    if chromium && c.sec_fetch_dest.is_empty() && c.sec_fetch_site.is_empty() {
         missing.push("Sec-Fetch-*");
     }
-    if missing.is_empty() {
-        return None;
-    }
+    // Both missing from a modern Chromium: no browser does that. One: half the score.
+    let share = match missing.len() {
+        0 => return None,
+        1 => PPM / 2,
+        _ => PPM,
+    };
     r.hit(
         "missing-browser-headers",
-        PPM,
+        share,
         format!("a browser user agent without {}", missing.join(" or ")),
     )
 }
@@ -203,7 +204,7 @@ fn brand_bidding(r: &Rules<'_>, c: &ClickFacts<'_>, p: &PartnerFacts<'_>) -> Opt
     let id = param(&signals::SOCIAL_AD_IDS)?;
     r.hit(
         "brand-bidding",
-        PPM / 3,
+        PPM / 6,
         format!("a social ad click id ({id}) on a campaign without paid search"),
     )
 }
@@ -408,7 +409,7 @@ mod tests {
             params: vec![("fbclid", "x")],
             ..browser()
         };
-        assert_eq!(hits(&r, &c, &p)[0].score_ppm, 283_333);
+        assert_eq!(hits(&r, &c, &p)[0].score_ppm, 141_666);
         let paid = PartnerFacts {
             paid_search: true,
             ..p.clone()

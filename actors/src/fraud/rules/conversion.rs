@@ -30,6 +30,22 @@ impl Tail {
     pub fn late_ppm(&self) -> u32 {
         (self.late * u64::from(PPM) / self.conversions.max(1)) as u32
     }
+
+    /// The 99% Wilson lower bound of the share, ppm: what the share is at least, allowing
+    /// for small samples (7 of 10 is not yet "most").
+    pub fn late_lower_ppm(&self) -> u32 {
+        const Z: f64 = 2.576;
+        let n = self.conversions as f64;
+        if n == 0.0 {
+            return 0;
+        }
+        let p = self.late as f64 / n;
+        let z2 = Z * Z;
+        let centre = p + z2 / (2.0 * n);
+        let spread = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        let lower = (centre - spread) / (1.0 + z2 / n);
+        (lower.max(0.0) * f64::from(PPM)) as u32
+    }
 }
 
 /// What the rules read of a conversion.
@@ -100,10 +116,11 @@ fn too_fast(r: &Rules<'_>, c: &ConversionFacts<'_>) -> Option<Hit> {
 pub fn fast_distribution(r: &Rules<'_>, c: &ConversionFacts<'_>, t: i64) -> Option<Hit> {
     let f = c.fast;
     let share = f.late_ppm();
+    let lower = f.late_lower_ppm();
     let injected = t < FAST_S
         && f.conversions >= FAST_CONVERSIONS_MIN
-        && share >= FAST_SHARE_MAX_PPM
-        && share >= f.campaign_late_ppm.saturating_mul(2);
+        && lower >= FAST_SHARE_MAX_PPM
+        && lower >= f.campaign_late_ppm.saturating_mul(2);
     injected.then_some(())?;
     r.hit(
         "conversion-too-fast",
@@ -123,10 +140,11 @@ fn click_spamming(r: &Rules<'_>, c: &ConversionFacts<'_>) -> Option<Hit> {
     let t = c.click_to_conversion_s?;
     let tail = c.tail;
     let late_ppm = tail.late_ppm();
+    let lower = tail.late_lower_ppm();
     let share_min = (s.limit.min(100) * 10_000) as u32;
     let flat = tail.conversions >= TAIL_CONVERSIONS_MIN
-        && late_ppm >= share_min
-        && late_ppm >= tail.campaign_late_ppm.saturating_mul(2);
+        && lower >= share_min
+        && lower >= tail.campaign_late_ppm.saturating_mul(2);
     (flat && t > s.window_s as i64).then_some(())?;
     r.hit(
         "click-spamming",
@@ -205,15 +223,25 @@ mod tests {
             },
             ..Default::default()
         };
-        assert_eq!(rules_of(&fast(30, 10, 5, 100_000)), ["conversion-too-fast"]);
-        assert!(rules_of(&fast(30, 9, 9, 100_000)).is_empty(), "too few");
-        assert!(rules_of(&fast(30, 10, 4, 100_000)).is_empty(), "40% < 50%");
+        assert_eq!(
+            rules_of(&fast(30, 40, 36, 100_000)),
+            ["conversion-too-fast"]
+        );
+        assert!(rules_of(&fast(30, 9, 9, 0)).is_empty(), "too few");
         assert!(
-            rules_of(&fast(30, 10, 6, 350_000)).is_empty(),
+            rules_of(&fast(30, 10, 7, 0)).is_empty(),
+            "7 of 10 may be chance"
+        );
+        assert!(
+            rules_of(&fast(30, 40, 24, 0)).is_empty(),
+            "60% of 40: bound under 50%"
+        );
+        assert!(
+            rules_of(&fast(30, 40, 36, 400_000)).is_empty(),
             "not twice the campaign"
         );
         assert!(
-            rules_of(&fast(60, 10, 10, 0)).is_empty(),
+            rules_of(&fast(60, 40, 40, 0)).is_empty(),
             "a minute is not fast"
         );
     }
@@ -229,21 +257,31 @@ mod tests {
             },
             ..Default::default()
         };
-        assert_eq!(rules_of(&tail(20, 12, 150_000)), ["click-spamming"]);
+        assert_eq!(rules_of(&tail(40, 36, 150_000)), ["click-spamming"]);
+        assert!(rules_of(&tail(19, 19, 0)).is_empty(), "too few conversions");
         assert!(
-            rules_of(&tail(19, 19, 150_000)).is_empty(),
-            "too few conversions"
+            rules_of(&tail(20, 14, 0)).is_empty(),
+            "70% of 20: bound under 60%"
         );
-        assert!(rules_of(&tail(20, 11, 150_000)).is_empty(), "55% < 60%");
         assert!(
-            rules_of(&tail(20, 14, 400_000)).is_empty(),
+            rules_of(&tail(40, 36, 400_000)).is_empty(),
             "not twice the campaign"
         );
         let early = ConversionFacts {
             click_to_conversion_s: Some(3600),
-            ..tail(20, 12, 150_000)
+            ..tail(40, 36, 150_000)
         };
         assert!(rules_of(&early).is_empty(), "only the tail's conversions");
+        let t = Tail {
+            conversions: 10,
+            late: 7,
+            campaign_late_ppm: 0,
+        };
+        assert!(
+            (315_000..=325_000).contains(&t.late_lower_ppm()),
+            "{}",
+            t.late_lower_ppm()
+        );
     }
 
     #[test]
