@@ -61,7 +61,7 @@ pub const RULES: [RuleSpec; 24] = [
     spec("duplicate-order", 700_000, 0, 2_592_000, "the order id was already converted for another merchant within `window-s`"),
     spec("repeat-customer", 600_000, 3, 86_400, "one customer converted `limit` or more times within `window-s`, each on a fresh click of the affiliate"),
     spec("brand-bidding", 850_000, 0, 0, "a campaign with `paid-search = false` got a click from a search ad (gclid, msclkid) or a search engine's results page; fbclid counts a sixth (organic shares carry it)"),
-    spec("anomaly", 300_000, 990_000, 86_400, "the isolation forest scores the conversion above the `limit` ppm quantile of its training set (retrained every `window-s`)"),
+    spec("anomaly", 200_000, 990_000, 86_400, "the isolation forest scores the conversion above the `limit` ppm quantile of its training set (retrained every `window-s`)"),
     spec("flagged-visitor", 500_000, 0, 86_400, "the converting visitor (its cookie) had another click sent to review within `window-s`"),
 ];
 
