@@ -58,7 +58,7 @@ pub const RULES: [RuleSpec; 24] = [
     spec("self-referral-email", 900_000, 0, 0, "the buyer's e-mail is the affiliate's own (its e-mail or PayPal payout account)"),
     spec("self-referral-device", 800_000, 0, 0, "the click or the buyer came from the affiliate's own addresses (`ips`)"),
     spec("self-referral-payout", 900_000, 0, 0, "the affiliate's payout account is another affiliate's too"),
-    spec("duplicate-order", 700_000, 0, 2_592_000, "the order id was already converted for another merchant within `window-s`"),
+    spec("duplicate-order", 700_000, 0, 2_592_000, "the order id was already converted for another merchant through the same affiliate within `window-s` (a replayed order)"),
     spec("repeat-customer", 600_000, 3, 86_400, "one customer converted `limit` or more times within `window-s`, each on a fresh click of the affiliate"),
     spec("brand-bidding", 850_000, 0, 0, "a campaign with `paid-search = false` got a click from a search ad (gclid, msclkid) or a search engine's results page; fbclid counts a sixth (organic shares carry it)"),
     spec("anomaly", 200_000, 990_000, 86_400, "the isolation forest scores the conversion above the `limit` ppm quantile of its training set (retrained every `window-s`)"),

@@ -276,6 +276,34 @@ impl Customers {
     }
 }
 
+/// Per affiliate, the share of its clicks that carry a trait (from a data centre, from
+/// another site than its own): honest partners have a few such clicks, fraud is made of
+/// them.
+#[derive(Debug, Default)]
+pub struct Shares {
+    counts: HashMap<(Arc<str>, u8), (u64, u64)>,
+}
+
+impl Shares {
+    /// Counts a click of the affiliate, with or without trait `which`; answers the counts
+    /// as a tail (`late` = clicks with the trait).
+    pub fn add(
+        &mut self,
+        affiliate: &Arc<str>,
+        which: u8,
+        has: bool,
+    ) -> super::rules::conversion::Tail {
+        let e = self.counts.entry((affiliate.clone(), which)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(has);
+        super::rules::conversion::Tail {
+            conversions: e.0,
+            late: e.1,
+            campaign_late_ppm: 0,
+        }
+    }
+}
+
 /// Per affiliate and day: what the anomaly model reads of the affiliate's traffic.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Day {

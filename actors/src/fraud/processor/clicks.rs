@@ -12,7 +12,82 @@ const FLOOD_FAMILIES: [(&str, &str); 4] = [
     ("click-flood-visitor", "visitor"),
 ];
 
+/// Fewest clicks of an affiliate before its shares are judged.
+const SHARE_CLICKS_MIN: u64 = 30;
+/// An affiliate whose clicks come from data centres at least this often (99% lower bound)
+/// is not sending VPN users: its data-centre clicks weigh double.
+const DATACENTER_SHARE_PPM: u32 = 200_000;
+/// An affiliate whose clicks come from other sites than its own (and than the platforms
+/// where people share links) at least this often: its foreign referrers weigh double.
+const FOREIGN_SHARE_PPM: u32 = 500_000;
+/// Where people share links: a referrer from these is not a stranger's page.
+const PLATFORMS: [&str; 14] = [
+    "facebook.com",
+    "instagram.com",
+    "t.co",
+    "x.com",
+    "twitter.com",
+    "pinterest.com",
+    "youtube.com",
+    "reddit.com",
+    "tiktok.com",
+    "linkedin.com",
+    "lnkd.in",
+    "threads.net",
+    "whatsapp.com",
+    "telegram.org",
+];
+
 impl FraudScorer {
+    /// Data-centre and foreign-referrer hits weigh double when most of the affiliate's
+    /// clicks carry them (an honest partner has a few VPN users and shared links).
+    fn escalate(
+        &mut self,
+        c: &ArchivedClick,
+        affiliate: &Arc<str>,
+        partner: &PartnerRt,
+        hits: &mut [Hit],
+    ) {
+        let dc = hits.iter().any(|h| h.rule == "datacenter-ip");
+        let dc_share = self.shares.add(affiliate, 0, dc);
+        let foreign = !partner.sites.is_empty()
+            && signals::host(c.referrer.as_str()).is_some_and(|h| {
+                !partner.sites.iter().any(|s| signals::on_site(&h, s))
+                    && !PLATFORMS.iter().any(|p| signals::on_site(&h, p))
+            });
+        let foreign_share = self.shares.add(affiliate, 1, foreign);
+        for (rule, share, min, what) in [
+            (
+                "datacenter-ip",
+                dc_share,
+                DATACENTER_SHARE_PPM,
+                "come from data centres",
+            ),
+            (
+                "foreign-referrer",
+                foreign_share,
+                FOREIGN_SHARE_PPM,
+                "come from other sites",
+            ),
+        ] {
+            let lower = share.late_lower_ppm();
+            if share.conversions < SHARE_CLICKS_MIN || lower < min {
+                continue;
+            }
+            if let Some(h) = hits.iter_mut().find(|h| {
+                h.rule == rule && h.score_ppm * 3 > self.config.settings(rule, None).score_ppm
+            }) {
+                h.score_ppm = (h.score_ppm * 2).min(crate::fraud::config::PPM);
+                h.reason = format!(
+                    "{}; {}% of the affiliate's {} clicks {what}",
+                    h.reason,
+                    share.late_ppm() / 10_000,
+                    share.conversions
+                );
+            }
+        }
+    }
+
     /// A user agent read once per distinct user agent (bounded cache).
     fn ua_facts(&mut self, ua: &str) -> signals::UaFacts {
         let k = signals::key(&[ua]);
@@ -70,6 +145,7 @@ impl FraudScorer {
             };
             click::hits(&rules, &facts, &partner_facts)
         };
+        self.escalate(c, &affiliate, &partner, &mut hits);
         let fingerprint = c
             .fingerprint
             .as_ref()
@@ -174,21 +250,22 @@ impl FraudScorer {
             }
         }
         if let Some(s) = rules.on("cookie-stuffing-burst") {
-            // The browser (address and user agent), not the visitor cookie: a stuffing page
-            // sets the cookie with its first hidden click, the key must not change mid-burst.
-            let key = signals::key(&["stuffing", c.ip.as_str(), c.user_agent.as_str()]);
-            let w = self.floods.stuffing.add(
-                key,
-                at,
-                signals::key(&[&camp.merchant]),
-                id,
-                Limit {
-                    window_us: s.window_s as i64 * SECOND_US,
-                    limit: s.limit as usize,
-                    distinct: true,
-                },
-            );
-            if w.count >= s.limit as usize && s.limit > 0 {
+            // Keyed by the browser (address and user agent: a stuffing page sets the cookie
+            // with its first hidden click) and by the cookie once there is one (the address
+            // may change mid-burst behind a relay): a crossing on either counts.
+            let browser = signals::key(&["stuffing", c.ip.as_str(), c.user_agent.as_str()]);
+            let cookie = visitor.map(|v| signals::key(&["stuffing-cookie", v]));
+            let limit = Limit {
+                window_us: s.window_s as i64 * SECOND_US,
+                limit: s.limit as usize,
+                distinct: true,
+            };
+            let merchant = signals::key(&[&camp.merchant]);
+            for key in std::iter::once(browser).chain(cookie) {
+                let w = self.floods.stuffing.add(key, at, merchant, id, limit);
+                if w.count < s.limit as usize || s.limit == 0 {
+                    continue;
+                }
                 let why = format!(
                     "one visitor got clicks for {} merchants within {} s",
                     w.count, s.window_s

@@ -293,22 +293,27 @@ impl FraudScorer {
         (hits, repeats)
     }
 
-    /// Another merchant that converted this order id within the window; remembers this one.
+    /// Another merchant that converted this order id within the window through the same
+    /// affiliate; remembers this one. Replaying an order id is an affiliate's trick (its postbacks told it the ids), so
+    /// the earlier conversion must be the same affiliate's: two shops' counters overlap
+    /// honestly.
     pub(super) fn order_elsewhere(&mut self, c: &ConversionV2, window_us: i64) -> Option<String> {
-        // Short numeric counters (#1001) are every shop's: two shops share them honestly.
-        let id = c.order_id.trim_start_matches('#');
-        if id.len() <= ORDER_COUNTER_DIGITS_MAX && id.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
         let key: Box<str> = c.order_id.as_str().into();
         let merchant: Arc<str> = Arc::from(c.merchant_id.as_str());
+        let affiliate = c.affiliate_id.as_deref().unwrap_or("");
         match self.orders.get(&key) {
-            Some((m, t)) if **m != *merchant && (c.at_us - t).abs() <= window_us => {
+            Some((m, a, t))
+                if **m != *merchant
+                    && !affiliate.is_empty()
+                    && **a == *affiliate
+                    && (c.at_us - t).abs() <= window_us =>
+            {
                 Some(m.to_string())
             }
             Some(_) => None,
             None => {
-                self.orders.insert(key, (merchant, c.at_us));
+                self.orders
+                    .insert(key, (merchant, Arc::from(affiliate), c.at_us));
                 None
             }
         }

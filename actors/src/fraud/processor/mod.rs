@@ -50,8 +50,6 @@ pub const CONVERSIONS_REMEMBERED_MAX: usize = 200_000;
 const LATE_PER_AFFILIATE_MAX: usize = 1_000;
 /// Most ids of the link graph.
 pub const GRAPH_IDS_MAX: usize = 1_000_000;
-/// Order ids of at most this many digits are shop counters: never duplicates across shops.
-const ORDER_COUNTER_DIGITS_MAX: usize = 8;
 /// Most distinct user agents remembered read (the cache starts again when full).
 const USER_AGENTS_MAX: usize = 65_536;
 /// Most conversions waiting for their click; past it they are judged without waiting.
@@ -151,7 +149,8 @@ pub struct FraudScorer {
     tails_found: HashSet<TailKey>,
     tails: Tails,
     fast_tails: Tails,
-    orders: Fifo<Box<str>, (Arc<str>, i64)>,
+    /// Order ids seen: (merchant, affiliate, time).
+    orders: Fifo<Box<str>, (Arc<str>, Arc<str>, i64)>,
     customers: Customers,
     affiliates: Affiliates,
     graph: LinkGraph,
@@ -168,6 +167,7 @@ pub struct FraudScorer {
     newest_click_us: i64,
     pub(super) model: super::model::ModelState,
     user_agents: HashMap<u64, signals::UaFacts>,
+    shares: super::state::Shares,
     /// Clicks scored since the view was last told.
     scored_clicks: u64,
 }
@@ -232,6 +232,7 @@ impl FraudScorer {
             newest_click_us: i64::MIN,
             model: super::model::ModelState::new(&config.anomaly),
             user_agents: HashMap::new(),
+            shares: Default::default(),
             scored_clicks: 0,
             catalog_at: 0,
             campaigns: HashMap::new(),
