@@ -188,6 +188,12 @@ fn serves_health_runs_actors_and_shuts_down_cleanly_on_sigterm() {
         v["balances"][0]["pending"] == "4.99" && v["balances"][0]["approved"] == "0.00"
     });
 
+    // Its fraud verdict (every conversion gets one, once the clicks around it are read).
+    server.wait_until("the demo sale's verdict", |s| {
+        get(s.addr, "/metrics").is_ok_and(|(_, m)| {
+            m.contains("clicktrail_fraud_scored_total{kind=\"conversion\"} 1\n")
+        })
+    });
     server.signal(libc::SIGTERM);
     let (code, log) = server.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{log}");
