@@ -167,11 +167,16 @@ pub fn site_host(site: &str) -> Option<String> {
 /// Whether `host` is `site`'s host or one of its subdomains (or its link shim: `t.co`
 /// for `x.com`).
 pub fn on_site(host: &str, site: &str) -> bool {
-    site_host(site).is_some_and(|site| {
-        host == site
-            || host.ends_with(&format!(".{site}"))
-            || SHIMS.iter().any(|(shim, of)| host == *shim && site == *of)
-    })
+    site_host(site).is_some_and(|site| on_host(host, &site))
+}
+
+/// [`on_site`] for a site already written as its host ([`site_host`]): no allocation.
+pub fn on_host(host: &str, site: &str) -> bool {
+    host == site
+        || host
+            .strip_suffix(site)
+            .is_some_and(|sub| sub.ends_with('.'))
+        || SHIMS.iter().any(|(shim, of)| host == *shim && site == *of)
 }
 
 /// Whether a referrer host is a search engine's results page (entries from config: a

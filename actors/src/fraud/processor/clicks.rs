@@ -12,6 +12,8 @@ const FLOOD_FAMILIES: [(&str, &str); 4] = [
     ("click-flood-visitor", "visitor"),
 ];
 
+/// Most affiliate and campaign ids kept shared (the set starts again when full).
+const NAMES_MAX: usize = 100_000;
 /// Fewest clicks of an affiliate before its shares are judged.
 const SHARE_CLICKS_MIN: u64 = 30;
 /// An affiliate whose clicks come from data centres at least this often (99% lower bound)
@@ -43,40 +45,40 @@ impl FraudScorer {
     /// clicks carry them (an honest partner has a few VPN users and shared links).
     fn escalate(
         &mut self,
-        c: &ArchivedClick,
+        referrer_host: Option<&str>,
         affiliate: &Arc<str>,
         partner: &PartnerRt,
         hits: &mut [Hit],
     ) {
         let dc = hits.iter().any(|h| h.rule == "datacenter-ip");
-        let dc_share = self.shares.add(affiliate, 0, dc);
+        // A stranger's page: not the affiliate's own sites, nor a platform where people
+        // share links (and not a missing referrer, which email and apps send).
         let foreign = !partner.sites.is_empty()
-            && signals::host(c.referrer.as_str()).is_some_and(|h| {
-                !partner.sites.iter().any(|s| signals::on_site(&h, s))
-                    && !PLATFORMS.iter().any(|p| signals::on_site(&h, p))
+            && referrer_host.is_some_and(|h| {
+                !h.is_empty()
+                    && !partner.sites.iter().any(|s| signals::on_host(h, s))
+                    && !PLATFORMS.iter().any(|p| signals::on_host(h, p))
             });
-        let foreign_share = self.shares.add(affiliate, 1, foreign);
-        for (rule, share, min, what) in [
+        let families = [
             (
                 "datacenter-ip",
-                dc_share,
+                dc,
                 DATACENTER_SHARE_PPM,
                 "come from data centres",
             ),
             (
                 "foreign-referrer",
-                foreign_share,
+                foreign,
                 FOREIGN_SHARE_PPM,
                 "come from other sites",
             ),
-        ] {
-            let lower = share.late_lower_ppm();
-            if share.conversions < SHARE_CLICKS_MIN || lower < min {
+        ];
+        for (n, (rule, this, min, what)) in families.into_iter().enumerate() {
+            let share = self.shares.add(affiliate, n as u8, this);
+            if !this || share.conversions < SHARE_CLICKS_MIN || share.late_lower_ppm() < min {
                 continue;
             }
-            if let Some(h) = hits.iter_mut().find(|h| {
-                h.rule == rule && h.score_ppm * 3 > self.config.settings(rule, None).score_ppm
-            }) {
+            if let Some(h) = hits.iter_mut().find(|h| h.rule == rule) {
                 h.score_ppm = (h.score_ppm * 2).min(crate::fraud::config::PPM);
                 h.reason = format!(
                     "{}; {}% of the affiliate's {} clicks {what}",
@@ -86,6 +88,19 @@ impl FraudScorer {
                 );
             }
         }
+    }
+
+    /// An affiliate or campaign id as the one shared copy.
+    fn name(&mut self, id: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(id) {
+            return n.clone();
+        }
+        if self.names.len() >= NAMES_MAX {
+            self.names.clear();
+        }
+        let n: Arc<str> = Arc::from(id);
+        self.names.insert(n.clone());
+        n
     }
 
     /// A user agent read once per distinct user agent (bounded cache).
@@ -106,11 +121,15 @@ impl FraudScorer {
         self.refresh_catalog();
         let id: Arc<str> = Arc::from(c.click_id.as_str());
         let at = c.at_us.to_native();
-        let affiliate: Arc<str> = Arc::from(c.affiliate_id.as_str());
-        let campaign: Arc<str> = Arc::from(c.campaign_id.as_str());
+        let affiliate = self.name(c.affiliate_id.as_str());
+        let campaign = self.name(c.campaign_id.as_str());
         let camp = self.campaign(&campaign);
         let partner = self.partner(&affiliate);
         let ip = signals::ip(c.ip.as_str());
+        // Read once, and only when a rule needs it.
+        let host = (!partner.sites.is_empty() || !camp.paid_search)
+            .then(|| signals::host(c.referrer.as_str()))
+            .flatten();
         let visitor = visitor_key(c);
         let ua = self.ua_facts(c.user_agent.as_str());
         let mut hits = {
@@ -119,6 +138,7 @@ impl FraudScorer {
                 ua: Some(ua),
                 ip,
                 referrer: c.referrer.as_str(),
+                referrer_host: Some(host.as_deref().unwrap_or_default()),
                 accept_language: c.accept_language.as_str(),
                 sec_fetch_dest: c.sec_fetch_dest.as_str(),
                 sec_fetch_site: c.sec_fetch_site.as_str(),
@@ -145,7 +165,7 @@ impl FraudScorer {
             };
             click::hits(&rules, &facts, &partner_facts)
         };
-        self.escalate(c, &affiliate, &partner, &mut hits);
+        self.escalate(host.as_deref(), &affiliate, &partner, &mut hits);
         let fingerprint = c
             .fingerprint
             .as_ref()

@@ -167,6 +167,8 @@ pub struct FraudScorer {
     newest_click_us: i64,
     pub(super) model: super::model::ModelState,
     user_agents: HashMap<u64, signals::UaFacts>,
+    /// Affiliate and campaign ids, shared (one allocation per id, not per click).
+    names: HashSet<Arc<str>>,
     shares: super::state::Shares,
     /// Clicks scored since the view was last told.
     scored_clicks: u64,
@@ -232,6 +234,7 @@ impl FraudScorer {
             newest_click_us: i64::MIN,
             model: super::model::ModelState::new(&config.anomaly),
             user_agents: HashMap::new(),
+            names: HashSet::new(),
             shares: Default::default(),
             scored_clicks: 0,
             catalog_at: 0,
@@ -292,7 +295,11 @@ impl FraudScorer {
                 .collect();
             own_email_hashes.dedup();
             PartnerRt {
-                sites: a.sites.clone(),
+                sites: a
+                    .sites
+                    .iter()
+                    .filter_map(|s| signals::site_host(s))
+                    .collect(),
                 own: a.ips.iter().filter_map(|r| Cidr::parse(r).ok()).collect(),
                 own_email_hashes,
                 payout_shared_with: a.payout_account.as_ref().and_then(|acct| {

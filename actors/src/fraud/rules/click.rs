@@ -15,6 +15,8 @@ pub struct ClickFacts<'a> {
     pub ua: Option<signals::UaFacts>,
     pub ip: Option<IpAddr>,
     pub referrer: &'a str,
+    /// The referrer's host read already (else read here).
+    pub referrer_host: Option<&'a str>,
     pub accept_language: &'a str,
     pub sec_fetch_dest: &'a str,
     pub sec_fetch_site: &'a str,
@@ -27,6 +29,7 @@ pub struct ClickFacts<'a> {
 /// What the rules read of the click's affiliate and campaign.
 #[derive(Debug, Clone, Default)]
 pub struct PartnerFacts<'a> {
+    /// The hosts of the affiliate's registered sites (as `signals::site_host` writes them).
     pub sites: &'a [String],
     pub own_ranges: &'a [Cidr],
     pub paid_search: bool,
@@ -149,6 +152,14 @@ fn hidden(r: &Rules<'_>, c: &ClickFacts<'_>) -> Option<Hit> {
     )
 }
 
+/// The referrer's host, read once by the caller or here ("" when none).
+fn referrer_host<'a>(c: &ClickFacts<'a>) -> std::borrow::Cow<'a, str> {
+    match c.referrer_host {
+        Some(h) => std::borrow::Cow::Borrowed(h),
+        None => std::borrow::Cow::Owned(signals::host(c.referrer).unwrap_or_default()),
+    }
+}
+
 /// Share of the score a missing referrer gets (email and apps send none).
 const NO_REFERRER_SHARE_PPM: u32 = 300_000;
 
@@ -163,8 +174,8 @@ fn referrer(r: &Rules<'_>, c: &ClickFacts<'_>, p: &PartnerFacts<'_>) -> Option<H
             "no referrer, the affiliate registered sites".into(),
         );
     }
-    let host = signals::host(c.referrer).unwrap_or_default();
-    if p.sites.iter().any(|s| signals::on_site(&host, s)) {
+    let host = referrer_host(c);
+    if p.sites.iter().any(|s| signals::on_host(&host, s)) {
         return None;
     }
     r.hit(
@@ -191,7 +202,7 @@ fn brand_bidding(r: &Rules<'_>, c: &ClickFacts<'_>, p: &PartnerFacts<'_>) -> Opt
             format!("a search-ad click ({id}) on a campaign without paid search"),
         );
     }
-    let host = signals::host(c.referrer).unwrap_or_default();
+    let host = referrer_host(c);
     if let Some(engine) = signals::search_engine(&host, &r.config.search_engines) {
         return r.hit(
             "brand-bidding",
@@ -233,6 +244,7 @@ mod tests {
             ua: None,
             ip: "192.0.2.10".parse().ok(),
             referrer: "https://news.example/review",
+            referrer_host: None,
             accept_language: "en-GB,en;q=0.9",
             sec_fetch_dest: "document",
             sec_fetch_site: "cross-site",
